@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# bench/run.sh: the benchmark suite, this agent against PCP's pmdabpf (see docs/BENCHMARKS.md).
+#   bench/run.sh                 full run: 5 rounds, writes docs/BENCHMARKS.md
+#   bench/run.sh --smoke         one short round, a few seconds per figure (CI)
+#   bench/run.sh --rounds 9 --figures 1,3 --no-write
+# As root. It takes the shared pmcd lock (/tmp/pcp-bcc-e2e.lock) one figure group at a time
+# and leaves both agents installed with their default configurations.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root
+ensure_deps
+[ -x /var/lib/pcp/pmdas/bpf/pmdabpf ] || die "PCP's pmdabpf is not in /var/lib/pcp/pmdas/bpf (Debian package pcp)"
+for t in perf bpftool losetup; do command -v $t >/dev/null || die "$t is needed (linux-perf, bpftool, mount)"; done
+ensure_pmcd
+build_release
+case $(uname -m) in x86_64) arch=x86 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+mkdir -p "${CARGO_TARGET_DIR:-target}/bench"
+say "building the floor BPF programs (bench/floor/floor.bpf.c)"
+clang -O2 -g -target bpf -D__TARGET_ARCH_$arch -Icrates/pmdabcc/src/bpf \
+    -c bench/floor/floor.bpf.c -o "${CARGO_TARGET_DIR:-target}/bench/floor.bpf.o"
+say "running the benchmarks"
+exec /usr/bin/python3 bench/bench.py --cmdline "bench/run.sh${*:+ $*}" "$@"

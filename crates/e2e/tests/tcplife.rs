@@ -1,0 +1,352 @@
+//! End-to-end tests of the tcplife module under the real pmcd: loopback TCP peers (separate
+//! processes, so each has its own pid) move known payloads; the agent's per-process byte
+//! counters must match those payloads (the independent truth) to within the few bytes the
+//! kernel counts for SYN and FIN. Only loopback addresses (127.0.0.1, ::1) are used.
+
+use e2e::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+const RX: &str = "bcc.proc.io.net.tcp.rx";
+const TX: &str = "bcc.proc.io.net.tcp.tx";
+const OPENED: &str = "bcc.proc.io.net.tcp.sessions_opened";
+const CLOSED: &str = "bcc.proc.io.net.tcp.sessions_closed";
+const ACTIVE: &str = "bcc.proc.io.net.tcp.sessions_active";
+const LOST: &str = "bcc.proc.io.net.tcp.events_lost";
+const UNTRACKED: &str = "bcc.proc.io.net.tcp.sessions_untracked";
+
+/// The kernel's tcp_sock.bytes_received/bytes_acked count the FIN (and bytes_acked the
+/// SYN) as one byte each.
+const SLACK: u64 = 4;
+
+/// A loopback peer. `server FAM N_CONN DOWN`: listens on an ephemeral port of the loopback
+/// address, prints it, then for each of N_CONN connections reads to EOF, sends DOWN bytes and
+/// closes; prints the total received. `client FAM PORT`: connects, then obeys stdin lines
+/// "send N" (sends N bytes), "close" (half-closes, reads to EOF, prints what came, exits).
+/// `burst FAM PORT N SIZE`: N sessions in a row, each sending SIZE bytes.
+const PEER: &str = r#"
+import socket, sys
+mode, fam = sys.argv[1], sys.argv[2]
+af, host = (socket.AF_INET6, "::1") if fam == "6" else (socket.AF_INET, "127.0.0.1")
+def drain(c):
+    n = 0
+    while True:
+        b = c.recv(1 << 16)
+        if not b:
+            return n
+        n += len(b)
+if mode == "server":
+    conns, down = int(sys.argv[3]), int(sys.argv[4])
+    s = socket.socket(af)
+    s.bind((host, 0))
+    s.listen(1024)
+    print(s.getsockname()[1], flush=True)
+    total = 0
+    for _ in range(conns):
+        c, _ = s.accept()
+        total += drain(c)
+        if down:
+            c.sendall(b"d" * down)
+        c.close()
+    print(total, flush=True)
+elif mode == "client":
+    c = socket.create_connection((host, int(sys.argv[3])))
+    print("connected", flush=True)
+    for line in sys.stdin:
+        w = line.split()
+        if w[0] == "send":
+            c.sendall(b"u" * int(w[1]))
+            print("sent", flush=True)
+        elif w[0] == "close":
+            c.shutdown(socket.SHUT_WR)
+            print(drain(c), flush=True)
+            c.close()
+            break
+elif mode == "burst":
+    port, n, size = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    for _ in range(n):
+        c = socket.create_connection((host, port))
+        c.sendall(b"b" * size)
+        c.shutdown(socket.SHUT_WR)
+        drain(c)
+        c.close()
+    print("done", flush=True)
+"#;
+
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Peer {
+        let py = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let mut child = Command::new(py)
+            .arg("-c")
+            .arg(PEER)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 for the loopback peers: {e}"));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Peer { stdin: child.stdin.take(), child, out }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn inst(&self) -> String {
+        format!("{:06}", self.pid())
+    }
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).expect("read from peer");
+        assert!(!l.is_empty(), "peer {} ended early", self.pid());
+        l.trim().to_string()
+    }
+    fn say(&mut self, what: &str) {
+        let i = self.stdin.as_mut().unwrap();
+        writeln!(i, "{what}").unwrap();
+        i.flush().unwrap();
+    }
+    fn wait(mut self) {
+        drop(self.stdin.take());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "peer {} failed: {st}", self.child.id());
+    }
+}
+
+/// Runs a server and a client; returns (server, client) when the client is connected.
+fn pair(fam: &str, down: u64) -> (Peer, Peer) {
+    let mut server = Peer::spawn(&["server", fam, "1", &down.to_string()]);
+    let port = server.line();
+    let mut client = Peer::spawn(&["client", fam, &port]);
+    assert_eq!(client.line(), "connected");
+    (server, client)
+}
+
+fn assert_close(what: &str, got: Option<u64>, payload: u64) {
+    let got = got.unwrap_or_else(|| panic!("{what}: no value (payload {payload})"));
+    assert!(got >= payload && got <= payload + SLACK, "{what}: {got}, payload {payload}");
+    eprintln!("{what}: {got} (payload {payload})");
+}
+
+fn values(metric: &str) -> BTreeMap<String, u64> {
+    values_u64(metric)
+}
+
+/// Waits until `metric` for `inst` is at least `want`.
+fn wait_at_least(metric: &str, inst: &str, want: u64) -> Option<u64> {
+    wait_for(Duration::from_secs(10), || values(metric).get(inst).copied().filter(|v| *v >= want))
+}
+
+fn running(s: &Session) {
+    let _ = s;
+    let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);
+    let state = st.get("bcc.agent.modules.state").and_then(|v| v.get(&Some("tcplife".into()))).cloned();
+    let status = st.get("bcc.agent.modules.status").and_then(|v| v.get(&Some("tcplife".into()))).cloned();
+    assert_eq!(state.as_deref(), Some("running"), "tcplife is not running: {status:?}");
+    eprintln!("tcplife status: {}", status.unwrap_or_default());
+}
+
+#[test]
+fn short_sessions_count_per_process_ipv4_and_ipv6() {
+    let s = Session::start();
+    running(&s);
+    for (fam, up, down) in [("4", 123_457u64, 65_432u64), ("6", 234_567, 7_654)] {
+        let (mut server, mut client) = pair(fam, down);
+        client.say(&format!("send {up}"));
+        assert_eq!(client.line(), "sent");
+        client.say("close");
+        assert_eq!(client.line().parse::<u64>().unwrap(), down);
+        assert_eq!(server.line().parse::<u64>().unwrap(), up);
+        let (si, ci) = (server.inst(), client.inst());
+        server.wait();
+        client.wait();
+        // the CLOSE records come through the ring buffer thread: wait for them
+        wait_for(Duration::from_secs(10), || (values(CLOSED).get(&si) == Some(&1) && values(CLOSED).get(&ci) == Some(&1)).then_some(()))
+            .unwrap_or_else(|| panic!("IPv{fam}: sessions_closed of {si}/{ci}: {:?}", values(CLOSED)));
+        let (rx, tx) = (values(RX), values(TX));
+        assert_close(&format!("IPv{fam} server rx"), rx.get(&si).copied(), up);
+        assert_close(&format!("IPv{fam} client tx"), tx.get(&ci).copied(), up);
+        assert_close(&format!("IPv{fam} client rx"), rx.get(&ci).copied(), down);
+        assert_close(&format!("IPv{fam} server tx"), tx.get(&si).copied(), down);
+        assert_eq!(values(OPENED).get(&si), Some(&1));
+        assert_eq!(values(OPENED).get(&ci), Some(&1));
+        assert_eq!(values(ACTIVE).get(&ci), Some(&0));
+    }
+}
+
+#[test]
+fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
+    let s = Session::start();
+    running(&s);
+    for fam in ["4", "6"] {
+        let (mut server, mut client) = pair(fam, 0);
+        let (si, ci) = (server.inst(), client.inst());
+        let chunk = 1_500_000u64;
+        for round in 1..=3u64 {
+            client.say(&format!("send {chunk}"));
+            assert_eq!(client.line(), "sent");
+            // the session is open: the counters must reach what was sent so far
+            let want = round * chunk;
+            let srx = wait_at_least(RX, &si, want).unwrap_or_else(|| panic!("IPv{fam} round {round}: server rx {:?} never reached {want} while open", values(RX).get(&si)));
+            let ctx = wait_at_least(TX, &ci, want).unwrap_or_else(|| panic!("IPv{fam} round {round}: client tx {:?} never reached {want} while open", values(TX).get(&ci)));
+            assert!(srx <= want + SLACK && ctx <= want + SLACK, "IPv{fam} round {round}: rx {srx} tx {ctx} beyond {want}");
+            assert_eq!(values(ACTIVE).get(&ci), Some(&1), "IPv{fam}: the client session is open");
+            assert_eq!(values(CLOSED).get(&ci).copied().unwrap_or(0), 0);
+            eprintln!("IPv{fam} open session after {want} bytes: server rx {srx}, client tx {ctx}");
+        }
+        client.say("close");
+        assert_eq!(client.line(), "0");
+        assert_eq!(server.line().parse::<u64>().unwrap(), 3 * chunk);
+        server.wait();
+        client.wait();
+        wait_for(Duration::from_secs(10), || (values(CLOSED).get(&ci) == Some(&1)).then_some(())).expect("client session closed");
+        assert_close(&format!("IPv{fam} final server rx"), values(RX).get(&si).copied(), 3 * chunk);
+        assert_close(&format!("IPv{fam} final client tx"), values(TX).get(&ci).copied(), 3 * chunk);
+    }
+}
+
+#[test]
+fn pmrep_shows_a_download_in_megabytes() {
+    let s = Session::start();
+    running(&s);
+    // A download: the client receives `down` bytes from the server while pmrep watches.
+    let down = 3_145_728u64; // 3 MB
+    let (server, mut client) = pair("4", down);
+    let ci = client.inst();
+    client.say("close"); // half-close: the server answers with the download
+    assert_eq!(client.line().parse::<u64>().unwrap(), down);
+    let conf = std::env::temp_dir().join(format!("tcplife-pmrep-{}.conf", std::process::id()));
+    std::fs::write(&conf, "[bcc-example]\ntimestamp = yes\ninterval = 1s\nbcc.proc.io.net.tcp.rx = ,,MB,raw,\nbcc.proc.io.net.tcp.tx = ,,MB,raw,\n").unwrap();
+    // the process is still alive (it waits for us to close its stdin), so its row is there
+    let out = run_ok("pmrep", &["-c", conf.to_str().unwrap(), "-i", &format!(".*{ci}.*"), "-s", "2", ":bcc-example"]);
+    eprintln!("{out}");
+    server.wait();
+    client.wait();
+    let _ = std::fs::remove_file(&conf);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("b.p.i.n.t.rx") && l.contains("b.p.i.n.t.tx")), "columns: {out}");
+    assert!(lines.iter().any(|l| l.split_whitespace().filter(|w| *w == ci).count() == 2), "instance {ci} in both columns: {out}");
+    assert!(lines.iter().any(|l| l.split_whitespace().filter(|w| *w == "MB").count() == 2), "MB units: {out}");
+    let last = lines.last().unwrap();
+    let cols: Vec<f64> = last.split_whitespace().skip(1).map(|w| w.parse().unwrap()).collect();
+    let want = down as f64 / 1_048_576.0;
+    assert!((cols[0] - want).abs() < 0.001, "rx {} MB, downloaded {want} MB: {out}", cols[0]);
+    assert!(cols[1] < 0.001, "tx {} MB: {out}", cols[1]);
+}
+
+#[test]
+fn a_burst_of_1000_sessions_loses_none() {
+    let s = Session::start();
+    running(&s);
+    let n = 1000u64;
+    let size = 100u64;
+    let lost0 = value_u64(LOST, None).expect("events_lost");
+    let untracked0 = value_u64(UNTRACKED, None).expect("sessions_untracked");
+    for fam in ["4", "6"] {
+        let mut server = Peer::spawn(&["server", fam, &n.to_string(), "0"]);
+        let port = server.line();
+        let mut burst = Peer::spawn(&["burst", fam, &port, &n.to_string(), &size.to_string()]);
+        assert_eq!(burst.line(), "done");
+        assert_eq!(server.line().parse::<u64>().unwrap(), n * size);
+        let (si, bi) = (server.inst(), burst.inst());
+        server.wait();
+        burst.wait();
+        let done = wait_for(Duration::from_secs(15), || {
+            let c = values(CLOSED);
+            (c.get(&si) == Some(&n) && c.get(&bi) == Some(&n)).then_some(())
+        });
+        let (o, c) = (values(OPENED), values(CLOSED));
+        eprintln!("IPv{fam} burst of {n}: server opened {:?} closed {:?}, client opened {:?} closed {:?}", o.get(&si), c.get(&si), o.get(&bi), c.get(&bi));
+        assert!(done.is_some(), "IPv{fam}: not every session closed in the counts");
+        assert_eq!(o.get(&si), Some(&n));
+        assert_eq!(o.get(&bi), Some(&n));
+        assert_eq!(values(RX).get(&si), Some(&(n * size + n)), "server rx: payload plus one FIN per session");
+        let tx = values(TX)[&bi];
+        assert!(tx >= n * size && tx <= n * (size + 2), "client tx {tx}");
+    }
+    let lost = value_u64(LOST, None).unwrap();
+    let untracked = value_u64(UNTRACKED, None).unwrap();
+    eprintln!("events_lost {lost0} -> {lost}, sessions_untracked {untracked0} -> {untracked}");
+    assert_eq!(lost, 0, "ring buffer records lost");
+    assert_eq!(untracked, untracked0, "sessions not tracked");
+}
+
+#[test]
+fn the_sessions_layout_serves_the_dashboard_names() {
+    let mut s = Session::start();
+    s.with_config(
+        "[pmda]\nmodules = tcplife\nprefix = bcc.\n\n[tcplife]\nmodule = tcplife\ncluster = 3\nlayout = sessions\nsession_count = 5\n",
+    );
+    running(&s);
+    // exactly the names grafana-pcp's "eBPF/BCC Overview" tcplife table queries, plus ours
+    let names: Vec<String> = run_ok("pminfo", &["bcc.proc.io.net.tcp"]).lines().map(str::to_string).collect();
+    let mut want: Vec<String> = ["pid", "comm", "laddr", "lport", "daddr", "dport", "tx", "rx", "duration", "events_lost", "sessions_untracked"]
+        .iter()
+        .map(|n| format!("bcc.proc.io.net.tcp.{n}"))
+        .collect();
+    let mut got = names.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // the Python module's PMIDs: 149.3.0 pid ... 149.3.8 duration
+    let pmids = run_ok("pminfo", &["-m", "bcc.proc.io.net.tcp.pid", "bcc.proc.io.net.tcp.rx", "bcc.proc.io.net.tcp.duration"]);
+    assert!(pmids.contains("PMID: 149.3.0") && pmids.contains("PMID: 149.3.7") && pmids.contains("PMID: 149.3.8"), "{pmids}");
+
+    let (up, down) = (54_321u64, 12_345u64);
+    let (mut server, mut client) = pair("4", down);
+    client.say(&format!("send {up}"));
+    assert_eq!(client.line(), "sent");
+    client.say("close");
+    assert_eq!(client.line().parse::<u64>().unwrap(), down);
+    assert_eq!(server.line().parse::<u64>().unwrap(), up);
+    let (sp, cp) = (server.pid(), client.pid());
+    server.wait();
+    client.wait();
+    let all = [
+        "bcc.proc.io.net.tcp.pid",
+        "bcc.proc.io.net.tcp.comm",
+        "bcc.proc.io.net.tcp.laddr",
+        "bcc.proc.io.net.tcp.lport",
+        "bcc.proc.io.net.tcp.daddr",
+        "bcc.proc.io.net.tcp.dport",
+        "bcc.proc.io.net.tcp.tx",
+        "bcc.proc.io.net.tcp.rx",
+        "bcc.proc.io.net.tcp.duration",
+    ];
+    let table = wait_for(Duration::from_secs(10), || {
+        let f = fetch(&all);
+        let pids = f.get("bcc.proc.io.net.tcp.pid")?;
+        let has = |p: u32| pids.values().any(|v| v == &p.to_string());
+        (has(sp) && has(cp)).then_some(f)
+    })
+    .unwrap_or_else(|| panic!("sessions of {sp} and {cp} not in the table: {:?}", fetch(&all)));
+    let row = |pid: u32| -> BTreeMap<&str, String> {
+        let inst = table["bcc.proc.io.net.tcp.pid"].iter().find(|(_, v)| *v == &pid.to_string()).unwrap().0.clone();
+        all.iter().map(|m| (m.rsplit('.').next().unwrap(), table[*m].get(&inst).cloned().unwrap_or_default())).collect()
+    };
+    let (c, sv) = (row(cp), row(sp));
+    eprintln!("client row {c:?}\nserver row {sv:?}");
+    for r in [&c, &sv] {
+        assert_eq!(r["laddr"], "127.0.0.1");
+        assert_eq!(r["daddr"], "127.0.0.1");
+        assert!(r["comm"].starts_with("python"), "{r:?}");
+        assert!(r["duration"].parse::<u64>().unwrap() > 0);
+    }
+    assert_eq!(c["dport"], sv["lport"], "the client talked to the server's port");
+    assert_eq!(c["lport"], sv["dport"]);
+    assert_close("session client tx", c["tx"].parse().ok(), up);
+    assert_close("session client rx", c["rx"].parse().ok(), down);
+    assert_close("session server rx", sv["rx"].parse().ok(), up);
+    assert_close("session server tx", sv["tx"].parse().ok(), down);
+    // instances "0".."4", "0" the most recent
+    let insts = run_ok("pminfo", &["-f", "bcc.proc.io.net.tcp.duration"]);
+    for i in 0..5 {
+        assert!(insts.contains(&format!("or \"{i}\"]")) || i >= table["bcc.proc.io.net.tcp.pid"].len(), "instance {i}: {insts}");
+    }
+}

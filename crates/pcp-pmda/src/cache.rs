@@ -1,0 +1,198 @@
+//! Instance domains: pmdaCache-backed ones (ids persist across restarts) and fixed ones.
+//!
+//! [`Instances`] only exists inside the PMDA's main loop (it is handed to [`crate::Agent`]
+//! methods), which is how the type system keeps pmdaCache calls on the one thread
+//! libpcp_pmda allows.
+
+use crate::types::{indom_encode, IndomKind, PmdaError};
+use pcp_pmda_sys as sys;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
+
+/// A fixed indom's table as libpcp_pmda reads it, with the names it points at kept alive.
+#[derive(Default)]
+pub(crate) struct FixedSet {
+    pub(crate) names: Vec<CString>,
+    pub(crate) ids: Vec<sys::pmdaInstid>,
+}
+
+/// Access to the agent's instance domains.
+pub struct Instances {
+    pub(crate) domain: u32,
+    pub(crate) kinds: HashMap<u32, IndomKind>,
+    pub(crate) fixed: HashMap<u32, FixedSet>,
+    /// Set when a fixed table changed, so the PMDA re-points `e_indoms` at it.
+    pub(crate) fixed_dirty: bool,
+    pub(crate) dirty_caches: Vec<u32>,
+    _main_thread_only: PhantomData<*const ()>,
+}
+
+fn cname(name: &str) -> Result<CString, PmdaError> {
+    CString::new(name).map_err(|_| PmdaError::UnknownInstance)
+}
+
+impl Instances {
+    pub(crate) fn new(domain: u32) -> Self {
+        Instances {
+            domain,
+            kinds: HashMap::new(),
+            fixed: HashMap::new(),
+            fixed_dirty: false,
+            dirty_caches: Vec::new(),
+            _main_thread_only: PhantomData,
+        }
+    }
+
+    pub(crate) fn raw(&self, serial: u32) -> u32 {
+        indom_encode(self.domain, serial)
+    }
+
+    fn kind(&self, serial: u32) -> Option<IndomKind> {
+        self.kinds.get(&serial).copied()
+    }
+
+    /// Registers a cached indom and loads its saved name-to-id map.
+    pub(crate) fn register(&mut self, serial: u32, kind: IndomKind) {
+        if self.kinds.insert(serial, kind).is_some() {
+            return;
+        }
+        match kind {
+            IndomKind::Cached => {
+                // SAFETY: plain call with an indom number; loads the saved cache file if any
+                // (a missing file is not an error for us: it returns a negative code we ignore).
+                unsafe {
+                    sys::pmdaCacheOp(self.raw(serial), sys::PMDA_CACHE_LOAD);
+                }
+            }
+            IndomKind::Fixed => {
+                self.fixed.entry(serial).or_default();
+                self.fixed_dirty = true;
+            }
+        }
+    }
+
+    /// Adds (or re-activates) `name` in a cached indom and returns its instance id. The same
+    /// name always gets the same id, also after a restart of the agent.
+    pub fn add(&mut self, serial: u32, name: &str) -> Result<u32, PmdaError> {
+        if self.kind(serial) != Some(IndomKind::Cached) {
+            return Err(PmdaError::UnknownInstance);
+        }
+        let c = cname(name)?;
+        let raw = self.raw(serial);
+        // SAFETY: valid NUL-terminated name; libpcp_pmda copies it. No private data.
+        let inst = unsafe { sys::pmdaCacheStore(raw, sys::PMDA_CACHE_ADD, c.as_ptr(), std::ptr::null_mut()) };
+        if inst < 0 {
+            return Err(PmdaError::Generic);
+        }
+        if !self.dirty_caches.contains(&serial) {
+            self.dirty_caches.push(serial);
+        }
+        Ok(inst as u32)
+    }
+
+    /// Marks `name` inactive: it is no longer listed or fetched, but keeps its id.
+    pub fn hide(&mut self, serial: u32, name: &str) {
+        if self.kind(serial) != Some(IndomKind::Cached) {
+            return;
+        }
+        let Ok(c) = cname(name) else { return };
+        // SAFETY: valid NUL-terminated name.
+        unsafe {
+            sys::pmdaCacheStore(self.raw(serial), sys::PMDA_CACHE_HIDE, c.as_ptr(), std::ptr::null_mut());
+        }
+    }
+
+    /// Removes `name` from a cached indom for good (its id may be reused): for members that
+    /// will not come back, such as exited processes, so the cache does not grow without end.
+    pub fn cull(&mut self, serial: u32, name: &str) {
+        if self.kind(serial) != Some(IndomKind::Cached) {
+            return;
+        }
+        let Ok(c) = cname(name) else { return };
+        // SAFETY: valid NUL-terminated name.
+        unsafe {
+            sys::pmdaCacheStore(self.raw(serial), sys::PMDA_CACHE_CULL, c.as_ptr(), std::ptr::null_mut());
+        }
+        if !self.dirty_caches.contains(&serial) {
+            self.dirty_caches.push(serial);
+        }
+    }
+
+    /// Marks every member of a cached indom inactive.
+    pub fn hide_all(&mut self, serial: u32) {
+        if self.kind(serial) == Some(IndomKind::Cached) {
+            // SAFETY: plain call with an indom number.
+            unsafe {
+                sys::pmdaCacheOp(self.raw(serial), sys::PMDA_CACHE_INACTIVE);
+            }
+        }
+    }
+
+    /// The id `name` has in a cached indom, whether active or not.
+    pub fn lookup(&self, serial: u32, name: &str) -> Option<u32> {
+        if self.kind(serial) != Some(IndomKind::Cached) {
+            return None;
+        }
+        let c = cname(name).ok()?;
+        let mut inst: libc::c_int = -1;
+        // SAFETY: valid name and out-pointer; private pointer not requested.
+        let sts = unsafe { sys::pmdaCacheLookupName(self.raw(serial), c.as_ptr(), &mut inst, std::ptr::null_mut()) };
+        (sts >= 0 && inst >= 0).then_some(inst as u32)
+    }
+
+    /// The name of instance `inst` of a cached indom.
+    pub fn name(&self, serial: u32, inst: u32) -> Option<String> {
+        if self.kind(serial) != Some(IndomKind::Cached) {
+            return None;
+        }
+        let mut name: *mut libc::c_char = std::ptr::null_mut();
+        // SAFETY: out-pointer receives a pointer into the cache (not ours to free).
+        let sts = unsafe { sys::pmdaCacheLookup(self.raw(serial), inst as libc::c_int, &mut name, std::ptr::null_mut()) };
+        if sts < 0 || name.is_null() {
+            return None;
+        }
+        // SAFETY: libpcp_pmda returned a valid NUL-terminated string it owns.
+        Some(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+    }
+
+    /// Number of active members of a cached indom.
+    pub fn active_count(&self, serial: u32) -> usize {
+        if self.kind(serial) != Some(IndomKind::Cached) {
+            return 0;
+        }
+        // SAFETY: plain call with an indom number.
+        let n = unsafe { sys::pmdaCacheOp(self.raw(serial), sys::PMDA_CACHE_SIZE_ACTIVE) };
+        n.max(0) as usize
+    }
+
+    /// Replaces the members of a fixed indom with `(id, name)` pairs.
+    pub fn set_fixed(&mut self, serial: u32, members: &[(u32, String)]) {
+        if self.kind(serial) != Some(IndomKind::Fixed) {
+            return;
+        }
+        let set = self.fixed.entry(serial).or_default();
+        let same = set.ids.len() == members.len()
+            && set.ids.iter().zip(&set.names).zip(members).all(|((i, n), (id, name))| i.i_inst as u32 == *id && n.as_bytes() == name.as_bytes());
+        if same {
+            return;
+        }
+        set.names = members.iter().map(|(_, n)| CString::new(n.replace('\0', " ")).unwrap_or_default()).collect();
+        set.ids = members
+            .iter()
+            .zip(&set.names)
+            .map(|((id, _), n)| sys::pmdaInstid { i_inst: *id as libc::c_int, i_name: n.as_ptr() as *mut libc::c_char })
+            .collect();
+        self.fixed_dirty = true;
+    }
+
+    /// Writes changed cached indoms to disk, so ids survive a restart.
+    pub(crate) fn save(&mut self) {
+        for serial in std::mem::take(&mut self.dirty_caches) {
+            // SAFETY: plain call with an indom number; writes only when the cache changed.
+            unsafe {
+                sys::pmdaCacheOp(self.raw(serial), sys::PMDA_CACHE_SAVE);
+            }
+        }
+    }
+}

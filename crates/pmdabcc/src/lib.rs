@@ -1,0 +1,13 @@
+//! The bcc PMDA: eBPF (CO-RE) programs served as Performance Co-Pilot metrics.
+//!
+//! - [`config`]: bcc.conf
+//! - [`module`]: the module interface; [`modules`]: one folder per module
+//! - [`agent`]: runs the modules behind the PMDA layer (the `pcp-pmda` crate)
+//! - [`bpf`]: BPF plumbing shared by the modules
+
+pub mod agent;
+pub mod bpf;
+pub mod config;
+pub mod module;
+pub mod modules;
+pub mod process;

@@ -1,0 +1,204 @@
+//! The module interface: what one module (one folder under `src/modules/`) declares and does.
+//!
+//! A module is described by a static [`ModuleSpec`]: its metric table (explicit items, never
+//! list positions), its instance domains, its options, and a constructor. The agent creates
+//! the module from its config section on the main thread, starts it (open, configure, load,
+//! attach its BPF programs) on a loader thread, then refreshes and fetches it on the main
+//! thread.
+
+use crate::config::{ConfigError, ModuleConfig};
+use pcp_pmda::{IndomKind, Instances, PmdaError, Semantics, Type, Units, Value};
+
+/// One metric of a module. `name` is relative to the module's prefix (`proc.sysfork` with
+/// prefix `bcc.` is `bcc.proc.sysfork`).
+#[derive(Debug)]
+pub struct MetricSpec {
+    pub item: u32,
+    pub name: &'static str,
+    pub ty: Type,
+    pub sem: Semantics,
+    pub units: Units,
+    /// Module-local instance domain id (see [`IndomSpec::id`]).
+    pub indom: Option<u32>,
+    pub oneline: &'static str,
+    pub help: &'static str,
+    /// Values reveal private data (command lines, addresses, ports, file names): served only
+    /// to clients the access policy allows.
+    pub sensitive: bool,
+}
+
+/// One instance domain of a module.
+#[derive(Debug)]
+pub struct IndomSpec {
+    /// Module-local id; the PCP serial is derived from the module's cluster and this id.
+    pub id: u32,
+    pub kind: IndomKind,
+    pub oneline: &'static str,
+    pub help: &'static str,
+}
+
+/// A module option, for the documentation and `--list-modules`.
+#[derive(Debug)]
+pub struct OptionSpec {
+    pub key: &'static str,
+    pub doc: &'static str,
+}
+
+/// Everything the agent knows about a module kind before running it.
+pub struct ModuleSpec {
+    /// The value of `module =` in bcc.conf.
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Cluster used when the section has no `cluster =` (the original pmdabcc's numbers).
+    pub default_cluster: u32,
+    pub metrics: &'static [MetricSpec],
+    pub indoms: &'static [IndomSpec],
+    pub options: &'static [OptionSpec],
+    /// Parses the section's options; no BPF work here.
+    pub create: fn(&ModuleConfig) -> Result<Box<dyn Module>, ConfigError>,
+}
+
+/// PCP serial of a module-local indom: 6 bits of local id under the 12-bit cluster, so
+/// serials (and the pmdaCache files named after them) stay put as long as the cluster does.
+pub const fn indom_serial(cluster: u32, local: u32) -> u32 {
+    (cluster << 6) | (local & 0x3f)
+}
+
+/// Why a module could not start or refresh.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("no usable hook: {0}")]
+    NoHook(String),
+    #[error("BPF {stage} failed: {source}")]
+    Bpf { stage: &'static str, source: libbpf_rs::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ModuleError {
+    pub fn bpf(stage: &'static str) -> impl FnOnce(libbpf_rs::Error) -> ModuleError {
+        move |source| ModuleError::Bpf { stage, source }
+    }
+}
+
+/// A module's view of its own instance domains (module-local ids).
+pub struct ModuleInstances<'a> {
+    pub(crate) cluster: u32,
+    pub(crate) inner: &'a mut Instances,
+}
+
+impl ModuleInstances<'_> {
+    pub fn serial(&self, local: u32) -> u32 {
+        indom_serial(self.cluster, local)
+    }
+    /// Adds or re-activates `name`; the id is stable across agent restarts.
+    pub fn add(&mut self, local: u32, name: &str) -> Result<u32, PmdaError> {
+        let s = self.serial(local);
+        self.inner.add(s, name)
+    }
+    pub fn hide(&mut self, local: u32, name: &str) {
+        let s = self.serial(local);
+        self.inner.hide(s, name)
+    }
+    /// Removes `name` for good: for members that will not come back (exited processes).
+    pub fn cull(&mut self, local: u32, name: &str) {
+        let s = self.serial(local);
+        self.inner.cull(s, name)
+    }
+    pub fn hide_all(&mut self, local: u32) {
+        let s = self.serial(local);
+        self.inner.hide_all(s)
+    }
+    pub fn lookup(&self, local: u32, name: &str) -> Option<u32> {
+        self.inner.lookup(self.serial(local), name)
+    }
+    pub fn name(&self, local: u32, inst: u32) -> Option<String> {
+        self.inner.name(self.serial(local), inst)
+    }
+    pub fn active_count(&self, local: u32) -> usize {
+        self.inner.active_count(self.serial(local))
+    }
+    /// Replaces the members of a fixed indom.
+    pub fn set_fixed(&mut self, local: u32, members: &[(u32, String)]) {
+        let s = self.serial(local);
+        self.inner.set_fixed(s, members)
+    }
+}
+
+/// A BPF program of a module, for the self-metrics.
+#[derive(Clone, Debug)]
+pub struct ProgInfo {
+    pub name: String,
+    pub fd: i32,
+}
+
+/// A BPF map of a module, for the self-metrics.
+#[derive(Clone, Debug)]
+pub struct MapInfo {
+    pub name: String,
+    pub fd: i32,
+}
+
+/// A running (or about to run) module.
+pub trait Module: Send {
+    /// Opens, configures, loads and attaches the BPF programs, probing the kernel for the
+    /// hooks to use. Returns a one-line status of what was chosen (e.g. the hooks). Runs on
+    /// the loader thread.
+    fn start(&mut self) -> Result<String, ModuleError>;
+    /// Brings values and instances up to date before a fetch (main thread).
+    fn refresh(&mut self, _inst: &mut ModuleInstances) -> Result<(), ModuleError> {
+        Ok(())
+    }
+    /// The value of `item` for instance `inst` (from the last refresh).
+    fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError>;
+    /// Periodic work, about once a second (process filter re-scans, retention).
+    fn tick(&mut self, _inst: &mut ModuleInstances) {}
+    /// Labels (JSON) of a module-local indom.
+    fn indom_labels(&self, _local: u32) -> Option<String> {
+        None
+    }
+    /// Labels (JSON) of one instance of a module-local indom.
+    fn instance_labels(&self, _local: u32, _inst: u32) -> Option<String> {
+        None
+    }
+    /// The module's BPF programs and maps (for the BPF self-metrics).
+    fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
+        (Vec::new(), Vec::new())
+    }
+    /// The metric table and instance domains served, when an option chose a layout other
+    /// than the spec's own (e.g. tcplife's `layout = sessions`); `None`: the spec's.
+    fn layout(&self) -> Option<(&'static [MetricSpec], &'static [IndomSpec])> {
+        None
+    }
+}
+
+/// Checks a metric table's invariants; used by every module's PMID-pinning test.
+pub fn check_table(spec: &ModuleSpec) -> Result<(), String> {
+    let mut items = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
+    for m in spec.metrics {
+        if !items.insert(m.item) {
+            return Err(format!("{}: item {} used twice", spec.name, m.item));
+        }
+        if !names.insert(m.name) {
+            return Err(format!("{}: name {} used twice", spec.name, m.name));
+        }
+        if m.item > pcp_pmda::MAX_ITEM {
+            return Err(format!("{}: item {} out of range", spec.name, m.item));
+        }
+        if let Some(i) = m.indom {
+            if !spec.indoms.iter().any(|d| d.id == i) {
+                return Err(format!("{}: {} uses undeclared indom {}", spec.name, m.name, i));
+            }
+        }
+        if m.oneline.is_empty() || m.help.is_empty() {
+            return Err(format!("{}: {} lacks help text", spec.name, m.name));
+        }
+        if names.iter().any(|n| *n != m.name && (n.starts_with(&format!("{}.", m.name)) || m.name.starts_with(&format!("{n}.")))) {
+            return Err(format!("{}: {} is both a leaf and a subtree", spec.name, m.name));
+        }
+    }
+    Ok(())
+}

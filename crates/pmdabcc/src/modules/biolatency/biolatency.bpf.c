@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * biolatency: block I/O latency, from a request's issue to the device (or, with `queued`,
+ * from its insertion into the OS queue) to its completion, as power-of-two histograms in
+ * microseconds: one for the whole system, and one per disk when asked. After libbpf-tools'
+ * biolatency.bpf.c. Three program sets, one per hook kind; user space enables the first the
+ * kernel accepts (tp_btf, raw_tp, classic tracepoint).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "bits.bpf.h"
+#include "biolatency.h"
+
+/* Set by user space before load. */
+const volatile bool targ_queued = false;   /* measure from block_rq_insert */
+const volatile bool targ_per_disk = false; /* also fill the per-disk histograms */
+
+extern int LINUX_KERNEL_VERSION __kconfig;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct biolat_hist);
+} hist SEC(".maps");
+
+/* Per disk (dev_t, kernel encoding major << 20 | minor), updated atomically. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct biolat_hist);
+} disks SEC(".maps");
+
+/* Requests in flight: when they started. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct biolat_rq_key);
+	__type(value, __u64);
+} start SEC(".maps");
+
+/* Initial value of a new disk's histogram (too big for the 512-byte stack). */
+struct biolat_hist zero_hist = {};
+
+/*
+ * CO-RE shim: the disk of a request. Commit f3fa33acca9f ("block: remove the ->rq_disk field
+ * in struct request", 5.17) leaves it at rq->q->disk, added by d152c682f03c ("block: add an
+ * explicit ->disk backpointer to the request_queue", 5.15). As libbpf-tools core_fixes.bpf.h.
+ */
+struct request_queue___x {
+	struct gendisk *disk;
+} __attribute__((preserve_access_index));
+
+struct request___x {
+	struct request_queue___x *q;
+	struct gendisk *rq_disk;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 rq_dev(void *request)
+{
+	struct request___x *r = request;
+	struct gendisk *disk;
+
+	if (bpf_core_field_exists(r->rq_disk))
+		disk = BPF_CORE_READ(r, rq_disk);
+	else
+		disk = BPF_CORE_READ(r, q, disk);
+	if (!disk)
+		return 0;
+	return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
+}
+
+/*
+ * A request starts. block_rq_issue can fire more than once for one request (a driver that
+ * is busy has it requeued and issued again): without `queued` the last issue counts (the
+ * one the device accepted), as libbpf-tools does. With `queued` the first of insert and
+ * issue counts (issue alone for requests that bypass the queue).
+ */
+static __always_inline void rq_start(struct biolat_rq_key *key)
+{
+	__u64 ts = bpf_ktime_get_ns();
+
+	bpf_map_update_elem(&start, key, &ts, targ_queued ? BPF_NOEXIST : BPF_ANY);
+}
+
+/* A request completes: measured once (the first completion event), then forgotten. */
+static __always_inline void rq_done(struct biolat_rq_key *key, __u32 dev)
+{
+	__u64 *tsp, now, delta, slot;
+	struct biolat_hist *h;
+	__u32 zero = 0;
+
+	tsp = bpf_map_lookup_elem(&start, key);
+	if (!tsp)
+		return; /* started before we attached */
+	now = bpf_ktime_get_ns();
+	delta = now > *tsp ? now - *tsp : 0;
+	bpf_map_delete_elem(&start, key);
+
+	slot = log2l(delta / 1000);
+	if (slot >= BIOLAT_SLOTS) /* cannot happen; keeps the verifier sure of the bound */
+		slot = BIOLAT_SLOTS - 1;
+	h = bpf_map_lookup_elem(&hist, &zero);
+	if (h) {
+		/* per-CPU slot; the tracing-program recursion guard keeps nested runs out */
+		h->slots[slot]++;
+		h->count++;
+		h->sum_ns += delta;
+	}
+	if (!targ_per_disk || !dev)
+		return;
+	h = bpf_map_lookup_elem(&disks, &dev);
+	if (!h) {
+		bpf_map_update_elem(&disks, &dev, &zero_hist, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&disks, &dev);
+		if (!h)
+			return;
+	}
+	/* shared by all CPUs */
+	__sync_fetch_and_add(&h->slots[slot], 1);
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum_ns, delta);
+}
+
+/*
+ * Commit a54895fa057c ("block: remove the request_queue to argument request based
+ * tracepoints", 5.11) dropped the leading request_queue argument of block_rq_insert and
+ * block_rq_issue. (clang 14 has no bpf_core_type_matches, so the kernel version decides;
+ * the untaken branch is pruned at load, as LINUX_KERNEL_VERSION is a constant.)
+ */
+static __always_inline void *rq_arg(unsigned long long *ctx)
+{
+	if (LINUX_KERNEL_VERSION >= KERNEL_VERSION(5, 11, 0))
+		return (void *)ctx[0];
+	return (void *)ctx[1];
+}
+
+static __always_inline int start_ptr(void *rq)
+{
+	struct biolat_rq_key key = { .rq = (__u64)rq };
+
+	rq_start(&key);
+	return 0;
+}
+
+static __always_inline int done_ptr(void *rq)
+{
+	struct biolat_rq_key key = { .rq = (__u64)rq };
+
+	rq_done(&key, rq_dev(rq));
+	return 0;
+}
+
+/* --- tp_btf --- */
+
+SEC("tp_btf/block_rq_insert")
+int biolat_insert_btf(unsigned long long *ctx)
+{
+	return start_ptr(rq_arg(ctx));
+}
+
+SEC("tp_btf/block_rq_issue")
+int biolat_issue_btf(unsigned long long *ctx)
+{
+	return start_ptr(rq_arg(ctx));
+}
+
+SEC("tp_btf/block_rq_complete")
+int biolat_complete_btf(unsigned long long *ctx)
+{
+	return done_ptr((void *)ctx[0]);
+}
+
+/* --- raw_tp --- */
+
+SEC("raw_tp/block_rq_insert")
+int biolat_insert_raw(unsigned long long *ctx)
+{
+	return start_ptr(rq_arg(ctx));
+}
+
+SEC("raw_tp/block_rq_issue")
+int biolat_issue_raw(unsigned long long *ctx)
+{
+	return start_ptr(rq_arg(ctx));
+}
+
+SEC("raw_tp/block_rq_complete")
+int biolat_complete_raw(unsigned long long *ctx)
+{
+	return done_ptr((void *)ctx[0]);
+}
+
+/* --- classic tracepoints: no request address, so device and sector identify it --- */
+
+SEC("tracepoint/block/block_rq_insert")
+int biolat_insert_tp(struct trace_event_raw_block_rq *ctx)
+{
+	struct biolat_rq_key key = { .sector = ctx->sector, .dev = ctx->dev };
+
+	rq_start(&key);
+	return 0;
+}
+
+SEC("tracepoint/block/block_rq_issue")
+int biolat_issue_tp(struct trace_event_raw_block_rq *ctx)
+{
+	struct biolat_rq_key key = { .sector = ctx->sector, .dev = ctx->dev };
+
+	rq_start(&key);
+	return 0;
+}
+
+SEC("tracepoint/block/block_rq_complete")
+int biolat_complete_tp(struct trace_event_raw_block_rq_completion *ctx)
+{
+	struct biolat_rq_key key = { .sector = ctx->sector, .dev = ctx->dev };
+
+	rq_done(&key, ctx->dev);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * biotop: block I/O bytes and requests per (disk, process).
+ *
+ * A request is attributed to the process that submits it, when it enters the block layer,
+ * and its bytes are counted when it completes (block_rq_complete, piece by piece for partial
+ * completions), so a request is counted once however often it is issued (block_rq_issue
+ * fires again on requeues).
+ *
+ * Two hook sets, chosen by user space (tp_btf first, classic tracepoints otherwise), and two
+ * attribution points:
+ *  - block_io_start (Linux >= 6.5) fires in blk_mq_submit_bio when the bio becomes a
+ *    request, in the submitter's context, whether the request is then inserted into a
+ *    scheduler or dispatched directly; it is overwritten unconditionally (a new request);
+ *  - older kernels: block_rq_insert and block_rq_issue, first seen wins (direct dispatch
+ *    never inserts).
+ * tp_btf programs key in-flight requests by the request pointer; classic tracepoints do not
+ * carry it, so they key by (disk, start sector) and follow front merges and partial
+ * completions, which move the start sector.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "biotop.h"
+
+/* Set by user space before load. */
+const volatile bool filter_enabled = false;  /* only PIDs in `pids` are attributed */
+const volatile bool attribute_at_issue = false; /* insert/issue mode (no block_io_start) */
+
+/* Request operations (the low 8 bits of cmd_flags since Linux 4.10); these numbers have
+ * not changed since. */
+#define OP_MASK 0xff
+#define OP_FLUSH 2
+#define OP_DISCARD 3
+#define OP_SECURE_ERASE 5
+
+enum io_class { CLS_READ, CLS_WRITE, CLS_DISCARD, CLS_FLUSH };
+
+/* An in-flight request: tp_btf sets rq, classic tracepoints set dev and sector. */
+struct rq_key {
+	__u64 rq;
+	__u64 sector;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct rq_owner {
+	__u32 tgid;
+	__u32 remaining; /* classic: sectors not completed yet (set at issue) */
+	char comm[BIOTOP_COMM_LEN];
+};
+
+/* In-flight requests. LRU: requests that never complete here (merged away, started before
+ * the agent, lost completions) age out instead of filling the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct rq_key);
+	__type(value, struct rq_owner);
+} pending SEC(".maps");
+
+/* Totals per (disk, process); max_entries is the `max_entries` option. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct biotop_key);
+	__type(value, struct biotop_val);
+} pairs SEC(".maps");
+
+/* The processes to track when filter_enabled (filled by user space on each re-scan). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct biotop_counters);
+} counters SEC(".maps");
+
+static __always_inline struct biotop_counters *cnt(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
+/* Fills `o` with the current process; false if the process filter excludes it. */
+static __always_inline bool current_owner(struct rq_owner *o)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *task;
+
+	if (filter_enabled && !bpf_map_lookup_elem(&pids, &tgid))
+		return false;
+	o->tgid = tgid;
+	task = (struct task_struct *)bpf_get_current_task();
+	/* The process's name is its group leader's (a thread may have renamed itself). */
+	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
+	return true;
+}
+
+static __always_inline void remember(struct rq_key *k, __u32 remaining, __u64 flags)
+{
+	struct rq_owner o = {};
+
+	if (!current_owner(&o))
+		return;
+	o.remaining = remaining;
+	bpf_map_update_elem(&pending, k, &o, flags);
+}
+
+/* Adds one completion piece to the owner's pair. `done`: the request finished with it. */
+static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls, __u64 bytes, bool done)
+{
+	struct biotop_key k = { .dev = dev, .tgid = o->tgid };
+	struct biotop_val *v = bpf_map_lookup_elem(&pairs, &k);
+	struct biotop_counters *c;
+
+	if (!v) {
+		struct biotop_val zero = {};
+
+		__builtin_memcpy(zero.comm, o->comm, sizeof(zero.comm));
+		/* -EEXIST: another CPU added it meanwhile; -E2BIG: the map is full. */
+		bpf_map_update_elem(&pairs, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&pairs, &k);
+		if (!v) {
+			c = cnt();
+			if (c)
+				__sync_fetch_and_add(&c->dropped, 1);
+			return;
+		}
+	}
+	switch (cls) {
+	case CLS_READ:
+		__sync_fetch_and_add(&v->read_bytes, bytes);
+		if (done)
+			__sync_fetch_and_add(&v->reads, 1);
+		break;
+	case CLS_WRITE:
+		__sync_fetch_and_add(&v->write_bytes, bytes);
+		if (done)
+			__sync_fetch_and_add(&v->writes, 1);
+		break;
+	case CLS_DISCARD:
+		__sync_fetch_and_add(&v->discard_bytes, bytes);
+		if (done)
+			__sync_fetch_and_add(&v->discards, 1);
+		break;
+	case CLS_FLUSH:
+		if (done)
+			__sync_fetch_and_add(&v->flushes, 1);
+		break;
+	}
+}
+
+static __always_inline void unattributed(int cls, __u64 bytes)
+{
+	struct biotop_counters *c;
+
+	if (cls != CLS_READ && cls != CLS_WRITE)
+		return;
+	c = cnt();
+	if (c)
+		c->unattributed += bytes; /* per-CPU slot */
+}
+
+/* ---- tp_btf: keyed by the request pointer ---- */
+
+/* The old layout, for CO-RE: request->rq_disk was removed in Linux 5.17 (the disk is then
+ * request->q->disk, added in 5.15). */
+struct request___old {
+	struct gendisk *rq_disk;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 rq_dev(struct request *rq)
+{
+	struct gendisk *disk;
+
+	if (bpf_core_field_exists(((struct request___old *)0)->rq_disk))
+		disk = BPF_CORE_READ((struct request___old *)rq, rq_disk);
+	else
+		disk = BPF_CORE_READ(rq, q, disk);
+	if (!disk)
+		return 0;
+	return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
+}
+
+/* Mirrors the kernel's op_stat_group (what /proc/diskstats counts), with data-less flushes
+ * (REQ_OP_FLUSH, or an empty write with REQ_PREFLUSH as blkdev_issue_flush sends) apart. */
+static __always_inline int rq_class(struct request *rq, bool empty)
+{
+	__u32 flags = BPF_CORE_READ(rq, cmd_flags);
+	__u32 op = flags & OP_MASK;
+	__u32 preflush = 1u << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH);
+
+	if (op == OP_FLUSH || (empty && (flags & preflush)))
+		return CLS_FLUSH;
+	if (op == OP_DISCARD || op == OP_SECURE_ERASE)
+		return CLS_DISCARD;
+	return (op & 1) ? CLS_WRITE : CLS_READ;
+}
+
+static __always_inline void btf_remember(struct request *rq, __u64 flags)
+{
+	struct rq_key k = { .rq = (__u64)rq };
+
+	remember(&k, 0, flags);
+}
+
+SEC("tp_btf/block_io_start")
+int BPF_PROG(btf_io_start, struct request *rq)
+{
+	btf_remember(rq, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_insert")
+int BPF_PROG(btf_rq_insert, struct request *rq)
+{
+	btf_remember(rq, BPF_NOEXIST);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(btf_rq_issue, struct request *rq)
+{
+	btf_remember(rq, BPF_NOEXIST);
+	return 0;
+}
+
+/* `rq` was merged into another request and is going away: its bytes complete there. */
+SEC("tp_btf/block_rq_merge")
+int BPF_PROG(btf_rq_merge, struct request *rq)
+{
+	struct rq_key k = { .rq = (__u64)rq };
+
+	bpf_map_delete_elem(&pending, &k);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(btf_rq_complete, struct request *rq, int error, unsigned int nr_bytes)
+{
+	struct rq_key k = { .rq = (__u64)rq };
+	/* Fires before the request is updated: __data_len is what was left before this piece. */
+	bool done = nr_bytes >= BPF_CORE_READ(rq, __data_len);
+	int cls = rq_class(rq, nr_bytes == 0);
+	struct rq_owner *p = bpf_map_lookup_elem(&pending, &k);
+	struct rq_owner o;
+
+	if (!p) {
+		unattributed(cls, nr_bytes);
+		return 0;
+	}
+	o = *p;
+	if (done)
+		bpf_map_delete_elem(&pending, &k);
+	account(rq_dev(rq), &o, cls, nr_bytes, done);
+	return 0;
+}
+
+/* ---- classic tracepoints: keyed by (disk, start sector) ---- */
+
+/* rwbs as blk_fill_rwbs writes it: 'F' for REQ_PREFLUSH, then the op ('W', 'R', 'D', 'DE',
+ * 'F' for REQ_OP_FLUSH, 'N' for others), then flags. */
+static __always_inline int rwbs_class(const char *rwbs, bool empty)
+{
+	char c0 = rwbs[0], c1 = rwbs[1];
+	char op = c0;
+
+	if (c0 == 'F') {
+		if (c1 != 'W' && c1 != 'R' && c1 != 'D' && c1 != 'N')
+			return CLS_FLUSH; /* REQ_OP_FLUSH */
+		if (empty)
+			return CLS_FLUSH; /* empty REQ_PREFLUSH write */
+		op = c1;
+	}
+	if (op == 'D')
+		return CLS_DISCARD;
+	if (op == 'W')
+		return CLS_WRITE;
+	if (op == 'R')
+		return CLS_READ;
+	return -1; /* 'N': zone and driver operations, not counted */
+}
+
+static __always_inline void tp_remember(struct trace_event_raw_block_rq *ctx, __u64 flags)
+{
+	struct rq_key k = { .dev = ctx->dev, .sector = ctx->sector };
+
+	remember(&k, ctx->nr_sector, flags);
+}
+
+SEC("tracepoint/block/block_io_start")
+int tp_io_start(struct trace_event_raw_block_rq *ctx)
+{
+	tp_remember(ctx, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/block/block_rq_insert")
+int tp_rq_insert(struct trace_event_raw_block_rq *ctx)
+{
+	tp_remember(ctx, BPF_NOEXIST);
+	return 0;
+}
+
+/* At issue the request's extent is final (merges happen before dispatch): note how many
+ * sectors it has left, for partial completions; in insert/issue mode also attribute. */
+SEC("tracepoint/block/block_rq_issue")
+int tp_rq_issue(struct trace_event_raw_block_rq *ctx)
+{
+	struct rq_key k = { .dev = ctx->dev, .sector = ctx->sector };
+	struct rq_owner *p;
+
+	if (attribute_at_issue)
+		tp_remember(ctx, BPF_NOEXIST);
+	p = bpf_map_lookup_elem(&pending, &k);
+	if (p)
+		p->remaining = ctx->nr_sector;
+	return 0;
+}
+
+/* A bio was merged in front of a request: the request now starts at the bio's sector. */
+SEC("tracepoint/block/block_bio_frontmerge")
+int tp_bio_frontmerge(struct trace_event_raw_block_bio *ctx)
+{
+	struct rq_key old = { .dev = ctx->dev, .sector = ctx->sector + ctx->nr_sector };
+	struct rq_key new = { .dev = ctx->dev, .sector = ctx->sector };
+	struct rq_owner *p = bpf_map_lookup_elem(&pending, &old);
+	struct rq_owner o;
+
+	if (!p)
+		return 0;
+	o = *p;
+	o.remaining += ctx->nr_sector;
+	bpf_map_update_elem(&pending, &new, &o, BPF_ANY);
+	bpf_map_delete_elem(&pending, &old);
+	return 0;
+}
+
+SEC("tracepoint/block/block_rq_merge")
+int tp_rq_merge(struct trace_event_raw_block_rq *ctx)
+{
+	struct rq_key k = { .dev = ctx->dev, .sector = ctx->sector };
+
+	bpf_map_delete_elem(&pending, &k);
+	return 0;
+}
+
+SEC("tracepoint/block/block_rq_complete")
+int tp_rq_complete(struct trace_event_raw_block_rq_completion *ctx)
+{
+	struct rq_key k = { .dev = ctx->dev, .sector = ctx->sector };
+	__u32 nr = ctx->nr_sector;
+	__u64 bytes = (__u64)nr << 9;
+	char rwbs[4] = {};
+	struct rq_owner *p;
+	struct rq_owner o;
+	bool done;
+	int cls;
+
+	bpf_probe_read_kernel(rwbs, sizeof(rwbs), ctx->rwbs);
+	cls = rwbs_class(rwbs, nr == 0);
+	if (cls < 0)
+		return 0;
+	p = bpf_map_lookup_elem(&pending, &k);
+	if (!p) {
+		unattributed(cls, bytes);
+		return 0;
+	}
+	o = *p;
+	done = nr >= o.remaining;
+	if (!done) {
+		/* The rest of the request now starts after this piece. */
+		struct rq_key rest = { .dev = ctx->dev, .sector = ctx->sector + nr };
+		struct rq_owner r = o;
+
+		r.remaining -= nr;
+		bpf_map_update_elem(&pending, &rest, &r, BPF_ANY);
+	}
+	bpf_map_delete_elem(&pending, &k);
+	account(ctx->dev, &o, cls, bytes, done);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

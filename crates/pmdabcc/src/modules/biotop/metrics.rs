@@ -1,0 +1,152 @@
+//! The biotop metric table. Items are part of the PMID: never renumber them.
+//! Names follow PCP's disk.dev.* (read, write, read_bytes, write_bytes, discard, discard_bytes,
+//! flush), as siblings of the original's `proc.io.perdev`, which stays a leaf.
+
+use crate::module::{IndomSpec, MetricSpec};
+use pcp_pmda::{IndomKind, Semantics, Type, Units};
+
+/// The (disk, process) instance domain.
+pub const INDOM_PAIRS: u32 = 0;
+
+pub const PERDEV: u32 = 0;
+pub const READ_BYTES: u32 = 1;
+pub const WRITE_BYTES: u32 = 2;
+pub const READS: u32 = 3;
+pub const WRITES: u32 = 4;
+pub const DISCARD_BYTES: u32 = 5;
+pub const DISCARDS: u32 = 6;
+pub const FLUSHES: u32 = 7;
+pub const COMM: u32 = 8;
+pub const DROPPED: u32 = 9;
+pub const UNATTRIBUTED: u32 = 10;
+
+pub static INDOMS: &[IndomSpec] = &[IndomSpec {
+    id: INDOM_PAIRS,
+    kind: IndomKind::Cached,
+    oneline: "block I/O per disk and process",
+    help: "One instance per (disk, process) pair that did block I/O, named <disk>::<pid as 6 \
+digits>, e.g. vda::003412 (the original pmdabcc's naming). Instance ids persist across agent \
+restarts.",
+}];
+
+macro_rules! pair_metric {
+    ($item:expr, $name:expr, $ty:expr, $sem:expr, $units:expr, $oneline:expr, $help:expr, $sens:expr) => {
+        MetricSpec { item: $item, name: $name, ty: $ty, sem: $sem, units: $units, indom: Some(INDOM_PAIRS), oneline: $oneline, help: concat!($help, "
+
+One instance per (disk, process) pair that did block I/O since the agent started, named \
+<disk>::<pid as 6 digits> (e.g. vda::003412), disk names as in /proc/diskstats and disk.dev. \
+I/O to a partition is counted on its whole disk. The process is the thread group that \
+submitted the request to the block layer: buffered writes are submitted later by the kernel's \
+writeback threads (kworker/...) and journal commits by jbd2, and are credited to them, not to \
+the process that wrote the data. Instances of exited processes stay until their final values \
+were fetched and `retention` seconds (bcc.conf [biotop]) passed; a new process that reuses \
+the PID before then continues the old instance's counters."), sensitive: $sens }
+    };
+}
+
+pub static METRICS: &[MetricSpec] = &[
+    pair_metric!(PERDEV, "proc.io.perdev", Type::U64, Semantics::Counter, Units::BYTES,
+        "block I/O bytes (reads and writes) per disk and process",
+        "Bytes of block I/O, reads plus writes, completed on the disk on behalf of the \
+process since the agent started (the original pmdabcc biotop metric). Requests are attributed \
+to the submitting process when they enter the block layer and counted once when they \
+complete (each piece of a partial completion). Discards and cache flushes are not reads or \
+writes and are not included (see proc.io.perdev_discard_bytes and proc.io.perdev_flush). \
+Summed over all processes of a disk it tracks disk.dev.total_bytes (which is in Kbyte), \
+apart from proc.io.perdev_unattributed_bytes.", false),
+    pair_metric!(READ_BYTES, "proc.io.perdev_read_bytes", Type::U64, Semantics::Counter, Units::BYTES,
+        "bytes read per disk and process",
+        "Bytes of completed block read requests, per disk and process (compare \
+disk.dev.read_bytes).", false),
+    pair_metric!(WRITE_BYTES, "proc.io.perdev_write_bytes", Type::U64, Semantics::Counter, Units::BYTES,
+        "bytes written per disk and process",
+        "Bytes of completed block write requests (including write-zeroes), per disk and \
+process (compare disk.dev.write_bytes).", false),
+    pair_metric!(READS, "proc.io.perdev_read", Type::U64, Semantics::Counter, Units::COUNT,
+        "read requests completed per disk and process",
+        "Block read requests completed, per disk and process, counted when the request \
+finishes (compare disk.dev.read). Requests are what the block layer issues after merging, \
+so one large read() may be one or several requests.", false),
+    pair_metric!(WRITES, "proc.io.perdev_write", Type::U64, Semantics::Counter, Units::COUNT,
+        "write requests completed per disk and process",
+        "Block write requests completed, per disk and process, counted when the request \
+finishes (compare disk.dev.write).", false),
+    pair_metric!(DISCARD_BYTES, "proc.io.perdev_discard_bytes", Type::U64, Semantics::Counter, Units::BYTES,
+        "bytes discarded per disk and process",
+        "Bytes covered by completed discard (TRIM/UNMAP) and secure-erase requests, per disk \
+and process (compare disk.dev.discard_bytes). Not included in proc.io.perdev.", false),
+    pair_metric!(DISCARDS, "proc.io.perdev_discard", Type::U64, Semantics::Counter, Units::COUNT,
+        "discard requests completed per disk and process",
+        "Discard and secure-erase requests completed, per disk and process (compare \
+disk.dev.discard).", false),
+    pair_metric!(FLUSHES, "proc.io.perdev_flush", Type::U64, Semantics::Counter, Units::COUNT,
+        "cache flush requests completed per disk and process",
+        "Data-less cache flush requests (REQ_OP_FLUSH, or an empty write with REQ_PREFLUSH as \
+fsync sends) completed, per disk and process. Flushes the block layer generates itself for a \
+write with REQ_PREFLUSH/REQ_FUA have no submitter and are not counted here.", false),
+    pair_metric!(COMM, "proc.io.perdev_comm", Type::String, Semantics::Discrete, Units::NONE,
+        "name of the process of a (disk, process) pair",
+        "The process's name (comm of its main thread) when the pair was first seen. Reveals \
+command names, so it is served only to clients the access policy allows (root).", true),
+    MetricSpec {
+        item: DROPPED,
+        name: "proc.io.perdev_dropped",
+        ty: Type::U64,
+        sem: Semantics::Counter,
+        units: Units::COUNT,
+        indom: None,
+        oneline: "block I/O completions lost because the pair table was full",
+        help: "Completed requests (or completion pieces) whose (disk, process) pair could not \
+be recorded because the BPF table already held `max_entries` pairs (bcc.conf [biotop]). \
+Non-zero means the proc.io.perdev* values are incomplete: raise max_entries or lower \
+retention.",
+        sensitive: false,
+    },
+    MetricSpec {
+        item: UNATTRIBUTED,
+        name: "proc.io.perdev_unattributed_bytes",
+        ty: Type::U64,
+        sem: Semantics::Counter,
+        units: Units::BYTES,
+        indom: None,
+        oneline: "read and write bytes completed with no known submitter",
+        help: "Bytes of read and write requests that completed without a recorded submitter: \
+requests started before the agent, requests the block layer creates itself (passthrough), \
+requests of processes excluded by the `process` option, and requests aged out of the \
+in-flight table. All disks together. With proc.io.perdev summed over all instances it \
+accounts for all the read and write bytes the disks completed.",
+        sensitive: false,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PMIDs are a contract with archives and dashboards: 149.10.0 is bcc.proc.io.perdev, as
+    /// in the original pmdabcc.
+    #[test]
+    fn pmids_are_pinned() {
+        let pinned: Vec<(u32, &str)> = METRICS.iter().map(|m| (m.item, m.name)).collect();
+        assert_eq!(
+            pinned,
+            vec![
+                (0, "proc.io.perdev"),
+                (1, "proc.io.perdev_read_bytes"),
+                (2, "proc.io.perdev_write_bytes"),
+                (3, "proc.io.perdev_read"),
+                (4, "proc.io.perdev_write"),
+                (5, "proc.io.perdev_discard_bytes"),
+                (6, "proc.io.perdev_discard"),
+                (7, "proc.io.perdev_flush"),
+                (8, "proc.io.perdev_comm"),
+                (9, "proc.io.perdev_dropped"),
+                (10, "proc.io.perdev_unattributed_bytes"),
+            ]
+        );
+        assert_eq!(super::super::SPEC.default_cluster, 10);
+        assert_eq!(crate::module::indom_serial(10, INDOM_PAIRS), 640);
+        assert!(METRICS.iter().all(|m| m.sensitive == (m.item == COMM)));
+        crate::module::check_table(&super::super::SPEC).unwrap();
+    }
+}

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * runqlat: run-queue latency, the time from a task becoming runnable (woken, new, or
+ * preempted while runnable) to it running on a CPU, as a power-of-two histogram in
+ * microseconds. After libbpf-tools' runqlat.bpf.c. Three program sets, one per hook kind;
+ * user space enables the first the kernel accepts (tp_btf, raw_tp, classic tracepoint).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "bits.bpf.h"
+#include "runqlat.h"
+
+#define TASK_RUNNING 0
+
+/* Set by user space before load: only tasks in `targets` are measured. */
+const volatile bool filter_targets = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct runqlat_hist);
+} hist SEC(".maps");
+
+/* When each runnable task (thread id) was enqueued. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32);
+	__type(value, __u64);
+} start SEC(".maps");
+
+/*
+ * The `process` filter: thread group ids with tp_btf/raw_tp (the task is at hand); with
+ * classic tracepoints, which give only the woken thread's id, user space puts thread ids.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} targets SEC(".maps");
+
+/*
+ * CO-RE shim: task_struct->state was renamed __state (and made unsigned int) in 5.14
+ * (commit 2f064a59a11f, "sched: Change task_struct::state"). As libbpf-tools core_fixes.bpf.h.
+ */
+struct task_struct___o {
+	volatile long int state;
+} __attribute__((preserve_access_index));
+
+struct task_struct___x {
+	unsigned int __state;
+} __attribute__((preserve_access_index));
+
+static __always_inline __s64 get_task_state(void *task)
+{
+	struct task_struct___x *t = task;
+
+	if (bpf_core_field_exists(t->__state))
+		return BPF_CORE_READ(t, __state);
+	return BPF_CORE_READ((struct task_struct___o *)task, state);
+}
+
+static __always_inline bool wanted(__u32 id)
+{
+	return !filter_targets || bpf_map_lookup_elem(&targets, &id);
+}
+
+static __always_inline void enqueue(__u32 id, __u32 pid)
+{
+	__u64 ts;
+
+	if (!pid || !wanted(id)) /* pid 0: the idle tasks */
+		return;
+	ts = bpf_ktime_get_ns();
+	bpf_map_update_elem(&start, &pid, &ts, BPF_ANY);
+}
+
+static __always_inline void record(__u64 delta_ns)
+{
+	__u32 zero = 0;
+	struct runqlat_hist *h = bpf_map_lookup_elem(&hist, &zero);
+	__u64 slot;
+
+	if (!h)
+		return;
+	slot = log2l(delta_ns / 1000);
+	if (slot >= RUNQLAT_SLOTS) /* cannot happen; keeps the verifier sure of the bound */
+		slot = RUNQLAT_SLOTS - 1;
+	/* per-CPU slot, and sched_switch runs with preemption off: no other writer */
+	h->slots[slot]++;
+	h->count++;
+	h->sum_ns += delta_ns;
+}
+
+static __always_inline void run(__u32 pid)
+{
+	__u64 *tsp, now;
+
+	if (!pid)
+		return;
+	tsp = bpf_map_lookup_elem(&start, &pid);
+	if (!tsp)
+		return; /* enqueued before we attached, or filtered out */
+	now = bpf_ktime_get_ns();
+	if (now > *tsp)
+		record(now - *tsp);
+	bpf_map_delete_elem(&start, &pid);
+}
+
+static __always_inline void switch_task(struct task_struct *prev, struct task_struct *next)
+{
+	/* involuntary switch: prev stays runnable, so it waits in the run queue from now */
+	if (get_task_state(prev) == TASK_RUNNING)
+		enqueue(BPF_CORE_READ(prev, tgid), BPF_CORE_READ(prev, pid));
+	run(BPF_CORE_READ(next, pid));
+}
+
+/* --- tp_btf: typed arguments, cheapest --- */
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(runqlat_wakeup_btf, struct task_struct *p)
+{
+	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(runqlat_wakeup_new_btf, struct task_struct *p)
+{
+	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(runqlat_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	switch_task(prev, next);
+	return 0;
+}
+
+/* --- raw_tp: same arguments, untyped --- */
+
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(runqlat_wakeup_raw, struct task_struct *p)
+{
+	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
+	return 0;
+}
+
+SEC("raw_tp/sched_wakeup_new")
+int BPF_PROG(runqlat_wakeup_new_raw, struct task_struct *p)
+{
+	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
+	return 0;
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(runqlat_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	switch_task(prev, next);
+	return 0;
+}
+
+/*
+ * --- classic tracepoints: only thread ids in the record. At sched_switch prev is still the
+ * current task, so its state comes from bpf_get_current_task().
+ */
+
+SEC("tracepoint/sched/sched_wakeup")
+int runqlat_wakeup_tp(struct trace_event_raw_sched_wakeup_template *ctx)
+{
+	__u32 pid = ctx->pid;
+
+	enqueue(pid, pid);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_wakeup_new")
+int runqlat_wakeup_new_tp(struct trace_event_raw_sched_wakeup_template *ctx)
+{
+	__u32 pid = ctx->pid;
+
+	enqueue(pid, pid);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_switch")
+int runqlat_switch_tp(struct trace_event_raw_sched_switch *ctx)
+{
+	struct task_struct *prev = (struct task_struct *)bpf_get_current_task();
+	__u32 prev_pid = ctx->prev_pid;
+
+	if (get_task_state(prev) == TASK_RUNNING)
+		enqueue(prev_pid, prev_pid);
+	run(ctx->next_pid);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,247 @@
+//! The tcplife metric tables, one per `layout`. Items are part of the PMID: never renumber
+//! them. Both layouts live in the same cluster: `layout = process` (default) serves the
+//! original pcp-bcc-pmda's per-process counters (items 0 and 1, `bcc.proc.io.net.tcp.rx`/
+//! `.tx`), `layout = sessions` the table of recent sessions of PCP's later Python tcplife
+//! (items 0-8 as it numbered them, the names the grafana-pcp "eBPF/BCC Overview" dashboard
+//! queries). The two share names (rx, tx), so only one can be served at a time.
+
+use crate::module::{IndomSpec, MetricSpec};
+use pcp_pmda::{IndomKind, Semantics, Type, Units};
+
+// layout = process
+pub const RX: u32 = 0;
+pub const TX: u32 = 1;
+pub const OPENED: u32 = 10;
+pub const CLOSED: u32 = 11;
+pub const ACTIVE: u32 = 12;
+// layout = sessions (the Python module's list positions)
+pub const S_PID: u32 = 0;
+pub const S_COMM: u32 = 1;
+pub const S_LADDR: u32 = 2;
+pub const S_LPORT: u32 = 3;
+pub const S_DADDR: u32 = 4;
+pub const S_DPORT: u32 = 5;
+pub const S_TX: u32 = 6;
+pub const S_RX: u32 = 7;
+pub const S_DURATION: u32 = 8;
+// both layouts
+pub const LOST: u32 = 20;
+pub const UNTRACKED: u32 = 21;
+
+/// Module-local indom ids.
+pub const INDOM_PROCESS: u32 = 0;
+pub const INDOM_SESSION: u32 = 1;
+
+pub static PROCESS_INDOMS: &[IndomSpec] = &[IndomSpec {
+    id: INDOM_PROCESS,
+    kind: IndomKind::Cached,
+    oneline: "processes that owned TCP sessions",
+    help: "One instance per process (thread group) that owned a TCP session since the agent \
+started, named by its PID as six digits (\"015751\"), as PCP's proc PMDA names processes \
+without the command. An exited process's instance stays until its final values have been \
+served by at least two fetches and the module's retention time has passed, then disappears; \
+instance ids persist across agent restarts.",
+}];
+
+pub static SESSION_INDOMS: &[IndomSpec] = &[IndomSpec {
+    id: INDOM_SESSION,
+    kind: IndomKind::Fixed,
+    oneline: "most recently closed TCP sessions",
+    help: "session_count instances named \"0\", \"1\", ...: \"0\" is the most recently closed \
+session, \"1\" the one before, and so on; an instance has no values until that many \
+sessions have closed since the agent started.",
+}];
+
+#[allow(clippy::too_many_arguments)] // one row of the table, in column order
+const fn m(item: u32, name: &'static str, ty: Type, sem: Semantics, units: Units, indom: Option<u32>, sensitive: bool, oneline: &'static str, help: &'static str) -> MetricSpec {
+    MetricSpec { item, name, ty, sem, units, indom, oneline, help, sensitive }
+}
+
+const LOST_METRIC: MetricSpec = m(
+    LOST,
+    "proc.io.net.tcp.events_lost",
+    Type::U64,
+    Semantics::Counter,
+    Units::COUNT,
+    None,
+    false,
+    "session records lost because the ring buffer was full",
+    "Records (session opened, session closed) the kernel side could not put in the BPF ring \
+buffer because it was full; each is a session whose bytes or counts are missing. Raise the \
+tcplife buffer_page_count option if this moves.",
+);
+
+const UNTRACKED_METRIC: MetricSpec = m(
+    UNTRACKED,
+    "proc.io.net.tcp.sessions_untracked",
+    Type::U64,
+    Semantics::Counter,
+    Units::COUNT,
+    None,
+    false,
+    "TCP sessions not followed because the sessions map was full",
+    "TCP sessions that started while the BPF map of open sessions held map_size entries: \
+they are not counted anywhere. Raise the tcplife map_size option if this moves.",
+);
+
+pub static PROCESS_METRICS: &[MetricSpec] = &[
+    m(
+        RX,
+        "proc.io.net.tcp.rx",
+        Type::U64,
+        Semantics::Counter,
+        Units::BYTES,
+        Some(INDOM_PROCESS),
+        false,
+        "bytes received over TCP, per process",
+        "Bytes received (tcp_sock.bytes_received: payload, without headers or retransmitted \
+duplicates) by the TCP sessions the process owned, IPv4 and IPv6, since the agent started. \
+A closed session counts with its final value, taken at TCP_CLOSE \
+(sock:inet_sock_set_state). An open session counts with its value as sampled at the fetch \
+(a BPF iterator over TCP sockets where the kernel supports it, otherwise at the session's \
+last sendmsg/recvmsg), so the counter moves during a long transfer. Sessions that were \
+already open when the agent started, and sessions that never became established, are not \
+counted. Owner: the process that called connect(); for an accepted session, the first \
+process that sent or received on it (or closed it). The kernel completes the accepting \
+side's handshake in a softirq, where the current process is unrelated (on loopback, the \
+client), so the owner is never taken from there; only an accepted session closed before any \
+process used it, and closed in a softirq, falls back to the current process, and may be \
+credited to the wrong one (e.g. the client of a loopback session).",
+    ),
+    m(
+        TX,
+        "proc.io.net.tcp.tx",
+        Type::U64,
+        Semantics::Counter,
+        Units::BYTES,
+        Some(INDOM_PROCESS),
+        false,
+        "bytes sent over TCP, per process",
+        "Bytes sent and acknowledged by the peer (tcp_sock.bytes_acked; may include one for \
+the FIN) by the TCP sessions the process owned, IPv4 and IPv6, since the agent started. \
+Counted when as proc.io.net.tcp.rx: final values at TCP_CLOSE, open sessions as sampled at \
+the fetch; the same ownership rules and limits apply.",
+    ),
+    m(
+        OPENED,
+        "proc.io.net.tcp.sessions_opened",
+        Type::U64,
+        Semantics::Counter,
+        Units::COUNT,
+        Some(INDOM_PROCESS),
+        false,
+        "TCP sessions opened, per process",
+        "TCP sessions (connected or accepted, IPv4 and IPv6) that became established and \
+were owned by the process, since the agent started. A session is counted when it is both \
+established and has an owner (see proc.io.net.tcp.rx), or at its close if it got its owner \
+only then. Failed connection attempts are not counted.",
+    ),
+    m(
+        CLOSED,
+        "proc.io.net.tcp.sessions_closed",
+        Type::U64,
+        Semantics::Counter,
+        Units::COUNT,
+        Some(INDOM_PROCESS),
+        false,
+        "TCP sessions closed, per process",
+        "TCP sessions owned by the process that reached TCP_CLOSE since the agent started \
+(each also counted in proc.io.net.tcp.sessions_opened).",
+    ),
+    m(
+        ACTIVE,
+        "proc.io.net.tcp.sessions_active",
+        Type::U64,
+        Semantics::Instant,
+        Units::COUNT,
+        Some(INDOM_PROCESS),
+        false,
+        "open TCP sessions, per process",
+        "TCP sessions of the process that are established and owned and not yet closed, as \
+of the fetch.",
+    ),
+    LOST_METRIC,
+    UNTRACKED_METRIC,
+];
+
+pub static SESSION_METRICS: &[MetricSpec] = &[
+    m(S_PID, "proc.io.net.tcp.pid", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), false, "PID", "PID (thread group id) of the process that owned the closed session (see the ownership notes of the process layout's proc.io.net.tcp.rx: the connecting process, or the first process to use an accepted session)."),
+    m(S_COMM, "proc.io.net.tcp.comm", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "command", "Command name (comm) of the process that owned the closed session, when it took ownership."),
+    m(S_LADDR, "proc.io.net.tcp.laddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "local address", "Local IPv4 or IPv6 address of the closed session."),
+    m(S_LPORT, "proc.io.net.tcp.lport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "local port", "Local TCP port of the closed session."),
+    m(S_DADDR, "proc.io.net.tcp.daddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination address", "Remote IPv4 or IPv6 address of the closed session."),
+    m(S_DPORT, "proc.io.net.tcp.dport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination port", "Remote TCP port of the closed session."),
+    m(S_TX, "proc.io.net.tcp.tx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "transmitted data", "Bytes sent and acknowledged over the closed session (tcp_sock.bytes_acked at TCP_CLOSE)."),
+    m(S_RX, "proc.io.net.tcp.rx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "received data", "Bytes received over the closed session (tcp_sock.bytes_received at TCP_CLOSE)."),
+    m(
+        S_DURATION,
+        "proc.io.net.tcp.duration",
+        Type::U32,
+        Semantics::Instant,
+        Units::USEC,
+        Some(INDOM_SESSION),
+        false,
+        "duration of the TCP session (from TCP_ESTABLISHED/TCP_SYN_* until TCP_CLOSE)",
+        "Microseconds from the session's SYN_SENT (connecting side) or SYN_RECV (accepting side) \
+to its TCP_CLOSE.",
+    ),
+    LOST_METRIC,
+    UNTRACKED_METRIC,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::ModuleSpec;
+
+    /// PMIDs are a contract with archives and dashboards: 149.3.0/149.3.1 are the original
+    /// pcp-bcc-pmda's per-process rx/tx; in the sessions layout 149.3.0-8 are the Python
+    /// tcplife's pid..duration, in its order.
+    #[test]
+    fn pmids_are_pinned() {
+        let pinned: Vec<(u32, &str)> = PROCESS_METRICS.iter().map(|m| (m.item, m.name)).collect();
+        assert_eq!(
+            pinned,
+            vec![
+                (0, "proc.io.net.tcp.rx"),
+                (1, "proc.io.net.tcp.tx"),
+                (10, "proc.io.net.tcp.sessions_opened"),
+                (11, "proc.io.net.tcp.sessions_closed"),
+                (12, "proc.io.net.tcp.sessions_active"),
+                (20, "proc.io.net.tcp.events_lost"),
+                (21, "proc.io.net.tcp.sessions_untracked"),
+            ]
+        );
+        let pinned: Vec<(u32, &str)> = SESSION_METRICS.iter().map(|m| (m.item, m.name)).collect();
+        assert_eq!(
+            pinned,
+            vec![
+                (0, "proc.io.net.tcp.pid"),
+                (1, "proc.io.net.tcp.comm"),
+                (2, "proc.io.net.tcp.laddr"),
+                (3, "proc.io.net.tcp.lport"),
+                (4, "proc.io.net.tcp.daddr"),
+                (5, "proc.io.net.tcp.dport"),
+                (6, "proc.io.net.tcp.tx"),
+                (7, "proc.io.net.tcp.rx"),
+                (8, "proc.io.net.tcp.duration"),
+                (20, "proc.io.net.tcp.events_lost"),
+                (21, "proc.io.net.tcp.sessions_untracked"),
+            ]
+        );
+        assert_eq!(super::super::SPEC.default_cluster, 3);
+        crate::module::check_table(&super::super::SPEC).unwrap();
+        let sessions = ModuleSpec { metrics: SESSION_METRICS, indoms: SESSION_INDOMS, ..super::super::SPEC };
+        crate::module::check_table(&sessions).unwrap();
+    }
+
+    #[test]
+    fn session_details_that_reveal_peers_are_sensitive() {
+        for m in SESSION_METRICS {
+            let expect = matches!(m.item, S_COMM | S_LADDR | S_LPORT | S_DADDR | S_DPORT);
+            assert_eq!(m.sensitive, expect, "{}", m.name);
+        }
+        assert!(PROCESS_METRICS.iter().all(|m| !m.sensitive));
+    }
+}
+
