@@ -17,6 +17,12 @@
  * tp_btf programs key in-flight requests by the request pointer; classic tracepoints do not
  * carry it, so they key by (disk, start sector) and follow front merges and partial
  * completions, which move the start sector.
+ *
+ * Merges: the block layer merges a bio into a request that another process started (in the
+ * I/O scheduler, e.g. two writers of adjacent blocks), and whole requests into each other.
+ * With tp_btf the merged bios remember their own submitter (`merged`, by bio pointer) and the
+ * completion walks the request's bios, so each process gets exactly its own bytes; the
+ * classic tracepoints carry no bio pointer, and credit a merged request to its starter.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -45,6 +51,11 @@ struct rq_key {
 	__u32 pad;
 };
 
+/* tgid of an owner that is not counted per process: excluded by the filter, or unknown. */
+#define NO_OWNER 0xffffffffu
+/* Most bios of one request walked at completion; the rest go to the request's owner. */
+#define MAX_BIOS 64
+
 struct rq_owner {
 	__u32 tgid;
 	__u32 remaining; /* classic: sectors not completed yet (set at issue) */
@@ -59,6 +70,15 @@ struct {
 	__type(key, struct rq_key);
 	__type(value, struct rq_owner);
 } pending SEC(".maps");
+
+/* tp_btf: bios merged into a request, by bio pointer, with their own submitter (NO_OWNER:
+ * not counted per process), until they complete. LRU like `pending`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct rq_owner);
+} merged SEC(".maps");
 
 /* Totals per (disk, process); max_entries is the `max_entries` option. */
 struct {
@@ -213,13 +233,6 @@ static __always_inline void btf_remember(struct request *rq, __u64 flags)
 	remember(&k, 0, flags);
 }
 
-SEC("tp_btf/block_io_start")
-int BPF_PROG(btf_io_start, struct request *rq)
-{
-	btf_remember(rq, BPF_ANY);
-	return 0;
-}
-
 SEC("tp_btf/block_rq_insert")
 int BPF_PROG(btf_rq_insert, struct request *rq)
 {
@@ -234,13 +247,65 @@ int BPF_PROG(btf_rq_issue, struct request *rq)
 	return 0;
 }
 
-/* `rq` was merged into another request and is going away: its bytes complete there. */
+/* A bio is merged into a request that may be another process's: remember who submitted it
+ * (this runs in the submitter's context). */
+static __always_inline void note_merged_bio(struct bio *bio)
+{
+	__u64 k = (__u64)bio;
+	struct rq_owner o = {};
+
+	if (!current_owner(&o))
+		o.tgid = NO_OWNER;
+	bpf_map_update_elem(&merged, &k, &o, BPF_ANY);
+}
+
+SEC("tp_btf/block_bio_backmerge")
+int BPF_PROG(btf_bio_backmerge, struct bio *bio)
+{
+	note_merged_bio(bio);
+	return 0;
+}
+
+SEC("tp_btf/block_bio_frontmerge")
+int BPF_PROG(btf_bio_frontmerge, struct bio *bio)
+{
+	note_merged_bio(bio);
+	return 0;
+}
+
+/* `rq` is merged into the request before it and goes away (its bios move there): its bios
+ * keep its owner, unless they were merged into it and have their own already. */
 SEC("tp_btf/block_rq_merge")
 int BPF_PROG(btf_rq_merge, struct request *rq)
 {
 	struct rq_key k = { .rq = (__u64)rq };
+	struct rq_owner *p = bpf_map_lookup_elem(&pending, &k);
+	struct rq_owner o = { .tgid = NO_OWNER };
+	struct bio *bio = BPF_CORE_READ(rq, bio);
+	int i;
 
+	if (p)
+		o = *p;
+#pragma clang loop unroll(disable)
+	for (i = 0; i < MAX_BIOS && bio; i++) {
+		__u64 bk = (__u64)bio;
+
+		bpf_map_update_elem(&merged, &bk, &o, BPF_NOEXIST);
+		bio = BPF_CORE_READ(bio, bi_next);
+	}
 	bpf_map_delete_elem(&pending, &k);
+	return 0;
+}
+
+/* A new request: its first bio is its owner's, whatever an earlier bio at the same address
+ * that completed unseen left in `merged`. */
+SEC("tp_btf/block_io_start")
+int BPF_PROG(btf_io_start, struct request *rq)
+{
+	__u64 bk = (__u64)BPF_CORE_READ(rq, bio);
+
+	bpf_map_delete_elem(&merged, &bk);
+	btf_remember(rq, BPF_ANY);
 	return 0;
 }
 
@@ -248,20 +313,55 @@ SEC("tp_btf/block_rq_complete")
 int BPF_PROG(btf_rq_complete, struct request *rq, int error, unsigned int nr_bytes)
 {
 	struct rq_key k = { .rq = (__u64)rq };
-	/* Fires before the request is updated: __data_len is what was left before this piece. */
+	/* Fires before the request is updated: __data_len is what was left before this piece,
+	 * and the bios this piece completes are still linked from rq->bio. */
 	bool done = nr_bytes >= BPF_CORE_READ(rq, __data_len);
 	int cls = rq_class(rq, nr_bytes == 0);
 	struct rq_owner *p = bpf_map_lookup_elem(&pending, &k);
-	struct rq_owner o;
+	struct bio *bio = BPF_CORE_READ(rq, bio);
+	struct rq_owner o = { .tgid = NO_OWNER };
+	__u32 dev = rq_dev(rq);
+	__u32 left = nr_bytes, own = 0;
+	int i;
 
-	if (!p) {
-		unattributed(cls, nr_bytes);
-		return 0;
+	if (p) {
+		o = *p;
+		if (done)
+			bpf_map_delete_elem(&pending, &k);
 	}
-	o = *p;
-	if (done)
-		bpf_map_delete_elem(&pending, &k);
-	account(rq_dev(rq), &o, cls, nr_bytes, done);
+	if (!bio || bio == BPF_CORE_READ(rq, biotail)) {
+		own = nr_bytes; /* one bio: nothing merged */
+	} else {
+#pragma clang loop unroll(disable)
+		for (i = 0; i < MAX_BIOS && bio && left; i++) {
+			__u64 bk = (__u64)bio;
+			__u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
+			__u32 take = size < left ? size : left;
+			struct rq_owner *m = bpf_map_lookup_elem(&merged, &bk);
+
+			left -= take;
+			bio = BPF_CORE_READ(bio, bi_next);
+			if (!m || m->tgid == o.tgid) {
+				own += take;
+				if (m && take == size)
+					bpf_map_delete_elem(&merged, &bk);
+				continue;
+			}
+			struct rq_owner mo = *m;
+
+			if (take == size)
+				bpf_map_delete_elem(&merged, &bk);
+			if (mo.tgid == NO_OWNER)
+				unattributed(cls, take);
+			else
+				account(dev, &mo, cls, take, false);
+		}
+		own += left; /* beyond MAX_BIOS */
+	}
+	if (o.tgid == NO_OWNER)
+		unattributed(cls, own);
+	else
+		account(dev, &o, cls, own, done);
 	return 0;
 }
 

@@ -50,7 +50,10 @@ pub static METRICS: &[MetricSpec] = &[
         "Bytes of block I/O, reads plus writes, completed on the disk on behalf of the \
 process since the agent started (the original pmdabcc biotop metric). Requests are attributed \
 to the submitting process when they enter the block layer and counted once when they \
-complete (each piece of a partial completion). Discards and cache flushes are not reads or \
+complete (each piece of a partial completion). When the block layer merges I/O of several \
+processes into one request (adjacent blocks, in the I/O scheduler), each process is credited \
+its own bytes (the classic-tracepoint fallback credits the whole request to the process that \
+started it). Discards and cache flushes are not reads or \
 writes and are not included (see proc.io.perdev_discard_bytes and proc.io.perdev_flush). \
 Summed over all processes of a disk it tracks disk.dev.total_bytes (which is in Kbyte), \
 apart from proc.io.perdev_unattributed_bytes.", false),
@@ -66,7 +69,8 @@ process (compare disk.dev.write_bytes).", false),
         "read requests completed per disk and process",
         "Block read requests completed, per disk and process, counted when the request \
 finishes (compare disk.dev.read). Requests are what the block layer issues after merging, \
-so one large read() may be one or several requests.", false),
+so one large read() may be one or several requests. A request that merged I/O of several \
+processes counts for the process that started it.", false),
     pair_metric!(WRITES, "proc.io.perdev_write", Type::U64, Semantics::Counter, Units::COUNT,
         "write requests completed per disk and process",
         "Block write requests completed, per disk and process, counted when the request \

@@ -159,6 +159,8 @@ fn load(hook: Hook, io_start: bool, max_entries: u32, filter: bool) -> Result<Bi
     p.btf_rq_insert.set_autoload(btf && !io_start);
     p.btf_rq_issue.set_autoload(btf && !io_start);
     p.btf_rq_merge.set_autoload(btf);
+    p.btf_bio_backmerge.set_autoload(btf);
+    p.btf_bio_frontmerge.set_autoload(btf);
     p.btf_rq_complete.set_autoload(btf);
     p.tp_io_start.set_autoload(!btf && io_start);
     p.tp_rq_insert.set_autoload(!btf && !io_start);
@@ -240,7 +242,7 @@ impl Module for Biotop {
             Attribution::InsertIssue => false,
         };
         let (max, filter) = (self.max_entries, self.filter.is_some());
-        let (skel, _, via) = bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter))?;
+        let (skel, hook, via) = bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter))?;
         self.skel = Some(skel);
         self.rescan();
         let attr = if io_start { "block_io_start" } else { "block_rq_insert/block_rq_issue (first seen)" };
@@ -248,7 +250,8 @@ impl Module for Biotop {
             Some(_) => format!("process filter: {} PIDs", self.tracked.len()),
             None => "all processes".to_string(),
         };
-        Ok(format!("attributed at {attr}, counted at block_rq_complete, via {via}; max_entries {}, retention {}s, {who}", self.max_entries, self.retention.as_secs()))
+        let merges = if hook == Hook::TpBtf { "merged bios credited to their own submitters" } else { "merged requests credited to their first submitter" };
+        Ok(format!("attributed at {attr}, counted at block_rq_complete, via {via}, {merges}; max_entries {}, retention {}s, {who}", self.max_entries, self.retention.as_secs()))
     }
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
@@ -343,6 +346,7 @@ impl Module for Biotop {
         let m = &s.maps;
         let maps = vec![
             MapInfo { name: "pending".into(), fd: m.pending.as_fd().as_raw_fd() },
+            MapInfo { name: "merged".into(), fd: m.merged.as_fd().as_raw_fd() },
             MapInfo { name: "pairs".into(), fd: m.pairs.as_fd().as_raw_fd() },
             MapInfo { name: "pids".into(), fd: m.pids.as_fd().as_raw_fd() },
             MapInfo { name: "counters".into(), fd: m.counters.as_fd().as_raw_fd() },
