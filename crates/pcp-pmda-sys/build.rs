@@ -14,5 +14,8 @@ fn main() {
             hdr.display()
         );
     }
-    cc::Build::new().file("layout.c").warnings(true).compile("pcp_pmda_layout");
+    cc::Build::new()
+        .file("layout.c")
+        .warnings(true)
+        .compile("pcp_pmda_layout");
 }

@@ -21,7 +21,12 @@ fn main() {
     println!("cargo:rerun-if-changed=src/bpf");
     // The whole tree, so a new module folder is noticed too.
     println!("cargo:rerun-if-changed=src/modules");
-    let mut dirs: Vec<_> = std::fs::read_dir("src/modules").expect("src/modules").filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir("src/modules")
+        .expect("src/modules")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();

@@ -8,7 +8,12 @@ fn sysfork_tracks_kernel_all_sysfork_under_process_and_thread_load() {
     let _s = Session::start();
     let both = || {
         let v = fetch(&["bcc.proc.sysfork", "kernel.all.sysfork"]);
-        let get = |m: &str| v.get(m).and_then(|x| x.get(&None)).and_then(|x| x.parse::<i64>().ok()).unwrap_or_else(|| panic!("no value for {m}: {v:?}"));
+        let get = |m: &str| {
+            v.get(m)
+                .and_then(|x| x.get(&None))
+                .and_then(|x| x.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("no value for {m}: {v:?}"))
+        };
         (get("bcc.proc.sysfork"), get("kernel.all.sysfork"))
     };
     let (b0, k0) = both();
@@ -17,8 +22,14 @@ fn sysfork_tracks_kernel_all_sysfork_under_process_and_thread_load() {
     sh("python3 -c 'import threading\nfor _ in range(300):\n    t = threading.Thread(target=lambda: None); t.start(); t.join()'");
     let (b1, k1) = both();
     let (db, dk) = (b1 - b0, k1 - k0);
-    assert!(dk >= 600, "the load should have made at least 600 tasks, kernel.all.sysfork moved {dk}");
-    assert!((db - dk).abs() <= 5, "bcc.proc.sysfork moved {db}, kernel.all.sysfork moved {dk}");
+    assert!(
+        dk >= 600,
+        "the load should have made at least 600 tasks, kernel.all.sysfork moved {dk}"
+    );
+    assert!(
+        (db - dk).abs() <= 5,
+        "bcc.proc.sysfork moved {db}, kernel.all.sysfork moved {dk}"
+    );
 }
 
 #[test]
@@ -26,10 +37,19 @@ fn pminfo_shows_descriptor_help_and_labels() {
     let _s = Session::start();
     let out = run_ok("pminfo", &["-dfTlm", "bcc.proc.sysfork"]);
     assert!(out.contains("PMID: 149.2.0"), "{out}");
-    assert!(out.contains("Data Type: 64-bit unsigned int  InDom: PM_INDOM_NULL"), "{out}");
+    assert!(
+        out.contains("Data Type: 64-bit unsigned int  InDom: PM_INDOM_NULL"),
+        "{out}"
+    );
     assert!(out.contains("Semantics: counter  Units: count"), "{out}");
-    assert!(out.contains("sched:sched_process_fork"), "help text missing: {out}");
-    assert!(out.contains(r#"module:"sysfork""#) || out.contains(r#""module":"sysfork""#), "module label missing: {out}");
+    assert!(
+        out.contains("sched:sched_process_fork"),
+        "help text missing: {out}"
+    );
+    assert!(
+        out.contains(r#"module:"sysfork""#) || out.contains(r#""module":"sysfork""#),
+        "module label missing: {out}"
+    );
 }
 
 #[test]
@@ -46,9 +66,15 @@ fn dbpmda_session_without_pmcd() {
     );
     std::fs::write("/tmp/bcc-dbpmda.cmds", script).unwrap();
     let out = sh("dbpmda -n /var/lib/pcp/pmns/root -e < /tmp/bcc-dbpmda.cmds 2>&1");
-    assert!(out.contains("Semantics: counter  Units: count"), "desc:\n{out}");
+    assert!(
+        out.contains("Semantics: counter  Units: count"),
+        "desc:\n{out}"
+    );
     assert!(out.contains("[fork rate]"), "text:\n{out}");
-    assert!(out.contains("149.2.0 (<noname>): numval: 1"), "fetch:\n{out}");
+    assert!(
+        out.contains("149.2.0 (<noname>): numval: 1"),
+        "fetch:\n{out}"
+    );
     assert!(out.contains(r#"name: "sysfork""#), "instance:\n{out}");
     assert!(out.contains(r#"value "running""#), "module state:\n{out}");
     assert!(out.contains(r#"module="sysfork""#), "label:\n{out}");
@@ -61,12 +87,24 @@ fn bad_config_is_reported_precisely_and_good_modules_keep_serving() {
     let conf = "[pmda]\nmodules = sysfork, nosuch, badopt, broken, missing\n\n[sysfork]\nmodule = sysfork\ncluster = 2\n\n[nosuch]\nmodule = nosuchmodule\ncluster = 20\n\n[badopt]\nmodule = sysfork\ncluster = 21\nprefix = bcc.other.\ncolour = blue\n\n[broken]\nmodule = sysfork\nthis line is not ini\ncluster = 22\n";
     // The same text, checked offline: every problem named with file, line and key.
     std::fs::write("/tmp/bcc-bad.conf", conf).unwrap();
-    let o = run(bcc_dir().join("pmdabcc").to_str().unwrap(), &["--check", "-c", "/tmp/bcc-bad.conf"]);
+    let o = run(
+        bcc_dir().join("pmdabcc").to_str().unwrap(),
+        &["--check", "-c", "/tmp/bcc-bad.conf"],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "--check accepted a bad file: {err}");
-    assert!(err.contains("/tmp/bcc-bad.conf:9: [nosuch] module: unknown module \"nosuchmodule\""), "{err}");
-    assert!(err.contains("/tmp/bcc-bad.conf:16: [badopt] colour: unknown option"), "{err}");
-    assert!(err.contains("/tmp/bcc-bad.conf:20: [broken]: syntax error"), "{err}");
+    assert!(
+        err.contains("/tmp/bcc-bad.conf:9: [nosuch] module: unknown module \"nosuchmodule\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("/tmp/bcc-bad.conf:16: [badopt] colour: unknown option"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/tmp/bcc-bad.conf:20: [broken]: syntax error"),
+        "{err}"
+    );
     assert!(err.contains("there is no [missing] section"), "{err}");
 
     s.with_config(conf);
@@ -78,7 +116,10 @@ fn bad_config_is_reported_precisely_and_good_modules_keep_serving() {
     for bad in ["nosuch", "badopt", "broken", "missing"] {
         assert_eq!(of(bad), "failed", "{bad}: {st:?}");
     }
-    assert!(status[&Some("badopt".into())].contains("bcc.conf:16: [badopt] colour"), "{status:?}");
+    assert!(
+        status[&Some("badopt".into())].contains("bcc.conf:16: [badopt] colour"),
+        "{status:?}"
+    );
     // The good module serves.
     let v0 = value_u64("bcc.proc.sysfork", None).expect("bcc.proc.sysfork has a value");
     sh("for i in $(seq 20); do /bin/true; done");
@@ -95,18 +136,38 @@ fn sigkill_restart_keeps_instance_ids_and_leaves_nothing_behind() {
     let pid = agent_pid().expect("agent pid");
     let before = run_ok("pminfo", &["-f", "bcc.agent.modules.state"]);
     let (progs, maps) = our_bpf_ids();
-    assert!(!progs.is_empty() && !maps.is_empty(), "the agent reports no BPF objects");
+    assert!(
+        !progs.is_empty() && !maps.is_empty(),
+        "the agent reports no BPF objects"
+    );
     let (kp0, km0) = kernel_bpf_ids();
-    assert!(progs.is_subset(&kp0) && maps.is_subset(&km0), "bpftool does not list the agent's objects: {progs:?} {maps:?}");
+    assert!(
+        progs.is_subset(&kp0) && maps.is_subset(&km0),
+        "bpftool does not list the agent's objects: {progs:?} {maps:?}"
+    );
     s.restart_agent();
     let pid2 = agent_pid().expect("agent restarted");
     assert_ne!(pid, pid2);
     let after = run_ok("pminfo", &["-f", "bcc.agent.modules.state"]);
-    assert_eq!(before, after, "instance ids or states changed across the restart");
-    assert!(value_u64("bcc.proc.sysfork", None).is_some(), "sysfork does not serve after the restart");
+    assert_eq!(
+        before, after,
+        "instance ids or states changed across the restart"
+    );
+    assert!(
+        value_u64("bcc.proc.sysfork", None).is_some(),
+        "sysfork does not serve after the restart"
+    );
     let (kp, km) = kernel_bpf_ids();
-    assert!(progs.is_disjoint(&kp), "programs of the killed agent are still loaded: {:?}", progs.intersection(&kp).collect::<Vec<_>>());
-    assert!(maps.is_disjoint(&km), "maps of the killed agent still exist: {:?}", maps.intersection(&km).collect::<Vec<_>>());
+    assert!(
+        progs.is_disjoint(&kp),
+        "programs of the killed agent are still loaded: {:?}",
+        progs.intersection(&kp).collect::<Vec<_>>()
+    );
+    assert!(
+        maps.is_disjoint(&km),
+        "maps of the killed agent still exist: {:?}",
+        maps.intersection(&km).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -115,19 +176,35 @@ fn remove_unloads_every_bpf_object_and_install_brings_it_back() {
     let (progs, maps) = our_bpf_ids();
     assert!(!progs.is_empty(), "the agent reports no BPF programs");
     let (kp0, km0) = kernel_bpf_ids();
-    assert!(progs.is_subset(&kp0) && maps.is_subset(&km0), "bpftool does not list the agent's objects: {progs:?} {maps:?}");
+    assert!(
+        progs.is_subset(&kp0) && maps.is_subset(&km0),
+        "bpftool does not list the agent's objects: {progs:?} {maps:?}"
+    );
     let dir = bcc_dir();
     let dir = dir.to_str().unwrap();
-    sh(&format!("cd {dir} && PCPQA_SYSTEMD=no ./Remove </dev/null >/tmp/bcc-remove.log 2>&1"));
+    sh(&format!(
+        "cd {dir} && PCPQA_SYSTEMD=no ./Remove </dev/null >/tmp/bcc-remove.log 2>&1"
+    ));
     let gone = wait_for(Duration::from_secs(10), || {
         let (kp, km) = kernel_bpf_ids();
         (progs.is_disjoint(&kp) && maps.is_disjoint(&km)).then_some(())
     });
     let pmcd_conf = std::fs::read_to_string("/etc/pcp/pmcd/pmcd.conf").unwrap();
     // Put the agent back before asserting, so a failure leaves the machine usable.
-    sh(&format!("cd {dir} && PCPQA_SYSTEMD=no ./Install </dev/null >/tmp/bcc-install.log 2>&1"));
+    sh(&format!(
+        "cd {dir} && PCPQA_SYSTEMD=no ./Install </dev/null >/tmp/bcc-install.log 2>&1"
+    ));
     s.wait_ready();
-    assert!(gone.is_some(), "BPF objects of the agent are still loaded after Remove");
-    assert!(!pmcd_conf.lines().any(|l| l.starts_with("bcc")), "Remove left bcc in pmcd.conf");
-    assert!(value_u64("bcc.proc.sysfork", None).is_some(), "sysfork does not serve after Install");
+    assert!(
+        gone.is_some(),
+        "BPF objects of the agent are still loaded after Remove"
+    );
+    assert!(
+        !pmcd_conf.lines().any(|l| l.starts_with("bcc")),
+        "Remove left bcc in pmcd.conf"
+    );
+    assert!(
+        value_u64("bcc.proc.sysfork", None).is_some(),
+        "sysfork does not serve after Install"
+    );
 }

@@ -83,7 +83,11 @@ struct Peer {
 
 impl Peer {
     fn spawn(args: &[&str]) -> Peer {
-        let py = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let py = if std::path::Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
         let mut child = Command::new(py)
             .arg("-c")
             .arg(PEER)
@@ -93,7 +97,11 @@ impl Peer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run python3 for the loopback peers: {e}"));
         let out = BufReader::new(child.stdout.take().unwrap());
-        Peer { stdin: child.stdin.take(), child, out }
+        Peer {
+            stdin: child.stdin.take(),
+            child,
+            out,
+        }
     }
     fn pid(&self) -> u32 {
         self.child.id()
@@ -130,7 +138,10 @@ fn pair(fam: &str, down: u64) -> (Peer, Peer) {
 
 fn assert_close(what: &str, got: Option<u64>, payload: u64) {
     let got = got.unwrap_or_else(|| panic!("{what}: no value (payload {payload})"));
-    assert!(got >= payload && got <= payload + SLACK, "{what}: {got}, payload {payload}");
+    assert!(
+        got >= payload && got <= payload + SLACK,
+        "{what}: {got}, payload {payload}"
+    );
     eprintln!("{what}: {got} (payload {payload})");
 }
 
@@ -140,15 +151,27 @@ fn values(metric: &str) -> BTreeMap<String, u64> {
 
 /// Waits until `metric` for `inst` is at least `want`.
 fn wait_at_least(metric: &str, inst: &str, want: u64) -> Option<u64> {
-    wait_for(Duration::from_secs(10), || values(metric).get(inst).copied().filter(|v| *v >= want))
+    wait_for(Duration::from_secs(10), || {
+        values(metric).get(inst).copied().filter(|v| *v >= want)
+    })
 }
 
 fn running(s: &Session) {
     let _ = s;
     let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);
-    let state = st.get("bcc.agent.modules.state").and_then(|v| v.get(&Some("tcplife".into()))).cloned();
-    let status = st.get("bcc.agent.modules.status").and_then(|v| v.get(&Some("tcplife".into()))).cloned();
-    assert_eq!(state.as_deref(), Some("running"), "tcplife is not running: {status:?}");
+    let state = st
+        .get("bcc.agent.modules.state")
+        .and_then(|v| v.get(&Some("tcplife".into())))
+        .cloned();
+    let status = st
+        .get("bcc.agent.modules.status")
+        .and_then(|v| v.get(&Some("tcplife".into())))
+        .cloned();
+    assert_eq!(
+        state.as_deref(),
+        Some("running"),
+        "tcplife is not running: {status:?}"
+    );
     eprintln!("tcplife status: {}", status.unwrap_or_default());
 }
 
@@ -167,8 +190,16 @@ fn short_sessions_count_per_process_ipv4_and_ipv6() {
         server.wait();
         client.wait();
         // the CLOSE records come through the ring buffer thread: wait for them
-        wait_for(Duration::from_secs(10), || (values(CLOSED).get(&si) == Some(&1) && values(CLOSED).get(&ci) == Some(&1)).then_some(()))
-            .unwrap_or_else(|| panic!("IPv{fam}: sessions_closed of {si}/{ci}: {:?}", values(CLOSED)));
+        wait_for(Duration::from_secs(10), || {
+            (values(CLOSED).get(&si) == Some(&1) && values(CLOSED).get(&ci) == Some(&1))
+                .then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "IPv{fam}: sessions_closed of {si}/{ci}: {:?}",
+                values(CLOSED)
+            )
+        });
         let (rx, tx) = (values(RX), values(TX));
         assert_close(&format!("IPv{fam} server rx"), rx.get(&si).copied(), up);
         assert_close(&format!("IPv{fam} client tx"), tx.get(&ci).copied(), up);
@@ -193,10 +224,27 @@ fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
             assert_eq!(client.line(), "sent");
             // the session is open: the counters must reach what was sent so far
             let want = round * chunk;
-            let srx = wait_at_least(RX, &si, want).unwrap_or_else(|| panic!("IPv{fam} round {round}: server rx {:?} never reached {want} while open", values(RX).get(&si)));
-            let ctx = wait_at_least(TX, &ci, want).unwrap_or_else(|| panic!("IPv{fam} round {round}: client tx {:?} never reached {want} while open", values(TX).get(&ci)));
-            assert!(srx <= want + SLACK && ctx <= want + SLACK, "IPv{fam} round {round}: rx {srx} tx {ctx} beyond {want}");
-            assert_eq!(values(ACTIVE).get(&ci), Some(&1), "IPv{fam}: the client session is open");
+            let srx = wait_at_least(RX, &si, want).unwrap_or_else(|| {
+                panic!(
+                    "IPv{fam} round {round}: server rx {:?} never reached {want} while open",
+                    values(RX).get(&si)
+                )
+            });
+            let ctx = wait_at_least(TX, &ci, want).unwrap_or_else(|| {
+                panic!(
+                    "IPv{fam} round {round}: client tx {:?} never reached {want} while open",
+                    values(TX).get(&ci)
+                )
+            });
+            assert!(
+                srx <= want + SLACK && ctx <= want + SLACK,
+                "IPv{fam} round {round}: rx {srx} tx {ctx} beyond {want}"
+            );
+            assert_eq!(
+                values(ACTIVE).get(&ci),
+                Some(&1),
+                "IPv{fam}: the client session is open"
+            );
             assert_eq!(values(CLOSED).get(&ci).copied().unwrap_or(0), 0);
             eprintln!("IPv{fam} open session after {want} bytes: server rx {srx}, client tx {ctx}");
         }
@@ -205,9 +253,20 @@ fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
         assert_eq!(server.line().parse::<u64>().unwrap(), 3 * chunk);
         server.wait();
         client.wait();
-        wait_for(Duration::from_secs(10), || (values(CLOSED).get(&ci) == Some(&1)).then_some(())).expect("client session closed");
-        assert_close(&format!("IPv{fam} final server rx"), values(RX).get(&si).copied(), 3 * chunk);
-        assert_close(&format!("IPv{fam} final client tx"), values(TX).get(&ci).copied(), 3 * chunk);
+        wait_for(Duration::from_secs(10), || {
+            (values(CLOSED).get(&ci) == Some(&1)).then_some(())
+        })
+        .expect("client session closed");
+        assert_close(
+            &format!("IPv{fam} final server rx"),
+            values(RX).get(&si).copied(),
+            3 * chunk,
+        );
+        assert_close(
+            &format!("IPv{fam} final client tx"),
+            values(TX).get(&ci).copied(),
+            3 * chunk,
+        );
     }
 }
 
@@ -224,19 +283,53 @@ fn pmrep_shows_a_download_in_megabytes() {
     let conf = std::env::temp_dir().join(format!("tcplife-pmrep-{}.conf", std::process::id()));
     std::fs::write(&conf, "[bcc-example]\ntimestamp = yes\ninterval = 1s\nbcc.proc.io.net.tcp.rx = ,,MB,raw,\nbcc.proc.io.net.tcp.tx = ,,MB,raw,\n").unwrap();
     // the process is still alive (it waits for us to close its stdin), so its row is there
-    let out = run_ok("pmrep", &["-c", conf.to_str().unwrap(), "-i", &format!(".*{ci}.*"), "-s", "2", ":bcc-example"]);
+    let out = run_ok(
+        "pmrep",
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "-i",
+            &format!(".*{ci}.*"),
+            "-s",
+            "2",
+            ":bcc-example",
+        ],
+    );
     eprintln!("{out}");
     server.wait();
     client.wait();
     let _ = std::fs::remove_file(&conf);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.iter().any(|l| l.contains("b.p.i.n.t.rx") && l.contains("b.p.i.n.t.tx")), "columns: {out}");
-    assert!(lines.iter().any(|l| l.split_whitespace().filter(|w| *w == ci).count() == 2), "instance {ci} in both columns: {out}");
-    assert!(lines.iter().any(|l| l.split_whitespace().filter(|w| *w == "MB").count() == 2), "MB units: {out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("b.p.i.n.t.rx") && l.contains("b.p.i.n.t.tx")),
+        "columns: {out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().filter(|w| *w == ci).count() == 2),
+        "instance {ci} in both columns: {out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().filter(|w| *w == "MB").count() == 2),
+        "MB units: {out}"
+    );
     let last = lines.last().unwrap();
-    let cols: Vec<f64> = last.split_whitespace().skip(1).map(|w| w.parse().unwrap()).collect();
+    let cols: Vec<f64> = last
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().unwrap())
+        .collect();
     let want = down as f64 / 1_048_576.0;
-    assert!((cols[0] - want).abs() < 0.001, "rx {} MB, downloaded {want} MB: {out}", cols[0]);
+    assert!(
+        (cols[0] - want).abs() < 0.001,
+        "rx {} MB, downloaded {want} MB: {out}",
+        cols[0]
+    );
     assert!(cols[1] < 0.001, "tx {} MB: {out}", cols[1]);
 }
 
@@ -262,11 +355,24 @@ fn a_burst_of_1000_sessions_loses_none() {
             (c.get(&si) == Some(&n) && c.get(&bi) == Some(&n)).then_some(())
         });
         let (o, c) = (values(OPENED), values(CLOSED));
-        eprintln!("IPv{fam} burst of {n}: server opened {:?} closed {:?}, client opened {:?} closed {:?}", o.get(&si), c.get(&si), o.get(&bi), c.get(&bi));
-        assert!(done.is_some(), "IPv{fam}: not every session closed in the counts");
+        eprintln!(
+            "IPv{fam} burst of {n}: server opened {:?} closed {:?}, client opened {:?} closed {:?}",
+            o.get(&si),
+            c.get(&si),
+            o.get(&bi),
+            c.get(&bi)
+        );
+        assert!(
+            done.is_some(),
+            "IPv{fam}: not every session closed in the counts"
+        );
         assert_eq!(o.get(&si), Some(&n));
         assert_eq!(o.get(&bi), Some(&n));
-        assert_eq!(values(RX).get(&si), Some(&(n * size + n)), "server rx: payload plus one FIN per session");
+        assert_eq!(
+            values(RX).get(&si),
+            Some(&(n * size + n)),
+            "server rx: payload plus one FIN per session"
+        );
         let tx = values(TX)[&bi];
         assert!(tx >= n * size && tx <= n * (size + 2), "client tx {tx}");
     }
@@ -285,18 +391,46 @@ fn the_sessions_layout_serves_the_dashboard_names() {
     );
     running(&s);
     // exactly the names grafana-pcp's "eBPF/BCC Overview" tcplife table queries, plus ours
-    let names: Vec<String> = run_ok("pminfo", &["bcc.proc.io.net.tcp"]).lines().map(str::to_string).collect();
-    let mut want: Vec<String> = ["pid", "comm", "laddr", "lport", "daddr", "dport", "tx", "rx", "duration", "events_lost", "sessions_untracked"]
-        .iter()
-        .map(|n| format!("bcc.proc.io.net.tcp.{n}"))
+    let names: Vec<String> = run_ok("pminfo", &["bcc.proc.io.net.tcp"])
+        .lines()
+        .map(str::to_string)
         .collect();
+    let mut want: Vec<String> = [
+        "pid",
+        "comm",
+        "laddr",
+        "lport",
+        "daddr",
+        "dport",
+        "tx",
+        "rx",
+        "duration",
+        "events_lost",
+        "sessions_untracked",
+    ]
+    .iter()
+    .map(|n| format!("bcc.proc.io.net.tcp.{n}"))
+    .collect();
     let mut got = names.clone();
     got.sort();
     want.sort();
     assert_eq!(got, want);
     // the Python module's PMIDs: 149.3.0 pid ... 149.3.8 duration
-    let pmids = run_ok("pminfo", &["-m", "bcc.proc.io.net.tcp.pid", "bcc.proc.io.net.tcp.rx", "bcc.proc.io.net.tcp.duration"]);
-    assert!(pmids.contains("PMID: 149.3.0") && pmids.contains("PMID: 149.3.7") && pmids.contains("PMID: 149.3.8"), "{pmids}");
+    let pmids = run_ok(
+        "pminfo",
+        &[
+            "-m",
+            "bcc.proc.io.net.tcp.pid",
+            "bcc.proc.io.net.tcp.rx",
+            "bcc.proc.io.net.tcp.duration",
+        ],
+    );
+    assert!(
+        pmids.contains("PMID: 149.3.0")
+            && pmids.contains("PMID: 149.3.7")
+            && pmids.contains("PMID: 149.3.8"),
+        "{pmids}"
+    );
 
     let (up, down) = (54_321u64, 12_345u64);
     let (mut server, mut client) = pair("4", down);
@@ -325,10 +459,27 @@ fn the_sessions_layout_serves_the_dashboard_names() {
         let has = |p: u32| pids.values().any(|v| v == &p.to_string());
         (has(sp) && has(cp)).then_some(f)
     })
-    .unwrap_or_else(|| panic!("sessions of {sp} and {cp} not in the table: {:?}", fetch(&all)));
+    .unwrap_or_else(|| {
+        panic!(
+            "sessions of {sp} and {cp} not in the table: {:?}",
+            fetch(&all)
+        )
+    });
     let row = |pid: u32| -> BTreeMap<&str, String> {
-        let inst = table["bcc.proc.io.net.tcp.pid"].iter().find(|(_, v)| *v == &pid.to_string()).unwrap().0.clone();
-        all.iter().map(|m| (m.rsplit('.').next().unwrap(), table[*m].get(&inst).cloned().unwrap_or_default())).collect()
+        let inst = table["bcc.proc.io.net.tcp.pid"]
+            .iter()
+            .find(|(_, v)| *v == &pid.to_string())
+            .unwrap()
+            .0
+            .clone();
+        all.iter()
+            .map(|m| {
+                (
+                    m.rsplit('.').next().unwrap(),
+                    table[*m].get(&inst).cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
     };
     let (c, sv) = (row(cp), row(sp));
     eprintln!("client row {c:?}\nserver row {sv:?}");
@@ -338,7 +489,10 @@ fn the_sessions_layout_serves_the_dashboard_names() {
         assert!(r["comm"].starts_with("python"), "{r:?}");
         assert!(r["duration"].parse::<u64>().unwrap() > 0);
     }
-    assert_eq!(c["dport"], sv["lport"], "the client talked to the server's port");
+    assert_eq!(
+        c["dport"], sv["lport"],
+        "the client talked to the server's port"
+    );
     assert_eq!(c["lport"], sv["dport"]);
     assert_close("session client tx", c["tx"].parse().ok(), up);
     assert_close("session client rx", c["rx"].parse().ok(), down);
@@ -347,6 +501,9 @@ fn the_sessions_layout_serves_the_dashboard_names() {
     // instances "0".."4", "0" the most recent
     let insts = run_ok("pminfo", &["-f", "bcc.proc.io.net.tcp.duration"]);
     for i in 0..5 {
-        assert!(insts.contains(&format!("or \"{i}\"]")) || i >= table["bcc.proc.io.net.tcp.pid"].len(), "instance {i}: {insts}");
+        assert!(
+            insts.contains(&format!("or \"{i}\"]")) || i >= table["bcc.proc.io.net.tcp.pid"].len(),
+            "instance {i}: {insts}"
+        );
     }
 }

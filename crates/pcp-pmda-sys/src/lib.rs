@@ -96,7 +96,14 @@ pub const PMDA_CACHE_SYNC: c_int = 18;
 pub struct pmUnits(pub u32);
 
 impl pmUnits {
-    pub const fn new(dim_space: i8, dim_time: i8, dim_count: i8, scale_space: u8, scale_time: u8, scale_count: i8) -> Self {
+    pub const fn new(
+        dim_space: i8,
+        dim_time: i8,
+        dim_count: i8,
+        scale_space: u8,
+        scale_time: u8,
+        scale_count: i8,
+    ) -> Self {
         const fn n(v: i32) -> u32 {
             (v as u32) & 0xf
         }
@@ -178,9 +185,11 @@ pub struct pmdaNameSpace {
     _p: [u8; 0],
 }
 
-pub type pmdaFetchCallBack = Option<unsafe extern "C" fn(*mut pmdaMetric, c_uint, *mut pmAtomValue) -> c_int>;
+pub type pmdaFetchCallBack =
+    Option<unsafe extern "C" fn(*mut pmdaMetric, c_uint, *mut pmAtomValue) -> c_int>;
 pub type pmdaEndContextCallBack = Option<unsafe extern "C" fn(c_int)>;
-pub type pmdaLabelCallBack = Option<unsafe extern "C" fn(pmInDom, c_uint, *mut *mut pmLabelSet) -> c_int>;
+pub type pmdaLabelCallBack =
+    Option<unsafe extern "C" fn(pmInDom, c_uint, *mut *mut pmLabelSet) -> c_int>;
 
 #[repr(C)]
 pub struct pmdaExt {
@@ -222,16 +231,35 @@ pub struct pmdaExt {
 pub struct pmdaInterfaceSeven {
     pub ext: *mut pmdaExt,
     pub profile: Option<unsafe extern "C" fn(*mut pmProfile, *mut pmdaExt) -> c_int>,
-    pub fetch: Option<unsafe extern "C" fn(c_int, *mut pmID, *mut *mut pmResult, *mut pmdaExt) -> c_int>,
+    pub fetch:
+        Option<unsafe extern "C" fn(c_int, *mut pmID, *mut *mut pmResult, *mut pmdaExt) -> c_int>,
     pub desc: Option<unsafe extern "C" fn(pmID, *mut pmDesc, *mut pmdaExt) -> c_int>,
-    pub instance: Option<unsafe extern "C" fn(pmInDom, c_int, *mut c_char, *mut *mut pmInResult, *mut pmdaExt) -> c_int>,
+    pub instance: Option<
+        unsafe extern "C" fn(
+            pmInDom,
+            c_int,
+            *mut c_char,
+            *mut *mut pmInResult,
+            *mut pmdaExt,
+        ) -> c_int,
+    >,
     pub text: Option<unsafe extern "C" fn(c_int, c_int, *mut *mut c_char, *mut pmdaExt) -> c_int>,
     pub store: Option<unsafe extern "C" fn(*mut pmResult, *mut pmdaExt) -> c_int>,
     pub pmid: Option<unsafe extern "C" fn(*const c_char, *mut pmID, *mut pmdaExt) -> c_int>,
     pub name: Option<unsafe extern "C" fn(pmID, *mut *mut *mut c_char, *mut pmdaExt) -> c_int>,
-    pub children: Option<unsafe extern "C" fn(*const c_char, c_int, *mut *mut *mut c_char, *mut *mut c_int, *mut pmdaExt) -> c_int>,
-    pub attribute: Option<unsafe extern "C" fn(c_int, c_int, *const c_char, c_int, *mut pmdaExt) -> c_int>,
-    pub label: Option<unsafe extern "C" fn(c_int, c_int, *mut *mut pmLabelSet, *mut pmdaExt) -> c_int>,
+    pub children: Option<
+        unsafe extern "C" fn(
+            *const c_char,
+            c_int,
+            *mut *mut *mut c_char,
+            *mut *mut c_int,
+            *mut pmdaExt,
+        ) -> c_int,
+    >,
+    pub attribute:
+        Option<unsafe extern "C" fn(c_int, c_int, *const c_char, c_int, *mut pmdaExt) -> c_int>,
+    pub label:
+        Option<unsafe extern "C" fn(c_int, c_int, *mut *mut pmLabelSet, *mut pmdaExt) -> c_int>,
 }
 
 #[repr(C)]
@@ -282,13 +310,32 @@ extern "C" {
     pub fn pmGetConfig(name: *const c_char) -> *mut c_char;
     pub fn pmErrStr(code: c_int) -> *mut c_char;
     pub fn pmNotifyErr(priority: c_int, fmt: *const c_char, ...);
-    pub fn pmExtractValue(valfmt: c_int, ival: *const pmValue, itype: c_int, oval: *mut pmAtomValue, otype: c_int) -> c_int;
+    pub fn pmExtractValue(
+        valfmt: c_int,
+        ival: *const pmValue,
+        itype: c_int,
+        oval: *mut pmAtomValue,
+        otype: c_int,
+    ) -> c_int;
 
     // libpcp_pmda: set-up and the main loop pieces
-    pub fn pmdaDaemon(dispatch: *mut pmdaInterface, interface: c_int, name: *const c_char, domain: c_int, logfile: *const c_char, helptext: *const c_char);
+    pub fn pmdaDaemon(
+        dispatch: *mut pmdaInterface,
+        interface: c_int,
+        name: *const c_char,
+        domain: c_int,
+        logfile: *const c_char,
+        helptext: *const c_char,
+    );
     pub fn pmdaOpenLog(dispatch: *mut pmdaInterface);
     pub fn pmdaSetCommFlags(dispatch: *mut pmdaInterface, flags: c_int);
-    pub fn pmdaInit(dispatch: *mut pmdaInterface, indoms: *mut pmdaIndom, nindoms: c_int, metrics: *mut pmdaMetric, nmetrics: c_int);
+    pub fn pmdaInit(
+        dispatch: *mut pmdaInterface,
+        indoms: *mut pmdaIndom,
+        nindoms: c_int,
+        metrics: *mut pmdaMetric,
+        nmetrics: c_int,
+    );
     pub fn pmdaConnect(dispatch: *mut pmdaInterface);
     pub fn pmdaSendError(dispatch: *mut pmdaInterface, err: c_int);
     pub fn pmdaSetFetchCallBack(dispatch: *mut pmdaInterface, cb: pmdaFetchCallBack);
@@ -301,10 +348,32 @@ extern "C" {
     pub fn __pmdaMainPDU(dispatch: *mut pmdaInterface) -> c_int;
 
     // libpcp_pmda: the default callbacks we wrap
-    pub fn pmdaInstance(indom: pmInDom, inst: c_int, name: *mut c_char, result: *mut *mut pmInResult, ext: *mut pmdaExt) -> c_int;
-    pub fn pmdaFetch(n: c_int, pmids: *mut pmID, resp: *mut *mut pmResult, ext: *mut pmdaExt) -> c_int;
-    pub fn pmdaLabel(ident: c_int, type_: c_int, lp: *mut *mut pmLabelSet, ext: *mut pmdaExt) -> c_int;
-    pub fn pmdaAttribute(ctx: c_int, attr: c_int, value: *const c_char, len: c_int, ext: *mut pmdaExt) -> c_int;
+    pub fn pmdaInstance(
+        indom: pmInDom,
+        inst: c_int,
+        name: *mut c_char,
+        result: *mut *mut pmInResult,
+        ext: *mut pmdaExt,
+    ) -> c_int;
+    pub fn pmdaFetch(
+        n: c_int,
+        pmids: *mut pmID,
+        resp: *mut *mut pmResult,
+        ext: *mut pmdaExt,
+    ) -> c_int;
+    pub fn pmdaLabel(
+        ident: c_int,
+        type_: c_int,
+        lp: *mut *mut pmLabelSet,
+        ext: *mut pmdaExt,
+    ) -> c_int;
+    pub fn pmdaAttribute(
+        ctx: c_int,
+        attr: c_int,
+        value: *const c_char,
+        len: c_int,
+        ext: *mut pmdaExt,
+    ) -> c_int;
     pub fn pmdaAddLabels(lp: *mut *mut pmLabelSet, fmt: *const c_char, ...) -> c_int;
 
     // dynamic namespace
@@ -313,13 +382,38 @@ extern "C" {
     pub fn pmdaTreeRebuildHash(tree: *mut pmdaNameSpace, numpmid: c_int);
     pub fn pmdaTreeRelease(tree: *mut pmdaNameSpace);
     pub fn pmdaTreePMID(tree: *mut pmdaNameSpace, name: *const c_char, pmid: *mut pmID) -> c_int;
-    pub fn pmdaTreeName(tree: *mut pmdaNameSpace, pmid: pmID, names: *mut *mut *mut c_char) -> c_int;
-    pub fn pmdaTreeChildren(tree: *mut pmdaNameSpace, name: *const c_char, traverse: c_int, offspring: *mut *mut *mut c_char, status: *mut *mut c_int) -> c_int;
+    pub fn pmdaTreeName(
+        tree: *mut pmdaNameSpace,
+        pmid: pmID,
+        names: *mut *mut *mut c_char,
+    ) -> c_int;
+    pub fn pmdaTreeChildren(
+        tree: *mut pmdaNameSpace,
+        name: *const c_char,
+        traverse: c_int,
+        offspring: *mut *mut *mut c_char,
+        status: *mut *mut c_int,
+    ) -> c_int;
 
     // instance cache
-    pub fn pmdaCacheStore(indom: pmInDom, flags: c_int, name: *const c_char, private: *mut c_void) -> c_int;
-    pub fn pmdaCacheLookupName(indom: pmInDom, name: *const c_char, inst: *mut c_int, private: *mut *mut c_void) -> c_int;
-    pub fn pmdaCacheLookup(indom: pmInDom, inst: c_int, name: *mut *mut c_char, private: *mut *mut c_void) -> c_int;
+    pub fn pmdaCacheStore(
+        indom: pmInDom,
+        flags: c_int,
+        name: *const c_char,
+        private: *mut c_void,
+    ) -> c_int;
+    pub fn pmdaCacheLookupName(
+        indom: pmInDom,
+        name: *const c_char,
+        inst: *mut c_int,
+        private: *mut *mut c_void,
+    ) -> c_int;
+    pub fn pmdaCacheLookup(
+        indom: pmInDom,
+        inst: c_int,
+        name: *mut *mut c_char,
+        private: *mut *mut c_void,
+    ) -> c_int;
     pub fn pmdaCacheOp(indom: pmInDom, op: c_int) -> c_int;
     pub fn pmdaCachePurge(indom: pmInDom, recent: time_t) -> c_int;
     pub fn pmdaCacheResize(indom: pmInDom, maximum: c_int) -> c_int;
@@ -331,7 +425,14 @@ pub mod layout {
     extern "C" {
         pub fn pcp_layout_size(which: c_int) -> size_t;
         pub fn pcp_layout_offset(which: c_int) -> size_t;
-        pub fn pcp_layout_units(ds: c_int, dt: c_int, dc: c_int, ss: c_int, st: c_int, sc: c_int) -> c_uint;
+        pub fn pcp_layout_units(
+            ds: c_int,
+            dt: c_int,
+            dc: c_int,
+            ss: c_int,
+            st: c_int,
+            sc: c_int,
+        ) -> c_uint;
         pub fn pcp_layout_comm(iface: c_int, api: c_int, flags: c_int) -> c_uint;
     }
 }
@@ -340,7 +441,6 @@ pub mod layout {
 pub const fn comm_word(interface: c_int, pmapi: c_int, flags: c_int) -> c_uint {
     (interface as c_uint & 0xff) | (pmapi as c_uint & 0xff) << 8 | (flags as c_uint & 0xffff) << 16
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -376,9 +476,18 @@ mod tests {
         assert_eq!(offset_of!(pmdaExt, e_metrics), off(2));
         assert_eq!(offset_of!(pmdaExt, e_context), off(3));
         assert_eq!(offset_of!(pmdaExt, e_labelCallBack), off(4));
-        assert_eq!(offset_of!(pmdaInterface, version) + offset_of!(pmdaInterfaceSeven, ext), off(5));
-        assert_eq!(offset_of!(pmdaInterface, version) + offset_of!(pmdaInterfaceSeven, label), off(6));
-        assert_eq!(offset_of!(pmdaInterface, version) + offset_of!(pmdaInterfaceSeven, attribute), off(7));
+        assert_eq!(
+            offset_of!(pmdaInterface, version) + offset_of!(pmdaInterfaceSeven, ext),
+            off(5)
+        );
+        assert_eq!(
+            offset_of!(pmdaInterface, version) + offset_of!(pmdaInterfaceSeven, label),
+            off(6)
+        );
+        assert_eq!(
+            offset_of!(pmdaInterface, version) + offset_of!(pmdaInterfaceSeven, attribute),
+            off(7)
+        );
         assert_eq!(offset_of!(pmdaMetric, m_desc), off(8));
         assert_eq!(offset_of!(pmDesc, units), off(9));
         assert_eq!(offset_of!(pmdaIndom, it_set), off(10));
@@ -388,7 +497,14 @@ mod tests {
 
     #[test]
     fn bitfields_pack_like_the_c_compiler() {
-        for (ds, dt, dc, ss, st, sc) in [(1, 0, 0, 0, 0, 0), (0, 1, 0, 0, 1, 0), (0, 0, 1, 0, 0, 0), (1, -1, 0, 1, 3, 0), (0, 0, 1, 0, 0, -3), (-1, 1, -1, 8, 5, 7)] {
+        for (ds, dt, dc, ss, st, sc) in [
+            (1, 0, 0, 0, 0, 0),
+            (0, 1, 0, 0, 1, 0),
+            (0, 0, 1, 0, 0, 0),
+            (1, -1, 0, 1, 3, 0),
+            (0, 0, 1, 0, 0, -3),
+            (-1, 1, -1, 8, 5, 7),
+        ] {
             // SAFETY: pure function.
             let c = unsafe { pcp_layout_units(ds, dt, dc, ss, st, sc) };
             let r = pmUnits::new(ds as i8, dt as i8, dc as i8, ss as u8, st as u8, sc as i8).0;

@@ -81,7 +81,9 @@ impl Instances {
         let c = cname(name)?;
         let raw = self.raw(serial);
         // SAFETY: valid NUL-terminated name; libpcp_pmda copies it. No private data.
-        let inst = unsafe { sys::pmdaCacheStore(raw, sys::PMDA_CACHE_ADD, c.as_ptr(), std::ptr::null_mut()) };
+        let inst = unsafe {
+            sys::pmdaCacheStore(raw, sys::PMDA_CACHE_ADD, c.as_ptr(), std::ptr::null_mut())
+        };
         if inst < 0 {
             return Err(PmdaError::Generic);
         }
@@ -99,7 +101,12 @@ impl Instances {
         let Ok(c) = cname(name) else { return };
         // SAFETY: valid NUL-terminated name.
         unsafe {
-            sys::pmdaCacheStore(self.raw(serial), sys::PMDA_CACHE_HIDE, c.as_ptr(), std::ptr::null_mut());
+            sys::pmdaCacheStore(
+                self.raw(serial),
+                sys::PMDA_CACHE_HIDE,
+                c.as_ptr(),
+                std::ptr::null_mut(),
+            );
         }
     }
 
@@ -112,7 +119,12 @@ impl Instances {
         let Ok(c) = cname(name) else { return };
         // SAFETY: valid NUL-terminated name.
         unsafe {
-            sys::pmdaCacheStore(self.raw(serial), sys::PMDA_CACHE_CULL, c.as_ptr(), std::ptr::null_mut());
+            sys::pmdaCacheStore(
+                self.raw(serial),
+                sys::PMDA_CACHE_CULL,
+                c.as_ptr(),
+                std::ptr::null_mut(),
+            );
         }
         if !self.dirty_caches.contains(&serial) {
             self.dirty_caches.push(serial);
@@ -137,7 +149,14 @@ impl Instances {
         let c = cname(name).ok()?;
         let mut inst: libc::c_int = -1;
         // SAFETY: valid name and out-pointer; private pointer not requested.
-        let sts = unsafe { sys::pmdaCacheLookupName(self.raw(serial), c.as_ptr(), &mut inst, std::ptr::null_mut()) };
+        let sts = unsafe {
+            sys::pmdaCacheLookupName(
+                self.raw(serial),
+                c.as_ptr(),
+                &mut inst,
+                std::ptr::null_mut(),
+            )
+        };
         (sts >= 0 && inst >= 0).then_some(inst as u32)
     }
 
@@ -148,12 +167,23 @@ impl Instances {
         }
         let mut name: *mut libc::c_char = std::ptr::null_mut();
         // SAFETY: out-pointer receives a pointer into the cache (not ours to free).
-        let sts = unsafe { sys::pmdaCacheLookup(self.raw(serial), inst as libc::c_int, &mut name, std::ptr::null_mut()) };
+        let sts = unsafe {
+            sys::pmdaCacheLookup(
+                self.raw(serial),
+                inst as libc::c_int,
+                &mut name,
+                std::ptr::null_mut(),
+            )
+        };
         if sts < 0 || name.is_null() {
             return None;
         }
         // SAFETY: libpcp_pmda returned a valid NUL-terminated string it owns.
-        Some(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+        Some(
+            unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 
     /// Number of active members of a cached indom.
@@ -173,15 +203,28 @@ impl Instances {
         }
         let set = self.fixed.entry(serial).or_default();
         let same = set.ids.len() == members.len()
-            && set.ids.iter().zip(&set.names).zip(members).all(|((i, n), (id, name))| i.i_inst as u32 == *id && n.as_bytes() == name.as_bytes());
+            && set
+                .ids
+                .iter()
+                .zip(&set.names)
+                .zip(members)
+                .all(|((i, n), (id, name))| {
+                    i.i_inst as u32 == *id && n.as_bytes() == name.as_bytes()
+                });
         if same {
             return;
         }
-        set.names = members.iter().map(|(_, n)| CString::new(n.replace('\0', " ")).unwrap_or_default()).collect();
+        set.names = members
+            .iter()
+            .map(|(_, n)| CString::new(n.replace('\0', " ")).unwrap_or_default())
+            .collect();
         set.ids = members
             .iter()
             .zip(&set.names)
-            .map(|((id, _), n)| sys::pmdaInstid { i_inst: *id as libc::c_int, i_name: n.as_ptr() as *mut libc::c_char })
+            .map(|((id, _), n)| sys::pmdaInstid {
+                i_inst: *id as libc::c_int,
+                i_name: n.as_ptr() as *mut libc::c_char,
+            })
             .collect();
         self.fixed_dirty = true;
     }

@@ -28,6 +28,8 @@ pub fn config_var(name: &str) -> Option<String> {
         return None;
     }
     // SAFETY: non-null NUL-terminated string owned by libpcp.
-    let v = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    let v = unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned();
     (!v.is_empty()).then_some(v)
 }

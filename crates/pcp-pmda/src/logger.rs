@@ -22,7 +22,12 @@ fn stamp() -> String {
         let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
         libc::localtime_r(&t, &mut tm);
-        libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c"%a %b %e %H:%M:%S".as_ptr(), &tm)
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"%a %b %e %H:%M:%S".as_ptr(),
+            &tm,
+        )
     };
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
@@ -41,7 +46,14 @@ impl Log for PcpLogger {
             Level::Info => "Info",
             Level::Debug | Level::Trace => "Debug",
         };
-        let line = format!("[{}] {}({}) {}: {}\n", stamp(), self.prog, std::process::id(), level, record.args());
+        let line = format!(
+            "[{}] {}({}) {}: {}\n",
+            stamp(),
+            self.prog,
+            std::process::id(),
+            level,
+            record.args()
+        );
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
@@ -52,14 +64,19 @@ impl Log for PcpLogger {
 
 /// Installs the logger (once; later calls only change the level).
 pub fn init_logger(prog: &str, level: LevelFilter) {
-    let _ = log::set_boxed_logger(Box::new(PcpLogger { prog: prog.to_string(), lock: Mutex::new(()) }));
+    let _ = log::set_boxed_logger(Box::new(PcpLogger {
+        prog: prog.to_string(),
+        lock: Mutex::new(()),
+    }));
     log::set_max_level(level);
 }
 
 /// Logs through libpcp's own `pmNotifyErr` (main thread only), for messages that must carry
 /// PCP's exact format, e.g. before the logger is installed.
 pub fn notify(priority: i32, msg: &str) {
-    let Ok(c) = std::ffi::CString::new(msg.replace('\0', " ")) else { return };
+    let Ok(c) = std::ffi::CString::new(msg.replace('\0', " ")) else {
+        return;
+    };
     // SAFETY: a "%s" format with one valid NUL-terminated string argument.
     unsafe { pcp_pmda_sys::pmNotifyErr(priority, c"%s".as_ptr(), c.as_ptr()) }
 }

@@ -47,9 +47,21 @@ pub trait Agent {
     fn refresh_indom(&mut self, _ctl: &mut Control, _serial: u32) {}
     /// The value of one metric instance (`inst` is `None` for singular metrics).
     /// `Ok(None)` means "no value" (the instance has none right now).
-    fn fetch(&mut self, pmid: Pmid, inst: Option<u32>, client: &Client) -> Result<Option<Value>, PmdaError>;
+    fn fetch(
+        &mut self,
+        pmid: Pmid,
+        inst: Option<u32>,
+        client: &Client,
+    ) -> Result<Option<Value>, PmdaError>;
     /// A pmstore to one metric instance.
-    fn store(&mut self, _ctl: &mut Control, _pmid: Pmid, _inst: Option<u32>, _value: Value, _client: &Client) -> Result<(), PmdaError> {
+    fn store(
+        &mut self,
+        _ctl: &mut Control,
+        _pmid: Pmid,
+        _inst: Option<u32>,
+        _value: Value,
+        _client: &Client,
+    ) -> Result<(), PmdaError> {
         Err(PmdaError::Permission)
     }
     /// Labels (a JSON object) of the domain, a cluster, a metric or an indom.
@@ -118,7 +130,9 @@ impl Waker {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(Waker { fd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }) })
+        Ok(Waker {
+            fd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+        })
     }
     pub fn wake(&self) {
         let one: u64 = 1;
@@ -195,7 +209,11 @@ fn guard(what: &str, f: impl FnOnce() -> i32) -> i32 {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(p) => {
-            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             error!("panic in {what} callback: {msg}");
             sys::PM_ERR_GENERIC
         }
@@ -212,21 +230,34 @@ impl State {
     fn client(&self) -> Client {
         // SAFETY: plain call; returns the context of the PDU being processed.
         let ctx = unsafe { sys::pmdaGetContext() };
-        self.clients.get(&ctx).cloned().unwrap_or(Client { context: ctx, ..Default::default() })
+        self.clients.get(&ctx).cloned().unwrap_or(Client {
+            context: ctx,
+            ..Default::default()
+        })
     }
 
     /// Validates and installs a new metric table and namespace.
-    fn install_table(&mut self, metrics: Vec<Metric>, indoms: Vec<Indom>) -> Result<(), SetupError> {
+    fn install_table(
+        &mut self,
+        metrics: Vec<Metric>,
+        indoms: Vec<Indom>,
+    ) -> Result<(), SetupError> {
         let mut by_pmid = HashMap::new();
         let mut names = BTreeSet::new();
         let mut table = Vec::with_capacity(metrics.len());
         for m in metrics {
             if m.pmid.cluster > MAX_CLUSTER || m.pmid.item > MAX_ITEM {
-                return Err(SetupError::BadMetric { name: m.name, why: format!("PMID {} out of range", m.pmid) });
+                return Err(SetupError::BadMetric {
+                    name: m.name,
+                    why: format!("PMID {} out of range", m.pmid),
+                });
             }
             if let Some(s) = m.indom {
                 if !indoms.iter().any(|i| i.serial == s) {
-                    return Err(SetupError::BadMetric { name: m.name, why: format!("undeclared instance domain {s}") });
+                    return Err(SetupError::BadMetric {
+                        name: m.name,
+                        why: format!("undeclared instance domain {s}"),
+                    });
                 }
             }
             if !names.insert(m.name.clone()) {
@@ -235,21 +266,34 @@ impl State {
             let raw = m.pmid.encode(self.domain);
             if let Some(prev) = by_pmid.get(&raw) {
                 let prev: &MetricEntry = prev;
-                return Err(SetupError::DuplicatePmid(m.pmid, format!("{} and {}", prev.info.name, m.name)));
+                return Err(SetupError::DuplicatePmid(
+                    m.pmid,
+                    format!("{} and {}", prev.info.name, m.name),
+                ));
             }
             table.push(sys::pmdaMetric {
                 m_user: std::ptr::null_mut(),
                 m_desc: sys::pmDesc {
                     pmid: raw,
                     type_: m.ty.raw(),
-                    indom: m.indom.map_or(sys::PM_INDOM_NULL, |s| indom_encode(self.domain, s)),
+                    indom: m
+                        .indom
+                        .map_or(sys::PM_INDOM_NULL, |s| indom_encode(self.domain, s)),
                     sem: m.sem.raw(),
                     units: m.units.raw(),
                 },
             });
-            let oneline = CString::new(m.oneline.clone()).map_err(|_| SetupError::Nul(m.name.clone()))?;
+            let oneline =
+                CString::new(m.oneline.clone()).map_err(|_| SetupError::Nul(m.name.clone()))?;
             let help = CString::new(m.help.clone()).map_err(|_| SetupError::Nul(m.name.clone()))?;
-            by_pmid.insert(raw, MetricEntry { info: m, oneline, help });
+            by_pmid.insert(
+                raw,
+                MetricEntry {
+                    info: m,
+                    oneline,
+                    help,
+                },
+            );
         }
 
         // The namespace: full dotted names to PMIDs.
@@ -260,13 +304,17 @@ impl State {
             return Err(SetupError::Pcp(format!("pmdaTreeCreate failed: {sts}")));
         }
         for (raw, e) in &by_pmid {
-            let name = CString::new(e.info.name.clone()).map_err(|_| SetupError::Nul(e.info.name.clone()))?;
+            let name = CString::new(e.info.name.clone())
+                .map_err(|_| SetupError::Nul(e.info.name.clone()))?;
             // SAFETY: valid tree and NUL-terminated name (copied by libpcp).
             let sts = unsafe { sys::pmdaTreeInsert(tree, *raw, name.as_ptr()) };
             if sts < 0 {
                 // SAFETY: the tree we just created.
                 unsafe { sys::pmdaTreeRelease(tree) };
-                return Err(SetupError::BadMetric { name: e.info.name.clone(), why: format!("rejected by the namespace ({sts})") });
+                return Err(SetupError::BadMetric {
+                    name: e.info.name.clone(),
+                    why: format!("rejected by the namespace ({sts})"),
+                });
             }
         }
         // SAFETY: valid tree.
@@ -304,17 +352,32 @@ impl State {
             .iter()
             .map(|s| {
                 let (n, set) = match inst.fixed.get_mut(s) {
-                    Some(f) => (f.ids.len() as i32, if f.ids.is_empty() { std::ptr::null_mut() } else { f.ids.as_mut_ptr() }),
+                    Some(f) => (
+                        f.ids.len() as i32,
+                        if f.ids.is_empty() {
+                            std::ptr::null_mut()
+                        } else {
+                            f.ids.as_mut_ptr()
+                        },
+                    ),
                     None => (0, std::ptr::null_mut()),
                 };
-                sys::pmdaIndom { it_indom: indom_encode(self.domain, *s), it_numinst: n, it_set: set }
+                sys::pmdaIndom {
+                    it_indom: indom_encode(self.domain, *s),
+                    it_numinst: n,
+                    it_set: set,
+                }
             })
             .collect();
         inst.fixed_dirty = false;
         let ext = self.ext();
         // SAFETY: ext is valid; the table lives in self.indom_table until replaced here.
         unsafe {
-            (*ext).e_indoms = if self.indom_table.is_empty() { std::ptr::null_mut() } else { self.indom_table.as_mut_ptr() };
+            (*ext).e_indoms = if self.indom_table.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                self.indom_table.as_mut_ptr()
+            };
             (*ext).e_nindoms = self.indom_table.len() as i32;
         }
     }
@@ -423,14 +486,21 @@ fn atom_to_value(ty: i32, atom: &sys::pmAtomValue) -> Option<Value> {
 }
 
 fn add_labels(lp: *mut *mut sys::pmLabelSet, json: &str) -> i32 {
-    let Ok(c) = CString::new(json) else { return sys::PM_ERR_GENERIC };
+    let Ok(c) = CString::new(json) else {
+        return sys::PM_ERR_GENERIC;
+    };
     // SAFETY: lp is the label-set pointer libpcp_pmda gave us; "%s" with one C string.
     unsafe { sys::pmdaAddLabels(lp, c"%s".as_ptr(), c.as_ptr()) }
 }
 
 // ---- callbacks -------------------------------------------------------------------------
 
-unsafe extern "C" fn cb_fetch(n: libc::c_int, pmids: *mut sys::pmID, resp: *mut *mut sys::pmResult, ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_fetch(
+    n: libc::c_int,
+    pmids: *mut sys::pmID,
+    resp: *mut *mut sys::pmResult,
+    ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("fetch", || {
         let mut clusters: Vec<u32> = (0..n.max(0) as usize)
             // SAFETY: pmcd passes `n` PMIDs in `pmids`.
@@ -448,24 +518,34 @@ unsafe extern "C" fn cb_fetch(n: libc::c_int, pmids: *mut sys::pmID, resp: *mut 
     })
 }
 
-unsafe extern "C" fn cb_fetch_value(mdesc: *mut sys::pmdaMetric, inst: libc::c_uint, atom: *mut sys::pmAtomValue) -> libc::c_int {
+unsafe extern "C" fn cb_fetch_value(
+    mdesc: *mut sys::pmdaMetric,
+    inst: libc::c_uint,
+    atom: *mut sys::pmAtomValue,
+) -> libc::c_int {
     guard("fetch value", || {
         // SAFETY: pmdaFetch passes an entry of our metric table and a valid atom.
         let (raw, ty) = unsafe { ((*mdesc).m_desc.pmid, (*mdesc).m_desc.type_) };
         let atom = unsafe { &mut *atom };
         let inst = (inst != sys::PM_IN_NULL).then_some(inst);
-        with_state(|s| {
-            match s.agent.fetch(Pmid::decode(raw), inst, &s.fetching) {
+        with_state(
+            |s| match s.agent.fetch(Pmid::decode(raw), inst, &s.fetching) {
                 Ok(Some(v)) => value_to_atom(ty, v, atom).unwrap_or_else(|e| e),
                 Ok(None) => sys::PMDA_FETCH_NOVALUES,
                 Err(e) => e.code(),
-            }
-        })
+            },
+        )
         .unwrap_or(sys::PM_ERR_AGAIN)
     })
 }
 
-unsafe extern "C" fn cb_instance(indom: sys::pmInDom, inst: libc::c_int, name: *mut libc::c_char, result: *mut *mut sys::pmInResult, ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_instance(
+    indom: sys::pmInDom,
+    inst: libc::c_int,
+    name: *mut libc::c_char,
+    result: *mut *mut sys::pmInResult,
+    ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("instance", || {
         with_state(|s| {
             s.agent.refresh_indom(&mut s.ctl, indom & 0x3f_ffff);
@@ -476,14 +556,32 @@ unsafe extern "C" fn cb_instance(indom: sys::pmInDom, inst: libc::c_int, name: *
     })
 }
 
-unsafe extern "C" fn cb_text(ident: libc::c_int, ty: libc::c_int, buffer: *mut *mut libc::c_char, _ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_text(
+    ident: libc::c_int,
+    ty: libc::c_int,
+    buffer: *mut *mut libc::c_char,
+    _ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("text", || {
         with_state(|s| {
             let help = ty & sys::PM_TEXT_HELP != 0;
             let text = if ty & sys::PM_TEXT_PMID != 0 {
-                s.by_pmid.get(&(ident as u32)).map(|e| if help { e.help.clone() } else { e.oneline.clone() })
+                s.by_pmid.get(&(ident as u32)).map(|e| {
+                    if help {
+                        e.help.clone()
+                    } else {
+                        e.oneline.clone()
+                    }
+                })
             } else if ty & sys::PM_TEXT_INDOM != 0 {
-                s.indoms.get(&((ident as u32) & 0x3f_ffff)).and_then(|i| CString::new(if help { i.help.clone() } else { i.oneline.clone() }).ok())
+                s.indoms.get(&((ident as u32) & 0x3f_ffff)).and_then(|i| {
+                    CString::new(if help {
+                        i.help.clone()
+                    } else {
+                        i.oneline.clone()
+                    })
+                    .ok()
+                })
             } else {
                 None
             };
@@ -525,10 +623,15 @@ unsafe extern "C" fn cb_store(result: *mut sys::pmResult, _ext: *mut sys::pmdaEx
                     if r < 0 {
                         return sys::PM_ERR_BADSTORE;
                     }
-                    let Some(val) = atom_to_value(ty, &atom) else { return sys::PM_ERR_BADSTORE };
+                    let Some(val) = atom_to_value(ty, &atom) else {
+                        return sys::PM_ERR_BADSTORE;
+                    };
                     let inst = unsafe { (*v).inst } as u32;
                     let inst = (inst != sys::PM_IN_NULL).then_some(inst);
-                    if let Err(e) = s.agent.store(&mut s.ctl, Pmid::decode(raw), inst, val, &client) {
+                    if let Err(e) = s
+                        .agent
+                        .store(&mut s.ctl, Pmid::decode(raw), inst, val, &client)
+                    {
                         sts = e.code();
                         break;
                     }
@@ -544,28 +647,50 @@ unsafe extern "C" fn cb_store(result: *mut sys::pmResult, _ext: *mut sys::pmdaEx
     })
 }
 
-unsafe extern "C" fn cb_pmid(name: *const libc::c_char, pmid: *mut sys::pmID, _ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_pmid(
+    name: *const libc::c_char,
+    pmid: *mut sys::pmID,
+    _ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("pmid", || {
         // SAFETY: forwarding to the tree lookup with pmcd's arguments and our tree.
         with_state(|s| unsafe { sys::pmdaTreePMID(s.tree, name, pmid) }).unwrap_or(sys::PM_ERR_NAME)
     })
 }
 
-unsafe extern "C" fn cb_name(pmid: sys::pmID, names: *mut *mut *mut libc::c_char, _ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_name(
+    pmid: sys::pmID,
+    names: *mut *mut *mut libc::c_char,
+    _ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("name", || {
         // SAFETY: as above.
-        with_state(|s| unsafe { sys::pmdaTreeName(s.tree, pmid, names) }).unwrap_or(sys::PM_ERR_PMID)
+        with_state(|s| unsafe { sys::pmdaTreeName(s.tree, pmid, names) })
+            .unwrap_or(sys::PM_ERR_PMID)
     })
 }
 
-unsafe extern "C" fn cb_children(name: *const libc::c_char, traverse: libc::c_int, offspring: *mut *mut *mut libc::c_char, status: *mut *mut libc::c_int, _ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_children(
+    name: *const libc::c_char,
+    traverse: libc::c_int,
+    offspring: *mut *mut *mut libc::c_char,
+    status: *mut *mut libc::c_int,
+    _ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("children", || {
         // SAFETY: as above.
-        with_state(|s| unsafe { sys::pmdaTreeChildren(s.tree, name, traverse, offspring, status) }).unwrap_or(sys::PM_ERR_NAME)
+        with_state(|s| unsafe { sys::pmdaTreeChildren(s.tree, name, traverse, offspring, status) })
+            .unwrap_or(sys::PM_ERR_NAME)
     })
 }
 
-unsafe extern "C" fn cb_attribute(ctx: libc::c_int, attr: libc::c_int, value: *const libc::c_char, len: libc::c_int, ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_attribute(
+    ctx: libc::c_int,
+    attr: libc::c_int,
+    value: *const libc::c_char,
+    len: libc::c_int,
+    ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("attribute", || {
         let text = if value.is_null() || len <= 0 {
             String::new()
@@ -575,7 +700,10 @@ unsafe extern "C" fn cb_attribute(ctx: libc::c_int, attr: libc::c_int, value: *c
             String::from_utf8_lossy(bytes.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
         };
         with_state(|s| {
-            let c = s.clients.entry(ctx).or_insert_with(|| Client { context: ctx, ..Default::default() });
+            let c = s.clients.entry(ctx).or_insert_with(|| Client {
+                context: ctx,
+                ..Default::default()
+            });
             match attr {
                 sys::PMDA_ATTR_USERID => c.uid = text.parse().ok(),
                 sys::PMDA_ATTR_GROUPID => c.gid = text.parse().ok(),
@@ -589,7 +717,12 @@ unsafe extern "C" fn cb_attribute(ctx: libc::c_int, attr: libc::c_int, value: *c
     })
 }
 
-unsafe extern "C" fn cb_label(ident: libc::c_int, ty: libc::c_int, lp: *mut *mut sys::pmLabelSet, ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_label(
+    ident: libc::c_int,
+    ty: libc::c_int,
+    lp: *mut *mut sys::pmLabelSet,
+    ext: *mut sys::pmdaExt,
+) -> libc::c_int {
     guard("label", || {
         // SAFETY: forwarding pmcd's own arguments; for PM_LABEL_INSTANCES this calls
         // cb_instance_label per instance.
@@ -615,10 +748,16 @@ unsafe extern "C" fn cb_label(ident: libc::c_int, ty: libc::c_int, lp: *mut *mut
     })
 }
 
-unsafe extern "C" fn cb_instance_label(indom: sys::pmInDom, inst: libc::c_uint, lp: *mut *mut sys::pmLabelSet) -> libc::c_int {
-    guard("instance label", || match with_state(|s| s.agent.instance_labels(indom & 0x3f_ffff, inst)).flatten() {
-        Some(json) => add_labels(lp, &json),
-        None => 0,
+unsafe extern "C" fn cb_instance_label(
+    indom: sys::pmInDom,
+    inst: libc::c_uint,
+    lp: *mut *mut sys::pmLabelSet,
+) -> libc::c_int {
+    guard("instance label", || {
+        match with_state(|s| s.agent.instance_labels(indom & 0x3f_ffff, inst)).flatten() {
+            Some(json) => add_labels(lp, &json),
+            None => 0,
+        }
     })
 }
 
@@ -681,19 +820,30 @@ impl Pmda {
     /// Sets up libpcp_pmda (`pmdaDaemon`) and opens the log: from here on stderr is the log.
     pub fn new(opts: PmdaOptions) -> Result<Self, SetupError> {
         let name = CString::new(opts.name.clone()).map_err(|_| SetupError::Nul("name".into()))?;
-        let log = CString::new(opts.logfile.clone()).map_err(|_| SetupError::Nul("logfile".into()))?;
+        let log =
+            CString::new(opts.logfile.clone()).map_err(|_| SetupError::Nul("logfile".into()))?;
         // SAFETY: all-zero is a valid initial pmdaInterface (pmdaDaemon fills it in).
         let mut dispatch: Box<sys::pmdaInterface> = Box::new(unsafe { std::mem::zeroed() });
         // SAFETY: valid pointers; pmdaDaemon copies/keeps the strings (we leak them below so
         // they outlive the process's use of them).
         unsafe {
             sys::pmSetProgname(name.as_ptr());
-            sys::pmdaDaemon(&mut *dispatch, sys::PMDA_INTERFACE_7, name.as_ptr(), opts.domain as i32, log.as_ptr(), std::ptr::null());
+            sys::pmdaDaemon(
+                &mut *dispatch,
+                sys::PMDA_INTERFACE_7,
+                name.as_ptr(),
+                opts.domain as i32,
+                log.as_ptr(),
+                std::ptr::null(),
+            );
         }
         std::mem::forget(name);
         std::mem::forget(log);
         if dispatch.status != 0 {
-            return Err(SetupError::Pcp(format!("pmdaDaemon failed: {}", dispatch.status)));
+            return Err(SetupError::Pcp(format!(
+                "pmdaDaemon failed: {}",
+                dispatch.status
+            )));
         }
         // SAFETY: dispatch was initialised by pmdaDaemon.
         unsafe { sys::pmdaOpenLog(&mut *dispatch) };
@@ -702,7 +852,12 @@ impl Pmda {
 
     /// Connects to pmcd and serves until pmcd closes the channel or a SIGTERM/SIGINT.
     /// `metrics`/`indoms` are the initial table (the agent may replace it later).
-    pub fn run(mut self, agent: Box<dyn Agent>, metrics: Vec<Metric>, indoms: Vec<Indom>) -> Result<(), SetupError> {
+    pub fn run(
+        mut self,
+        agent: Box<dyn Agent>,
+        metrics: Vec<Metric>,
+        indoms: Vec<Indom>,
+    ) -> Result<(), SetupError> {
         let d: *mut sys::pmdaInterface = &mut *self.dispatch;
         // SAFETY: d is the boxed, initialised dispatch structure; we only set callbacks.
         unsafe {
@@ -778,12 +933,30 @@ impl Pmda {
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             let mut fds = [
-                libc::pollfd { fd: infd, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: waker.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: sigwaker.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: infd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: waker.fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sigwaker.fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             // SAFETY: three valid pollfds.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.as_millis().min(60_000) as i32) };
+            let n = unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    timeout.as_millis().min(60_000) as i32,
+                )
+            };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::Interrupted {

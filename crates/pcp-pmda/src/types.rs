@@ -26,7 +26,10 @@ impl Pmid {
         (domain & MAX_DOMAIN) << 22 | (self.cluster & MAX_CLUSTER) << 10 | (self.item & MAX_ITEM)
     }
     pub const fn decode(raw: u32) -> Self {
-        Pmid { cluster: (raw >> 10) & MAX_CLUSTER, item: raw & MAX_ITEM }
+        Pmid {
+            cluster: (raw >> 10) & MAX_CLUSTER,
+            item: raw & MAX_ITEM,
+        }
     }
 }
 
@@ -108,11 +111,32 @@ impl Units {
     pub const MSEC: Units = Units::new(0, 1, 0, 0, sys::PM_TIME_MSEC, 0);
     pub const SEC: Units = Units::new(0, 1, 0, 0, sys::PM_TIME_SEC, 0);
 
-    pub const fn new(dim_space: i8, dim_time: i8, dim_count: i8, scale_space: u8, scale_time: u8, scale_count: i8) -> Self {
-        Units { dim_space, dim_time, dim_count, scale_space, scale_time, scale_count }
+    pub const fn new(
+        dim_space: i8,
+        dim_time: i8,
+        dim_count: i8,
+        scale_space: u8,
+        scale_time: u8,
+        scale_count: i8,
+    ) -> Self {
+        Units {
+            dim_space,
+            dim_time,
+            dim_count,
+            scale_space,
+            scale_time,
+            scale_count,
+        }
     }
     pub(crate) fn raw(self) -> sys::pmUnits {
-        sys::pmUnits::new(self.dim_space, self.dim_time, self.dim_count, self.scale_space, self.scale_time, self.scale_count)
+        sys::pmUnits::new(
+            self.dim_space,
+            self.dim_time,
+            self.dim_count,
+            self.scale_space,
+            self.scale_time,
+            self.scale_count,
+        )
     }
 }
 
@@ -224,7 +248,10 @@ mod tests {
         let raw = Pmid::new(2, 0).encode(149);
         assert_eq!(raw, (149 << 22) | (2 << 10));
         assert_eq!(Pmid::decode(raw), Pmid::new(2, 0));
-        assert_eq!(Pmid::decode(Pmid::new(4095, 1023).encode(511)), Pmid::new(4095, 1023));
+        assert_eq!(
+            Pmid::decode(Pmid::new(4095, 1023).encode(511)),
+            Pmid::new(4095, 1023)
+        );
     }
 
     #[test]

@@ -93,8 +93,20 @@ pub struct Config {
 /// Upper bound on re-parses after syntax errors, so a hostile file cannot make us spin.
 const MAX_SYNTAX_ERRORS: usize = 64;
 
-fn err(file: &Path, line: usize, section: Option<&str>, key: Option<&str>, msg: impl Into<String>) -> ConfigError {
-    ConfigError { file: file.to_path_buf(), line, section: section.map(str::to_string), key: key.map(str::to_string), msg: msg.into() }
+fn err(
+    file: &Path,
+    line: usize,
+    section: Option<&str>,
+    key: Option<&str>,
+    msg: impl Into<String>,
+) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        line,
+        section: section.map(str::to_string),
+        key: key.map(str::to_string),
+        msg: msg.into(),
+    }
 }
 
 /// Parses a boolean the way Python's configparser did for the original (`True`, `yes`, `1`…).
@@ -115,7 +127,12 @@ fn bad_line(l: &str) -> Option<&'static str> {
     if t.starts_with('[') {
         return match t.find(']') {
             Some(e) if t[1..e].trim().is_empty() => Some("empty section name"),
-            Some(e) if !t[e + 1..].trim().is_empty() && !t[e + 1..].trim_start().starts_with(['#', ';']) => Some("text after the section header"),
+            Some(e)
+                if !t[e + 1..].trim().is_empty()
+                    && !t[e + 1..].trim_start().starts_with(['#', ';']) =>
+            {
+                Some("text after the section header")
+            }
             Some(_) => None,
             None => Some("section header without ']'"),
         };
@@ -165,23 +182,31 @@ fn line_of(text: &str, section: Option<&str>, key: &str) -> usize {
     }
     // rust-ini may split a line differently from the scan above (escapes, odd separators):
     // then the first line of the section mentioning the key, else the section's header.
-    let mentioning = text.lines().enumerate().find(|(i, l)| owners[*i].as_deref() == section && l.contains(key)).map(|(i, _)| i + 1);
-    mentioning.or_else(|| section.map(|s| header_line(text, s)).filter(|l| *l > 0)).unwrap_or(1)
+    let mentioning = text
+        .lines()
+        .enumerate()
+        .find(|(i, l)| owners[*i].as_deref() == section && l.contains(key))
+        .map(|(i, _)| i + 1);
+    mentioning
+        .or_else(|| section.map(|s| header_line(text, s)).filter(|l| *l > 0))
+        .unwrap_or(1)
 }
 
 fn header_line(text: &str, section: &str) -> usize {
-    text.lines().position(|l| {
-        let t = l.trim();
-        t.starts_with('[') && t.find(']').is_some_and(|e| t[1..e].trim() == section)
-    })
-    .map_or(0, |i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim();
+            t.starts_with('[') && t.find(']').is_some_and(|e| t[1..e].trim() == section)
+        })
+        .map_or(0, |i| i + 1)
 }
 
 impl Config {
     /// Reads and parses `path`. Only an unreadable file is an `Err`; everything else is
     /// recorded in the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err(path, 0, None, None, format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path, 0, None, None, format!("cannot read: {e}")))?;
         Ok(Config::parse(path, &text))
     }
 
@@ -195,20 +220,42 @@ impl Config {
         for (i, l) in lines.iter_mut().enumerate() {
             if let Some(why) = bad_line(l) {
                 let sect = owners.get(i).cloned().flatten();
-                syntax.push(err(file, i + 1, sect.as_deref(), None, format!("syntax error: {why}: {:?}", l.trim())));
+                syntax.push(err(
+                    file,
+                    i + 1,
+                    sect.as_deref(),
+                    None,
+                    format!("syntax error: {why}: {:?}", l.trim()),
+                ));
                 l.clear();
             }
         }
         // rust-ini stops at the first bad line: blank it out, remember the error, retry.
         let ini = loop {
             let joined = lines.join("\n");
-            match ini::Ini::load_from_str_opt(&joined, ini::ParseOption { enabled_quote: false, enabled_escape: false, ..Default::default() }) {
+            match ini::Ini::load_from_str_opt(
+                &joined,
+                ini::ParseOption {
+                    enabled_quote: false,
+                    enabled_escape: false,
+                    ..Default::default()
+                },
+            ) {
                 Ok(i) => break Some(i),
                 Err(e) => {
                     let line = e.line + 1;
                     let sect = owners.get(e.line).cloned().flatten();
-                    syntax.push(err(file, line, sect.as_deref(), None, format!("syntax error: {}", e.msg)));
-                    if e.line >= lines.len() || lines[e.line].is_empty() || syntax.len() >= MAX_SYNTAX_ERRORS {
+                    syntax.push(err(
+                        file,
+                        line,
+                        sect.as_deref(),
+                        None,
+                        format!("syntax error: {}", e.msg),
+                    ));
+                    if e.line >= lines.len()
+                        || lines[e.line].is_empty()
+                        || syntax.len() >= MAX_SYNTAX_ERRORS
+                    {
                         break None;
                     }
                     lines[e.line].clear();
@@ -223,21 +270,46 @@ impl Config {
             for (name, props) in ini.iter() {
                 let Some(name) = name else {
                     for (k, _) in props.iter() {
-                        global_errors.push(err(file, line_of(&joined, None, k), None, Some(k), "key outside any section"));
+                        global_errors.push(err(
+                            file,
+                            line_of(&joined, None, k),
+                            None,
+                            Some(k),
+                            "key outside any section",
+                        ));
                     }
                     continue;
                 };
                 let mut keys = BTreeMap::new();
                 for (k, v) in props.iter() {
                     let line = line_of(&joined, Some(name), k);
-                    if keys.insert(k.to_string(), Entry { value: v.trim().to_string(), line }).is_some() {
-                        global_errors.push(err(file, line, Some(name), Some(k), "key given twice; the last one counts"));
+                    if keys
+                        .insert(
+                            k.to_string(),
+                            Entry {
+                                value: v.trim().to_string(),
+                                line,
+                            },
+                        )
+                        .is_some()
+                    {
+                        global_errors.push(err(
+                            file,
+                            line,
+                            Some(name),
+                            Some(k),
+                            "key given twice; the last one counts",
+                        ));
                     }
                 }
                 if name == "pmda" {
                     pmda_keys.extend(keys);
                 } else {
-                    let s = sections.entry(name.to_string()).or_insert_with(|| Section { name: name.to_string(), line: header_line(&joined, name), ..Default::default() });
+                    let s = sections.entry(name.to_string()).or_insert_with(|| Section {
+                        name: name.to_string(),
+                        line: header_line(&joined, name),
+                        ..Default::default()
+                    });
                     s.keys.extend(keys);
                 }
             }
@@ -249,7 +321,15 @@ impl Config {
             }
         }
 
-        let mut pmda = PmdaSettings { modules: Vec::new(), prefix: "bcc.".into(), process_refresh: 60, module_failure_fatal: false, bpf_stats: false, allowed_users: Vec::new(), allowed_groups: Vec::new() };
+        let mut pmda = PmdaSettings {
+            modules: Vec::new(),
+            prefix: "bcc.".into(),
+            process_refresh: 60,
+            module_failure_fatal: false,
+            bpf_stats: false,
+            allowed_users: Vec::new(),
+            allowed_groups: Vec::new(),
+        };
         for (k, e) in &pmda_keys {
             match k.as_str() {
                 "allowed_users" => pmda.allowed_users = e.value.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
@@ -271,11 +351,24 @@ impl Config {
                 _ => global_errors.push(err(file, e.line, Some("pmda"), Some(k), "unknown key (known: modules, prefix, process_refresh, module_failure_fatal, bpf_stats, allowed_users, allowed_groups)")),
             }
         }
-        if ini.is_some() && !pmda_keys.contains_key("modules") && header_line(&joined, "pmda") == 0 {
-            global_errors.push(err(file, 0, Some("pmda"), None, "no [pmda] section: no modules are enabled"));
+        if ini.is_some() && !pmda_keys.contains_key("modules") && header_line(&joined, "pmda") == 0
+        {
+            global_errors.push(err(
+                file,
+                0,
+                Some("pmda"),
+                None,
+                "no [pmda] section: no modules are enabled",
+            ));
         }
         let pmda_lines = pmda_keys.iter().map(|(k, e)| (k.clone(), e.line)).collect();
-        Config { file: file.to_path_buf(), pmda, sections, global_errors, pmda_lines }
+        Config {
+            file: file.to_path_buf(),
+            pmda,
+            sections,
+            global_errors,
+            pmda_lines,
+        }
     }
 
     /// The line of a [pmda] key (0 when absent).
@@ -288,12 +381,28 @@ impl Config {
 /// that root does not own or that others can write.
 pub fn check_trusted(path: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(path).map_err(|e| err(path, 0, None, None, format!("cannot read: {e}")))?;
+    let md = std::fs::metadata(path)
+        .map_err(|e| err(path, 0, None, None, format!("cannot read: {e}")))?;
     if md.uid() != 0 {
-        return Err(err(path, 0, None, None, format!("refused: owned by uid {}, not root", md.uid())));
+        return Err(err(
+            path,
+            0,
+            None,
+            None,
+            format!("refused: owned by uid {}, not root", md.uid()),
+        ));
     }
     if md.mode() & 0o022 != 0 {
-        return Err(err(path, 0, None, None, format!("refused: writable by group or others (mode {:o})", md.mode() & 0o7777)));
+        return Err(err(
+            path,
+            0,
+            None,
+            None,
+            format!(
+                "refused: writable by group or others (mode {:o})",
+                md.mode() & 0o7777
+            ),
+        ));
     }
     Ok(())
 }
@@ -301,10 +410,18 @@ pub fn check_trusted(path: &Path) -> Result<(), ConfigError> {
 /// A metric name prefix must be dotted name components ending in a dot, under `bcc`
 /// (pmcd routes only the `bcc` subtree to this agent).
 pub fn check_prefix(p: &str) -> Result<(), String> {
-    let ok_component = |c: &str| !c.is_empty() && c.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic()) && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
-    let Some(body) = p.strip_suffix('.') else { return Err(format!("prefix {p:?} must end with a dot, e.g. \"bcc.\"")) };
+    let ok_component = |c: &str| {
+        !c.is_empty()
+            && c.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic())
+            && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    };
+    let Some(body) = p.strip_suffix('.') else {
+        return Err(format!("prefix {p:?} must end with a dot, e.g. \"bcc.\""));
+    };
     if !body.split('.').all(ok_component) {
-        return Err(format!("prefix {p:?} is not a dotted metric name (letters, digits, _)"));
+        return Err(format!(
+            "prefix {p:?} is not a dotted metric name (letters, digits, _)"
+        ));
     }
     if body.split('.').next() != Some("bcc") {
         return Err(format!("prefix {p:?} must start with \"bcc.\": pmcd routes only the bcc namespace to this agent"));
@@ -330,8 +447,24 @@ pub struct ModuleConfig {
 }
 
 impl ModuleConfig {
-    pub fn new(file: &Path, section: &Section, module: &str, cluster: u32, prefix: &str, process_refresh: u64) -> Self {
-        let used: std::collections::BTreeSet<String> = ["module", "cluster", "prefix", "allowed_users", "allowed_groups"].iter().map(|s| s.to_string()).collect();
+    pub fn new(
+        file: &Path,
+        section: &Section,
+        module: &str,
+        cluster: u32,
+        prefix: &str,
+        process_refresh: u64,
+    ) -> Self {
+        let used: std::collections::BTreeSet<String> = [
+            "module",
+            "cluster",
+            "prefix",
+            "allowed_users",
+            "allowed_groups",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         ModuleConfig {
             file: file.to_path_buf(),
             section: section.name.clone(),
@@ -347,9 +480,18 @@ impl ModuleConfig {
 
     /// A config for tests and benchmarks: `options` as `key=value` pairs.
     pub fn for_test(module: &str, cluster: u32, options: &[(&str, &str)]) -> Self {
-        let mut s = Section { name: module.into(), ..Default::default() };
+        let mut s = Section {
+            name: module.into(),
+            ..Default::default()
+        };
         for (i, (k, v)) in options.iter().enumerate() {
-            s.keys.insert(k.to_string(), Entry { value: v.to_string(), line: i + 2 });
+            s.keys.insert(
+                k.to_string(),
+                Entry {
+                    value: v.to_string(),
+                    line: i + 2,
+                },
+            );
         }
         ModuleConfig::new(Path::new("test.conf"), &s, module, cluster, "bcc.", 60)
     }
@@ -366,12 +508,24 @@ impl ModuleConfig {
     }
 
     /// An unsigned integer within `range`, or `default` when absent.
-    pub fn get_u64(&self, key: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+    pub fn get_u64(
+        &self,
+        key: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if range.contains(&n) => Ok(n),
-                _ => Err(self.error(key, format!("expected a whole number from {} to {}, got {v:?}", range.start(), range.end()))),
+                _ => Err(self.error(
+                    key,
+                    format!(
+                        "expected a whole number from {} to {}, got {v:?}",
+                        range.start(),
+                        range.end()
+                    ),
+                )),
             },
         }
     }
@@ -379,27 +533,43 @@ impl ModuleConfig {
     pub fn get_bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => parse_bool(v).ok_or_else(|| self.error(key, format!("expected True or False, got {v:?}"))),
+            Some(v) => parse_bool(v)
+                .ok_or_else(|| self.error(key, format!("expected True or False, got {v:?}"))),
         }
     }
 
     /// A comma-separated list (empty when absent).
     pub fn get_list(&self, key: &str) -> Vec<String> {
-        self.get(key).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+        self.get(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Comma-separated port numbers.
     pub fn get_ports(&self, key: &str) -> Result<Vec<u16>, ConfigError> {
         self.get_list(key)
             .iter()
-            .map(|p| p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| self.error(key, format!("expected port numbers 1-65535, got {p:?}"))))
+            .map(|p| {
+                p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    self.error(key, format!("expected port numbers 1-65535, got {p:?}"))
+                })
+            })
             .collect()
     }
 
     /// Keys set in the section that no accessor asked for: unknown options.
     pub fn unused(&self) -> Vec<ConfigError> {
         let used = self.used.borrow();
-        self.keys.keys().filter(|k| !used.contains(*k)).map(|k| self.error(k, "unknown option for this module")).collect()
+        self.keys
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .map(|k| self.error(k, "unknown option for this module"))
+            .collect()
     }
 }
 
@@ -419,7 +589,13 @@ mod tests {
         assert!(c.pmda.module_failure_fatal);
         assert!(c.global_errors.is_empty(), "{:?}", c.global_errors);
         let s = &c.sections["sysfork"];
-        assert_eq!(s.keys["cluster"], Entry { value: "2".into(), line: 9 });
+        assert_eq!(
+            s.keys["cluster"],
+            Entry {
+                value: "2".into(),
+                line: 9
+            }
+        );
         assert_eq!(s.line, 7);
     }
 
@@ -429,7 +605,11 @@ mod tests {
         let a = &c.sections["a"];
         assert_eq!(a.errors.len(), 1, "{:?}", c);
         assert_eq!(a.errors[0].line, 5);
-        assert!(a.errors[0].to_string().starts_with("/etc/bcc.conf:5: [a]"), "{}", a.errors[0]);
+        assert!(
+            a.errors[0].to_string().starts_with("/etc/bcc.conf:5: [a]"),
+            "{}",
+            a.errors[0]
+        );
         assert!(c.sections["b"].errors.is_empty());
         assert_eq!(c.sections["b"].keys["cluster"].value, "5");
     }
@@ -438,9 +618,21 @@ mod tests {
     fn bad_pmda_values_name_file_line_and_key() {
         let c = parse("[pmda]\nmodules = x\nprocess_refresh = soon\nprefix = foo.\nwhat = 1\n");
         let msgs: Vec<String> = c.global_errors.iter().map(|e| e.to_string()).collect();
-        assert!(msgs.iter().any(|m| m.starts_with("/etc/bcc.conf:3: [pmda] process_refresh:")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.starts_with("/etc/bcc.conf:4: [pmda] prefix:")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.starts_with("/etc/bcc.conf:5: [pmda] what: unknown key")), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("/etc/bcc.conf:3: [pmda] process_refresh:")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("/etc/bcc.conf:4: [pmda] prefix:")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("/etc/bcc.conf:5: [pmda] what: unknown key")),
+            "{msgs:?}"
+        );
     }
 
     #[test]

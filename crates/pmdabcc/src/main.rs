@@ -25,10 +25,20 @@ fn usage() -> String {
 
 fn parse_args() -> Result<Args> {
     let dir = pcp_pmda::config_var("PCP_PMDAS_DIR").unwrap_or_else(|| "/var/lib/pcp/pmdas".into());
-    let mut a = Args { domain: DOMAIN, logfile: "bcc.log".into(), config: PathBuf::from(format!("{dir}/bcc/bcc.conf")), check: false, list: false, send_ready: true };
+    let mut a = Args {
+        domain: DOMAIN,
+        logfile: "bcc.log".into(),
+        config: PathBuf::from(format!("{dir}/bcc/bcc.conf")),
+        check: false,
+        list: false,
+        send_ready: true,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut val = |name: &str| it.next().with_context(|| format!("option {name} needs a value\n{}", usage()));
+        let mut val = |name: &str| {
+            it.next()
+                .with_context(|| format!("option {name} needs a value\n{}", usage()))
+        };
         match arg.as_str() {
             "-d" => a.domain = val("-d")?.parse().context("-d: domain must be a number")?,
             "-l" => a.logfile = val("-l")?,
@@ -44,7 +54,11 @@ fn parse_args() -> Result<Args> {
         }
     }
     if a.domain == 0 || a.domain > pcp_pmda::MAX_DOMAIN {
-        bail!("-d: domain {} out of range 1-{}", a.domain, pcp_pmda::MAX_DOMAIN);
+        bail!(
+            "-d: domain {} out of range 1-{}",
+            a.domain,
+            pcp_pmda::MAX_DOMAIN
+        );
     }
     Ok(a)
 }
@@ -88,7 +102,10 @@ fn run() -> Result<()> {
     let args = parse_args()?;
     if args.list {
         for m in pmdabcc::modules::ALL {
-            println!("{:<12} cluster {:>3}  {}", m.name, m.default_cluster, m.summary);
+            println!(
+                "{:<12} cluster {:>3}  {}",
+                m.name, m.default_cluster, m.summary
+            );
         }
         return Ok(());
     }
@@ -96,10 +113,20 @@ fn run() -> Result<()> {
         return check(&args.config);
     }
     // From here on stdout belongs to pmcd and stderr is the log file.
-    let pmda = Pmda::new(PmdaOptions { name: "bcc".into(), domain: args.domain, logfile: args.logfile.clone(), authorize: true, send_ready: args.send_ready })?;
+    let pmda = Pmda::new(PmdaOptions {
+        name: "bcc".into(),
+        domain: args.domain,
+        logfile: args.logfile.clone(),
+        authorize: true,
+        send_ready: args.send_ready,
+    })?;
     pcp_pmda::init_logger("pmdabcc", log::LevelFilter::Info);
     pmdabcc::bpf::bridge_libbpf_log();
-    log::info!("pmdabcc {} starting, config {}", env!("CARGO_PKG_VERSION"), args.config.display());
+    log::info!(
+        "pmdabcc {} starting, config {}",
+        env!("CARGO_PKG_VERSION"),
+        args.config.display()
+    );
     let mut agent = match pmdabcc::agent::load_config(&args.config) {
         Ok(c) => BccAgent::new(c, started),
         Err(why) => BccAgent::unconfigured(&args.config, why, started),

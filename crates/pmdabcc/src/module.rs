@@ -72,7 +72,10 @@ pub enum ModuleError {
     #[error("no usable hook: {0}")]
     NoHook(String),
     #[error("BPF {stage} failed: {source}")]
-    Bpf { stage: &'static str, source: libbpf_rs::Error },
+    Bpf {
+        stage: &'static str,
+        source: libbpf_rs::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -190,14 +193,23 @@ pub fn check_table(spec: &ModuleSpec) -> Result<(), String> {
         }
         if let Some(i) = m.indom {
             if !spec.indoms.iter().any(|d| d.id == i) {
-                return Err(format!("{}: {} uses undeclared indom {}", spec.name, m.name, i));
+                return Err(format!(
+                    "{}: {} uses undeclared indom {}",
+                    spec.name, m.name, i
+                ));
             }
         }
         if m.oneline.is_empty() || m.help.is_empty() {
             return Err(format!("{}: {} lacks help text", spec.name, m.name));
         }
-        if names.iter().any(|n| *n != m.name && (n.starts_with(&format!("{}.", m.name)) || m.name.starts_with(&format!("{n}.")))) {
-            return Err(format!("{}: {} is both a leaf and a subtree", spec.name, m.name));
+        if names.iter().any(|n| {
+            *n != m.name
+                && (n.starts_with(&format!("{}.", m.name)) || m.name.starts_with(&format!("{n}.")))
+        }) {
+            return Err(format!(
+                "{}: {} is both a leaf and a subtree",
+                spec.name, m.name
+            ));
         }
     }
     Ok(())

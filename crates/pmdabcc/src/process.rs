@@ -25,18 +25,34 @@ pub struct ProcessFilter {
 
 impl ProcessFilter {
     /// Parses the option `key` (normally `process`); `None` when absent (track everything).
-    pub fn from_config(cfg: &ModuleConfig, key: &str) -> Result<Option<ProcessFilter>, ConfigError> {
+    pub fn from_config(
+        cfg: &ModuleConfig,
+        key: &str,
+    ) -> Result<Option<ProcessFilter>, ConfigError> {
         let items = cfg.get_list(key);
         if items.is_empty() {
             return Ok(None);
         }
-        let mut f = ProcessFilter { pids: BTreeSet::new(), names: Vec::new(), patterns: Vec::new(), refresh: Duration::from_secs(cfg.process_refresh), last_scan: None };
+        let mut f = ProcessFilter {
+            pids: BTreeSet::new(),
+            names: Vec::new(),
+            patterns: Vec::new(),
+            refresh: Duration::from_secs(cfg.process_refresh),
+            last_scan: None,
+        };
         for it in items {
             if it.chars().all(|c| c.is_ascii_digit()) {
-                let pid = it.parse::<u32>().map_err(|_| cfg.error(key, format!("PID {it:?} out of range")))?;
+                let pid = it
+                    .parse::<u32>()
+                    .map_err(|_| cfg.error(key, format!("PID {it:?} out of range")))?;
                 f.pids.insert(pid);
             } else {
-                let re = Regex::new(&it).map_err(|e| cfg.error(key, format!("{it:?} is not a valid regular expression: {e}")))?;
+                let re = Regex::new(&it).map_err(|e| {
+                    cfg.error(
+                        key,
+                        format!("{it:?} is not a valid regular expression: {e}"),
+                    )
+                })?;
                 f.names.push(it);
                 f.patterns.push(re);
             }
@@ -59,7 +75,9 @@ impl ProcessFilter {
         }
         match std::fs::read(format!("/proc/{pid}/cmdline")) {
             Ok(raw) if !raw.is_empty() => {
-                let cmd = String::from_utf8_lossy(&raw).trim_end_matches('\0').replace('\0', " ");
+                let cmd = String::from_utf8_lossy(&raw)
+                    .trim_end_matches('\0')
+                    .replace('\0', " ");
                 self.patterns.iter().any(|p| p.is_match(&cmd))
             }
             _ => false,
@@ -70,7 +88,9 @@ impl ProcessFilter {
     pub fn scan(&mut self) -> BTreeSet<u32> {
         self.last_scan = Some(Instant::now());
         let mut out: BTreeSet<u32> = BTreeSet::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
         for e in dir.flatten() {
             if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
                 if self.matches(pid) {
@@ -98,8 +118,11 @@ mod tests {
 
     #[test]
     fn parses_pids_names_and_patterns() {
-        let cfg = ModuleConfig::for_test("m", 1, &[("process", "1, java, ^/usr/bin/python.* -m x$")]);
-        let f = ProcessFilter::from_config(&cfg, "process").unwrap().unwrap();
+        let cfg =
+            ModuleConfig::for_test("m", 1, &[("process", "1, java, ^/usr/bin/python.* -m x$")]);
+        let f = ProcessFilter::from_config(&cfg, "process")
+            .unwrap()
+            .unwrap();
         assert!(f.pids.contains(&1));
         assert_eq!(f.names.len(), 2);
         assert!(f.matches(1));
@@ -118,7 +141,9 @@ mod tests {
     fn finds_this_test_process_by_name() {
         let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
         let cfg = ModuleConfig::for_test("m", 1, &[("process", comm.trim_end())]);
-        let mut f = ProcessFilter::from_config(&cfg, "process").unwrap().unwrap();
+        let mut f = ProcessFilter::from_config(&cfg, "process")
+            .unwrap()
+            .unwrap();
         assert!(f.scan().contains(&std::process::id()));
         assert!(!f.due() || f.refresh.is_zero());
     }

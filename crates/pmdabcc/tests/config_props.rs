@@ -39,10 +39,20 @@ fn check(text: &str) -> Result<(), String> {
         }
     }
     let agent = BccAgent::new(cfg, Instant::now());
-    for s in agent.slots().iter().filter(|s| s.state == SlotState::Failed) {
-        let ok = s.status.starts_with(&format!("{FILE}:")) && (s.status.contains("there is no [") || s.status[FILE.len() + 1..].starts_with(|c: char| c.is_ascii_digit() && c != '0'));
+    for s in agent
+        .slots()
+        .iter()
+        .filter(|s| s.state == SlotState::Failed)
+    {
+        let ok = s.status.starts_with(&format!("{FILE}:"))
+            && (s.status.contains("there is no [")
+                || s.status[FILE.len() + 1..]
+                    .starts_with(|c: char| c.is_ascii_digit() && c != '0'));
         if !ok {
-            return Err(format!("module {} failed without file and line: {}", s.section, s.status));
+            return Err(format!(
+                "module {} failed without file and line: {}",
+                s.section, s.status
+            ));
         }
     }
     Ok(())
@@ -104,16 +114,34 @@ fn the_shipped_config_is_clean() {
     let cfg = Config::parse(Path::new(FILE), SHIPPED);
     assert!(cfg.global_errors.is_empty(), "{:?}", cfg.global_errors);
     let agent = BccAgent::new(cfg, Instant::now());
-    assert!(agent.slots().iter().all(|s| s.state != SlotState::Failed), "{:?}", agent.slots().iter().map(|s| &s.status).collect::<Vec<_>>());
+    assert!(
+        agent.slots().iter().all(|s| s.state != SlotState::Failed),
+        "{:?}",
+        agent.slots().iter().map(|s| &s.status).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn out_of_range_values_are_refused_with_their_key() {
     let text = "[pmda]\nmodules = a, b\nprocess_refresh = 999999\n\n[a]\nmodule = sysfork\ncluster = 4095\n\n[b]\nmodule = selftest\ncluster = 12\nfault = sometimes\n";
     let cfg = Config::parse(Path::new(FILE), text);
-    assert!(cfg.global_errors.iter().any(|e| e.to_string().starts_with(&format!("{FILE}:3: [pmda] process_refresh:"))), "{:?}", cfg.global_errors);
+    assert!(
+        cfg.global_errors.iter().any(|e| e
+            .to_string()
+            .starts_with(&format!("{FILE}:3: [pmda] process_refresh:"))),
+        "{:?}",
+        cfg.global_errors
+    );
     let agent = BccAgent::new(cfg, Instant::now());
     let st: Vec<&str> = agent.slots().iter().map(|s| s.status.as_str()).collect();
-    assert!(st.iter().any(|s| s.starts_with(&format!("{FILE}:7: [a] cluster:"))), "{st:?}");
-    assert!(st.iter().any(|s| s.starts_with(&format!("{FILE}:12: [b] fault:"))), "{st:?}");
+    assert!(
+        st.iter()
+            .any(|s| s.starts_with(&format!("{FILE}:7: [a] cluster:"))),
+        "{st:?}"
+    );
+    assert!(
+        st.iter()
+            .any(|s| s.starts_with(&format!("{FILE}:12: [b] fault:"))),
+        "{st:?}"
+    );
 }

@@ -14,9 +14,17 @@ fn main() {
         eprintln!("usage: stride-writer FILE PHASE STRIDE COUNT BLOCK THREADS");
         std::process::exit(2);
     }
-    let num = |i: usize| a[i].parse::<u64>().unwrap_or_else(|_| panic!("argument {i} is not a number: {}", a[i]));
-    let (phase, stride, count, block, threads) = (num(2), num(3), num(4), num(5) as usize, num(6).max(1));
-    let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&a[1]).expect("open FILE with O_DIRECT");
+    let num = |i: usize| {
+        a[i].parse::<u64>()
+            .unwrap_or_else(|_| panic!("argument {i} is not a number: {}", a[i]))
+    };
+    let (phase, stride, count, block, threads) =
+        (num(2), num(3), num(4), num(5) as usize, num(6).max(1));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&a[1])
+        .expect("open FILE with O_DIRECT");
     assert!(block > 0, "BLOCK must be positive");
     // O_DIRECT wants a buffer aligned to the logical block size: 4096 covers every disk.
     let layout = std::alloc::Layout::from_size_align(block, 4096).expect("block size");
@@ -32,7 +40,8 @@ fn main() {
             sc.spawn(move || {
                 for i in (t..count).step_by(threads as usize) {
                     let off = (i * stride + phase) * block as u64;
-                    f.write_all_at(buf, off).unwrap_or_else(|e| panic!("pwrite at {off}: {e}"));
+                    f.write_all_at(buf, off)
+                        .unwrap_or_else(|e| panic!("pwrite at {off}: {e}"));
                 }
             });
         }

@@ -65,18 +65,30 @@ fn groups_of(uid: u32, primary: u32) -> Vec<u32> {
 impl Policy {
     /// Adds the users and groups named in `users`/`groups` (comma lists); unknown names are
     /// errors made by `err(key, message)`.
-    pub fn add(&mut self, users: &[String], groups: &[String], err: impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+    pub fn add(
+        &mut self,
+        users: &[String],
+        groups: &[String],
+        err: impl Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         for u in users {
-            self.uids.insert(uid_of(u).ok_or_else(|| err("allowed_users", format!("no such user {u:?}")))?);
+            self.uids.insert(
+                uid_of(u).ok_or_else(|| err("allowed_users", format!("no such user {u:?}")))?,
+            );
         }
         for g in groups {
-            self.gids.insert(gid_of(g).ok_or_else(|| err("allowed_groups", format!("no such group {g:?}")))?);
+            self.gids.insert(
+                gid_of(g).ok_or_else(|| err("allowed_groups", format!("no such group {g:?}")))?,
+            );
         }
         Ok(())
     }
 
     pub fn merged(&self, other: &Policy) -> Policy {
-        Policy { uids: self.uids.union(&other.uids).copied().collect(), gids: self.gids.union(&other.gids).copied().collect() }
+        Policy {
+            uids: self.uids.union(&other.uids).copied().collect(),
+            gids: self.gids.union(&other.gids).copied().collect(),
+        }
     }
 
     /// Whether `client` may see sensitive values. `cache` remembers group look-ups per
@@ -93,7 +105,9 @@ impl Policy {
         if self.gids.contains(&gid) {
             return true;
         }
-        let groups = cache.entry((uid, gid)).or_insert_with(|| groups_of(uid, gid));
+        let groups = cache
+            .entry((uid, gid))
+            .or_insert_with(|| groups_of(uid, gid));
         groups.iter().any(|g| self.gids.contains(g))
     }
 }
@@ -103,7 +117,12 @@ mod tests {
     use super::*;
 
     fn client(uid: Option<u32>, gid: Option<u32>) -> Client {
-        Client { context: 1, uid, gid, ..Default::default() }
+        Client {
+            context: 1,
+            uid,
+            gid,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -118,11 +137,25 @@ mod tests {
     #[test]
     fn named_users_and_groups_are_allowed() {
         let mut p = Policy::default();
-        p.add(&["nobody".into()], &[], |k, m| ConfigError { file: "x".into(), line: 1, section: None, key: Some(k.into()), msg: m }).unwrap();
+        p.add(&["nobody".into()], &[], |k, m| ConfigError {
+            file: "x".into(),
+            line: 1,
+            section: None,
+            key: Some(k.into()),
+            msg: m,
+        })
+        .unwrap();
         let mut c = HashMap::new();
         assert!(p.allows(&client(uid_of("nobody"), None), &mut c));
         let mut g = Policy::default();
-        g.add(&[], &["nogroup".into()], |k, m| ConfigError { file: "x".into(), line: 1, section: None, key: Some(k.into()), msg: m }).unwrap();
+        g.add(&[], &["nogroup".into()], |k, m| ConfigError {
+            file: "x".into(),
+            line: 1,
+            section: None,
+            key: Some(k.into()),
+            msg: m,
+        })
+        .unwrap();
         assert!(g.allows(&client(Some(65534), gid_of("nogroup")), &mut c));
         assert!(!g.allows(&client(Some(12345), Some(12345)), &mut c));
     }
@@ -130,7 +163,15 @@ mod tests {
     #[test]
     fn unknown_names_are_errors() {
         let mut p = Policy::default();
-        let e = p.add(&["no-such-user-xyz".into()], &[], |k, m| ConfigError { file: "x".into(), line: 3, section: None, key: Some(k.into()), msg: m }).unwrap_err();
+        let e = p
+            .add(&["no-such-user-xyz".into()], &[], |k, m| ConfigError {
+                file: "x".into(),
+                line: 3,
+                section: None,
+                key: Some(k.into()),
+                msg: m,
+            })
+            .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("allowed_users"));
     }
 }

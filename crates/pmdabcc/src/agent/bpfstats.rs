@@ -32,7 +32,10 @@ pub struct MapStats {
 /// without a meaningful count (ring buffers, …).
 pub fn map_entries(m: &MapStats) -> Option<u64> {
     match m.map_type {
-        libbpf_sys::BPF_MAP_TYPE_HASH | libbpf_sys::BPF_MAP_TYPE_PERCPU_HASH | libbpf_sys::BPF_MAP_TYPE_LRU_HASH | libbpf_sys::BPF_MAP_TYPE_LRU_PERCPU_HASH => {
+        libbpf_sys::BPF_MAP_TYPE_HASH
+        | libbpf_sys::BPF_MAP_TYPE_PERCPU_HASH
+        | libbpf_sys::BPF_MAP_TYPE_LRU_HASH
+        | libbpf_sys::BPF_MAP_TYPE_LRU_PERCPU_HASH => {
             let mut cur = vec![0u8; m.key_size as usize];
             let mut next = vec![0u8; m.key_size as usize];
             let mut n = 0u64;
@@ -41,7 +44,15 @@ pub fn map_entries(m: &MapStats) -> Option<u64> {
                 // SAFETY: key buffers sized to the map's key size; a NULL current key asks for
                 // the first key.
                 let r = unsafe {
-                    libbpf_sys::bpf_map_get_next_key(m.fd, if first { std::ptr::null() } else { cur.as_ptr().cast() }, next.as_mut_ptr().cast())
+                    libbpf_sys::bpf_map_get_next_key(
+                        m.fd,
+                        if first {
+                            std::ptr::null()
+                        } else {
+                            cur.as_ptr().cast()
+                        },
+                        next.as_mut_ptr().cast(),
+                    )
                 };
                 if r != 0 || n > m.max_entries as u64 {
                     return Some(n);
@@ -51,7 +62,9 @@ pub fn map_entries(m: &MapStats) -> Option<u64> {
                 std::mem::swap(&mut cur, &mut next);
             }
         }
-        libbpf_sys::BPF_MAP_TYPE_ARRAY | libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY => Some(m.max_entries as u64),
+        libbpf_sys::BPF_MAP_TYPE_ARRAY | libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY => {
+            Some(m.max_entries as u64)
+        }
         _ => None,
     }
 }
@@ -62,7 +75,13 @@ pub fn prog_stats(fd: i32) -> Option<ProgStats> {
     // SAFETY: fd is a program fd owned by a loaded skeleton; info/len describe a zeroed
     // struct of the size we pass (the kernel writes at most len bytes).
     let r = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
-    (r == 0).then(|| ProgStats { id: info.id, run_cnt: info.run_cnt, run_time_ns: info.run_time_ns, recursion_misses: info.recursion_misses, verified_insns: info.verified_insns })
+    (r == 0).then(|| ProgStats {
+        id: info.id,
+        run_cnt: info.run_cnt,
+        run_time_ns: info.run_time_ns,
+        recursion_misses: info.recursion_misses,
+        verified_insns: info.verified_insns,
+    })
 }
 
 pub fn map_stats(fd: i32) -> Option<MapStats> {
@@ -75,9 +94,21 @@ pub fn map_stats(fd: i32) -> Option<MapStats> {
     }
     let memlock = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("memlock:").and_then(|v| v.trim().parse().ok())))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("memlock:")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
         .unwrap_or(0);
-    Some(MapStats { id: info.id, max_entries: info.max_entries, memlock, map_type: info.type_, key_size: info.key_size, fd })
+    Some(MapStats {
+        id: info.id,
+        max_entries: info.max_entries,
+        memlock,
+        map_type: info.type_,
+        key_size: info.key_size,
+        fd,
+    })
 }
 
 /// Holds kernel BPF run-time statistics on while alive.

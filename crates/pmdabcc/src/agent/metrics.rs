@@ -33,28 +33,49 @@ pub const INDOM_MODULES: u32 = 0;
 pub const INDOM_PROGS: u32 = 1;
 pub const INDOM_MAPS: u32 = 2;
 
-pub static INDOMS: &[IndomSpec] = &[IndomSpec {
-    id: INDOM_MODULES,
-    kind: IndomKind::Cached,
-    oneline: "module sections of bcc.conf",
-    help: "One instance per module section of bcc.conf, named by the section: those listed in \
+pub static INDOMS: &[IndomSpec] = &[
+    IndomSpec {
+        id: INDOM_MODULES,
+        kind: IndomKind::Cached,
+        oneline: "module sections of bcc.conf",
+        help: "One instance per module section of bcc.conf, named by the section: those listed in \
 [pmda] modules and those present but not listed (state \"disabled\").",
-},
-IndomSpec {
-    id: INDOM_PROGS,
-    kind: IndomKind::Cached,
-    oneline: "BPF programs of the running modules",
-    help: "One instance per BPF program loaded by a running module, named <section>/<program>.",
-},
-IndomSpec {
-    id: INDOM_MAPS,
-    kind: IndomKind::Cached,
-    oneline: "BPF maps of the running modules",
-    help: "One instance per BPF map created by a running module, named <section>/<map>.",
-}];
+    },
+    IndomSpec {
+        id: INDOM_PROGS,
+        kind: IndomKind::Cached,
+        oneline: "BPF programs of the running modules",
+        help: "One instance per BPF program loaded by a running module, named <section>/<program>.",
+    },
+    IndomSpec {
+        id: INDOM_MAPS,
+        kind: IndomKind::Cached,
+        oneline: "BPF maps of the running modules",
+        help: "One instance per BPF map created by a running module, named <section>/<map>.",
+    },
+];
 
-const fn m(item: u32, name: &'static str, ty: Type, sem: Semantics, units: Units, indom: Option<u32>, oneline: &'static str, help: &'static str) -> MetricSpec {
-    MetricSpec { item, name, ty, sem, units, indom, oneline, help, sensitive: false }
+const fn m(
+    item: u32,
+    name: &'static str,
+    ty: Type,
+    sem: Semantics,
+    units: Units,
+    indom: Option<u32>,
+    oneline: &'static str,
+    help: &'static str,
+) -> MetricSpec {
+    MetricSpec {
+        item,
+        name,
+        ty,
+        sem,
+        units,
+        indom,
+        oneline,
+        help,
+        sensitive: false,
+    }
 }
 
 pub static METRICS: &[MetricSpec] = &[

@@ -149,10 +149,23 @@ impl BccAgent {
             error!("config: {e}");
         }
         let mut gp = access::Policy::default();
-        for (key, names) in [("allowed_users", &config.pmda.allowed_users), ("allowed_groups", &config.pmda.allowed_groups)] {
+        for (key, names) in [
+            ("allowed_users", &config.pmda.allowed_users),
+            ("allowed_groups", &config.pmda.allowed_groups),
+        ] {
             for n in names {
-                let (u, g) = if key == "allowed_users" { (vec![n.clone()], vec![]) } else { (vec![], vec![n.clone()]) };
-                if let Err(e) = gp.add(&u, &g, |k, m| crate::config::ConfigError { file: config.file.clone(), line: config.pmda_line(k), section: Some("pmda".into()), key: Some(k.into()), msg: m }) {
+                let (u, g) = if key == "allowed_users" {
+                    (vec![n.clone()], vec![])
+                } else {
+                    (vec![], vec![n.clone()])
+                };
+                if let Err(e) = gp.add(&u, &g, |k, m| crate::config::ConfigError {
+                    file: config.file.clone(),
+                    line: config.pmda_line(k),
+                    section: Some("pmda".into()),
+                    key: Some(k.into()),
+                    msg: m,
+                }) {
                     error!("config: {e}");
                     self.config_errors.push(e.to_string());
                 }
@@ -169,14 +182,25 @@ impl BccAgent {
             }
             let sig = self.signature(name);
             // An unchanged section keeps its module (running, or still loading).
-            if let Some(pos) = old.iter().position(|s| s.section == *name && s.signature == sig && matches!(s.state, SlotState::Running | SlotState::Loading)) {
+            if let Some(pos) = old.iter().position(|s| {
+                s.section == *name
+                    && s.signature == sig
+                    && matches!(s.state, SlotState::Running | SlotState::Loading)
+            }) {
                 let s = old.swap_remove(pos);
                 used_clusters.insert(s.cluster, s.section.clone());
                 slots.push(s);
                 continue;
             }
             self.next_id += 1;
-            let s = Self::make_slot(config, name, self.next_id, sig, &self.global_policy, &mut used_clusters);
+            let s = Self::make_slot(
+                config,
+                name,
+                self.next_id,
+                sig,
+                &self.global_policy,
+                &mut used_clusters,
+            );
             if s.state == SlotState::Failed {
                 error!("module {}: {}", s.section, s.status);
             }
@@ -202,7 +226,10 @@ impl BccAgent {
         }
         for s in &old {
             if s.module.is_some() {
-                info!("module {}: unloading (removed or changed in bcc.conf)", s.section);
+                info!(
+                    "module {}: unloading (removed or changed in bcc.conf)",
+                    s.section
+                );
             }
         }
         // Dropping the old slots drops their skeletons: links detach, programs and maps close.
@@ -213,11 +240,25 @@ impl BccAgent {
 
     fn signature(&self, section: &str) -> String {
         let c = &self.config;
-        let keys: Vec<(&String, &String)> = c.sections.get(section).map(|s| s.keys.iter().map(|(k, e)| (k, &e.value)).collect()).unwrap_or_default();
-        format!("{keys:?}|{}|{}|{:?}|{:?}", c.pmda.prefix, c.pmda.process_refresh, c.pmda.allowed_users, c.pmda.allowed_groups)
+        let keys: Vec<(&String, &String)> = c
+            .sections
+            .get(section)
+            .map(|s| s.keys.iter().map(|(k, e)| (k, &e.value)).collect())
+            .unwrap_or_default();
+        format!(
+            "{keys:?}|{}|{}|{:?}|{:?}",
+            c.pmda.prefix, c.pmda.process_refresh, c.pmda.allowed_users, c.pmda.allowed_groups
+        )
     }
 
-    fn make_slot(config: &Config, name: &str, id: u64, signature: String, global: &access::Policy, used: &mut HashMap<u32, String>) -> Slot {
+    fn make_slot(
+        config: &Config,
+        name: &str,
+        id: u64,
+        signature: String,
+        global: &access::Policy,
+        used: &mut HashMap<u32, String>,
+    ) -> Slot {
         let mut slot = Slot {
             id,
             section: name.to_string(),
@@ -232,23 +273,37 @@ impl BccAgent {
             policy: global.clone(),
         };
         let Some(section) = config.sections.get(name) else {
-            slot.status = format!("{}: [pmda] modules lists {name:?} but there is no [{name}] section", config.file.display());
+            slot.status = format!(
+                "{}: [pmda] modules lists {name:?} but there is no [{name}] section",
+                config.file.display()
+            );
             return slot;
         };
         if let Some(e) = section.errors.first() {
             slot.status = e.to_string();
             return slot;
         }
-        let kind = section.keys.get("module").map_or(name, |e| e.value.as_str());
+        let kind = section
+            .keys
+            .get("module")
+            .map_or(name, |e| e.value.as_str());
         let Some(spec) = modules::find(kind) else {
             let line = section.keys.get("module").map_or(section.line, |e| e.line);
             let known: Vec<&str> = modules::ALL.iter().map(|m| m.name).collect();
-            slot.status = format!("{}:{line}: [{name}] module: unknown module {kind:?} (known: {})", config.file.display(), known.join(", "));
+            slot.status = format!(
+                "{}:{line}: [{name}] module: unknown module {kind:?} (known: {})",
+                config.file.display(),
+                known.join(", ")
+            );
             return slot;
         };
         slot.spec = Some(spec);
         let probe = ModuleConfig::new(&config.file, section, kind, 0, "", 0);
-        slot.cluster = match probe.get_u64("cluster", spec.default_cluster as u64, 0..=(AGENT_CLUSTER as u64 - 1)) {
+        slot.cluster = match probe.get_u64(
+            "cluster",
+            spec.default_cluster as u64,
+            0..=(AGENT_CLUSTER as u64 - 1),
+        ) {
             Ok(c) => c as u32,
             Err(e) => {
                 slot.status = e.to_string();
@@ -256,7 +311,12 @@ impl BccAgent {
             }
         };
         if let Some(other) = used.get(&slot.cluster) {
-            slot.status = probe.error("cluster", format!("cluster {} is already used by [{other}]", slot.cluster)).to_string();
+            slot.status = probe
+                .error(
+                    "cluster",
+                    format!("cluster {} is already used by [{other}]", slot.cluster),
+                )
+                .to_string();
             return slot;
         }
         if let Some(p) = probe.get("prefix") {
@@ -267,12 +327,23 @@ impl BccAgent {
             slot.prefix = p.to_string();
         }
         let mut local = access::Policy::default();
-        if let Err(e) = local.add(&probe.get_list("allowed_users"), &probe.get_list("allowed_groups"), |k, m| probe.error(k, m)) {
+        if let Err(e) = local.add(
+            &probe.get_list("allowed_users"),
+            &probe.get_list("allowed_groups"),
+            |k, m| probe.error(k, m),
+        ) {
             slot.status = e.to_string();
             return slot;
         }
         slot.policy = global.merged(&local);
-        let cfg = ModuleConfig::new(&config.file, section, kind, slot.cluster, &slot.prefix, config.pmda.process_refresh);
+        let cfg = ModuleConfig::new(
+            &config.file,
+            section,
+            kind,
+            slot.cluster,
+            &slot.prefix,
+            config.pmda.process_refresh,
+        );
         match (spec.create)(&cfg) {
             Ok(m) => {
                 used.insert(slot.cluster, name.to_string());
@@ -300,7 +371,14 @@ impl BccAgent {
         let mut metrics = Vec::new();
         let mut indoms = Vec::new();
         let mut names: HashMap<String, String> = HashMap::new();
-        add_spec_metrics(&mut metrics, &mut indoms, &self.config.pmda.prefix, AGENT_CLUSTER, metrics::METRICS, metrics::INDOMS);
+        add_spec_metrics(
+            &mut metrics,
+            &mut indoms,
+            &self.config.pmda.prefix,
+            AGENT_CLUSTER,
+            metrics::METRICS,
+            metrics::INDOMS,
+        );
         for m in &metrics {
             names.insert(m.name.clone(), "the agent".into());
         }
@@ -312,15 +390,35 @@ impl BccAgent {
             let spec = slot.spec.expect("running slot has a spec");
             let mut mine = Vec::new();
             let mut my_indoms = Vec::new();
-            let (table, table_indoms) = slot.module.as_ref().and_then(|m| m.layout()).unwrap_or((spec.metrics, spec.indoms));
-            add_spec_metrics(&mut mine, &mut my_indoms, &slot.prefix, slot.cluster, table, table_indoms);
+            let (table, table_indoms) = slot
+                .module
+                .as_ref()
+                .and_then(|m| m.layout())
+                .unwrap_or((spec.metrics, spec.indoms));
+            add_spec_metrics(
+                &mut mine,
+                &mut my_indoms,
+                &slot.prefix,
+                slot.cluster,
+                table,
+                table_indoms,
+            );
             let clash = mine.iter().find_map(|m| {
-                let leaf_clash = names.keys().any(|n| n.starts_with(&format!("{}.", m.name)) || m.name.starts_with(&format!("{n}.")));
-                names.get(&m.name).cloned().or_else(|| leaf_clash.then(|| "another module".to_string())).map(|o| (m.name.clone(), o))
+                let leaf_clash = names.keys().any(|n| {
+                    n.starts_with(&format!("{}.", m.name)) || m.name.starts_with(&format!("{n}."))
+                });
+                names
+                    .get(&m.name)
+                    .cloned()
+                    .or_else(|| leaf_clash.then(|| "another module".to_string()))
+                    .map(|o| (m.name.clone(), o))
             });
             if let Some((name, owner)) = clash {
                 slot.state = SlotState::Failed;
-                slot.status = format!("metric name {name} is already served by {owner}; give [{}] another prefix", slot.section);
+                slot.status = format!(
+                    "metric name {name} is already served by {owner}; give [{}] another prefix",
+                    slot.section
+                );
                 slot.module = None;
                 error!("module {}: {}", slot.section, slot.status);
                 continue;
@@ -337,32 +435,54 @@ impl BccAgent {
 
     /// Sends every created-but-not-loaded module to a loader thread.
     fn spawn_loader(&mut self) {
-        let work: Vec<(u64, Box<dyn Module>)> = self.slots.iter_mut().filter(|s| s.state == SlotState::Loading).filter_map(|s| s.module.take().map(|m| (s.id, m))).collect();
+        let work: Vec<(u64, Box<dyn Module>)> = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.state == SlotState::Loading)
+            .filter_map(|s| s.module.take().map(|m| (s.id, m)))
+            .collect();
         if work.is_empty() {
             return;
         }
         let n = work.len();
         let tx = self.tx.clone();
         let waker = self.waker.clone();
-        let spawned = std::thread::Builder::new().name("bpf-loader".into()).spawn(move || {
-            for (slot_id, mut module) in work {
-                let t0 = Instant::now();
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.start()))
-                    .unwrap_or_else(|_| Err(ModuleError::Other("panic while loading".into())))
-                    .map_err(|e| e.to_string());
-                if tx.send(Loaded { slot_id, module, result, elapsed: t0.elapsed() }).is_err() {
-                    return;
+        let spawned = std::thread::Builder::new()
+            .name("bpf-loader".into())
+            .spawn(move || {
+                for (slot_id, mut module) in work {
+                    let t0 = Instant::now();
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.start()))
+                            .unwrap_or_else(|_| {
+                                Err(ModuleError::Other("panic while loading".into()))
+                            })
+                            .map_err(|e| e.to_string());
+                    if tx
+                        .send(Loaded {
+                            slot_id,
+                            module,
+                            result,
+                            elapsed: t0.elapsed(),
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if let Some(w) = &waker {
+                        w.wake();
+                    }
                 }
-                if let Some(w) = &waker {
-                    w.wake();
-                }
-            }
-        });
+            });
         match spawned {
             Ok(_) => self.pending += n,
             Err(e) => {
                 error!("cannot start the loader thread: {e}");
-                for s in self.slots.iter_mut().filter(|s| s.state == SlotState::Loading) {
+                for s in self
+                    .slots
+                    .iter_mut()
+                    .filter(|s| s.state == SlotState::Loading)
+                {
                     s.state = SlotState::Failed;
                     s.status = format!("cannot start the loader thread: {e}");
                 }
@@ -383,7 +503,11 @@ impl BccAgent {
             slot.load_time = Some(l.elapsed);
             match l.result {
                 Ok(status) => {
-                    info!("module {} running ({} ms): {status}", slot.section, l.elapsed.as_millis());
+                    info!(
+                        "module {} running ({} ms): {status}",
+                        slot.section,
+                        l.elapsed.as_millis()
+                    );
                     slot.state = SlotState::Running;
                     slot.status = status;
                     slot.module = Some(l.module);
@@ -415,7 +539,10 @@ impl BccAgent {
     fn check_fatal(&self) {
         if self.config.pmda.module_failure_fatal {
             if let Some(s) = self.slots.iter().find(|s| s.state == SlotState::Failed) {
-                error!("module {} failed and module_failure_fatal is set: exiting", s.section);
+                error!(
+                    "module {} failed and module_failure_fatal is set: exiting",
+                    s.section
+                );
                 std::process::exit(1);
             }
         }
@@ -443,7 +570,10 @@ impl BccAgent {
     }
 
     fn update_agent_instances(&mut self, ctl: &mut Control) {
-        let mut inst = ModuleInstances { cluster: AGENT_CLUSTER, inner: &mut ctl.instances };
+        let mut inst = ModuleInstances {
+            cluster: AGENT_CLUSTER,
+            inner: &mut ctl.instances,
+        };
         inst.hide_all(metrics::INDOM_MODULES);
         self.inst_index.clear();
         for (i, s) in self.slots.iter().enumerate() {
@@ -455,7 +585,10 @@ impl BccAgent {
 
     /// Re-reads the kernel's info on every program and map of the running modules.
     fn refresh_bpf(&mut self, ctl: &mut Control) {
-        let mut inst = ModuleInstances { cluster: AGENT_CLUSTER, inner: &mut ctl.instances };
+        let mut inst = ModuleInstances {
+            cluster: AGENT_CLUSTER,
+            inner: &mut ctl.instances,
+        };
         inst.hide_all(metrics::INDOM_PROGS);
         inst.hide_all(metrics::INDOM_MAPS);
         self.progs.clear();
@@ -464,12 +597,18 @@ impl BccAgent {
             let Some(m) = &s.module else { continue };
             let (progs, maps) = m.bpf_objects();
             for p in progs {
-                if let (Ok(id), Some(st)) = (inst.add(metrics::INDOM_PROGS, &format!("{}/{}", s.section, p.name)), bpfstats::prog_stats(p.fd)) {
+                if let (Ok(id), Some(st)) = (
+                    inst.add(metrics::INDOM_PROGS, &format!("{}/{}", s.section, p.name)),
+                    bpfstats::prog_stats(p.fd),
+                ) {
                     self.progs.insert(id, st);
                 }
             }
             for mp in maps {
-                if let (Ok(id), Some(st)) = (inst.add(metrics::INDOM_MAPS, &format!("{}/{}", s.section, mp.name)), bpfstats::map_stats(mp.fd)) {
+                if let (Ok(id), Some(st)) = (
+                    inst.add(metrics::INDOM_MAPS, &format!("{}/{}", s.section, mp.name)),
+                    bpfstats::map_stats(mp.fd),
+                ) {
                     self.maps.insert(id, st);
                 }
             }
@@ -477,29 +616,54 @@ impl BccAgent {
     }
 
     fn stats_enabled(&self) -> bool {
-        self.stats_guard.is_some() || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
+        self.stats_guard.is_some()
+            || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+                .is_ok_and(|v| v.trim() == "1")
     }
 
     fn slot_by_inst(&self, inst: Option<u32>) -> Result<&Slot, PmdaError> {
         let inst = inst.ok_or(PmdaError::UnknownInstance)?;
-        self.inst_index.get(&inst).map(|i| &self.slots[*i]).ok_or(PmdaError::UnknownInstance)
+        self.inst_index
+            .get(&inst)
+            .map(|i| &self.slots[*i])
+            .ok_or(PmdaError::UnknownInstance)
     }
 
     fn fetch_agent(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
         Ok(Some(match item {
             metrics::VERSION => Value::String(env!("CARGO_PKG_VERSION").to_string()),
             metrics::CONFIG => Value::String(self.config.file.display().to_string()),
-            metrics::CONFIG_STATUS => Value::String(if self.config_errors.is_empty() { "ok".into() } else { self.config_errors.join("; ") }),
+            metrics::CONFIG_STATUS => Value::String(if self.config_errors.is_empty() {
+                "ok".into()
+            } else {
+                self.config_errors.join("; ")
+            }),
             metrics::RELOAD => Value::U64(self.reloads),
-            metrics::RUNNING => Value::U32(self.slots.iter().filter(|s| s.state == SlotState::Running).count() as u32),
-            metrics::FAILED => Value::U32(self.slots.iter().filter(|s| s.state == SlotState::Failed).count() as u32),
+            metrics::RUNNING => Value::U32(
+                self.slots
+                    .iter()
+                    .filter(|s| s.state == SlotState::Running)
+                    .count() as u32,
+            ),
+            metrics::FAILED => Value::U32(
+                self.slots
+                    .iter()
+                    .filter(|s| s.state == SlotState::Failed)
+                    .count() as u32,
+            ),
             metrics::STARTUP_TIME => match self.startup_time {
                 Some(d) => Value::U64(d.as_millis() as u64),
                 None => return Ok(None),
             },
             metrics::BPF_STATS_ENABLED => Value::U32(self.stats_enabled() as u32),
-            metrics::PROG_ID | metrics::PROG_RUN_COUNT | metrics::PROG_RUN_TIME | metrics::PROG_VERIFIED_INSNS | metrics::PROG_RECURSION_MISSES => {
-                let p = inst.and_then(|i| self.progs.get(&i)).ok_or(PmdaError::UnknownInstance)?;
+            metrics::PROG_ID
+            | metrics::PROG_RUN_COUNT
+            | metrics::PROG_RUN_TIME
+            | metrics::PROG_VERIFIED_INSNS
+            | metrics::PROG_RECURSION_MISSES => {
+                let p = inst
+                    .and_then(|i| self.progs.get(&i))
+                    .ok_or(PmdaError::UnknownInstance)?;
                 match item {
                     metrics::PROG_ID => Value::U32(p.id),
                     metrics::PROG_RUN_COUNT => Value::U64(p.run_cnt),
@@ -508,8 +672,13 @@ impl BccAgent {
                     _ => Value::U64(p.recursion_misses),
                 }
             }
-            metrics::MAP_ID | metrics::MAP_MAX_ENTRIES | metrics::MAP_MEMORY | metrics::MAP_ENTRIES => {
-                let m = inst.and_then(|i| self.maps.get(&i)).ok_or(PmdaError::UnknownInstance)?;
+            metrics::MAP_ID
+            | metrics::MAP_MAX_ENTRIES
+            | metrics::MAP_MEMORY
+            | metrics::MAP_ENTRIES => {
+                let m = inst
+                    .and_then(|i| self.maps.get(&i))
+                    .ok_or(PmdaError::UnknownInstance)?;
                 match item {
                     metrics::MAP_ID => Value::U32(m.id),
                     metrics::MAP_MAX_ENTRIES => Value::U32(m.max_entries),
@@ -542,7 +711,14 @@ impl BccAgent {
     }
 }
 
-fn add_spec_metrics(out: &mut Vec<Metric>, indoms: &mut Vec<Indom>, prefix: &str, cluster: u32, specs: &[crate::module::MetricSpec], ind: &[crate::module::IndomSpec]) {
+fn add_spec_metrics(
+    out: &mut Vec<Metric>,
+    indoms: &mut Vec<Indom>,
+    prefix: &str,
+    cluster: u32,
+    specs: &[crate::module::MetricSpec],
+    ind: &[crate::module::IndomSpec],
+) {
     for m in specs {
         out.push(Metric {
             pmid: Pmid::new(cluster, m.item),
@@ -556,7 +732,12 @@ fn add_spec_metrics(out: &mut Vec<Metric>, indoms: &mut Vec<Indom>, prefix: &str
         });
     }
     for i in ind {
-        indoms.push(Indom { serial: indom_serial(cluster, i.id), kind: i.kind, oneline: i.oneline.to_string(), help: i.help.to_string() });
+        indoms.push(Indom {
+            serial: indom_serial(cluster, i.id),
+            kind: i.kind,
+            oneline: i.oneline.to_string(),
+            help: i.help.to_string(),
+        });
     }
 }
 
@@ -593,10 +774,15 @@ impl Agent for BccAgent {
             self.refresh_bpf(ctl);
         }
         for c in clusters {
-            let Some(&i) = self.by_cluster.get(c) else { continue };
+            let Some(&i) = self.by_cluster.get(c) else {
+                continue;
+            };
             let slot = &mut self.slots[i];
             if let Some(m) = slot.module.as_mut() {
-                let mut inst = ModuleInstances { cluster: slot.cluster, inner: &mut ctl.instances };
+                let mut inst = ModuleInstances {
+                    cluster: slot.cluster,
+                    inner: &mut ctl.instances,
+                };
                 if let Err(e) = m.refresh(&mut inst) {
                     warn!("module {}: refresh failed: {e}", slot.section);
                 }
@@ -608,22 +794,47 @@ impl Agent for BccAgent {
         self.refresh(ctl, &[serial >> 6]);
     }
 
-    fn fetch(&mut self, pmid: Pmid, inst: Option<u32>, client: &Client) -> Result<Option<Value>, PmdaError> {
+    fn fetch(
+        &mut self,
+        pmid: Pmid,
+        inst: Option<u32>,
+        client: &Client,
+    ) -> Result<Option<Value>, PmdaError> {
         if pmid.cluster == AGENT_CLUSTER {
             return self.fetch_agent(pmid.item, inst);
         }
-        let i = *self.by_cluster.get(&pmid.cluster).ok_or(PmdaError::UnknownMetric)?;
+        let i = *self
+            .by_cluster
+            .get(&pmid.cluster)
+            .ok_or(PmdaError::UnknownMetric)?;
         let slot = &self.slots[i];
         let spec = slot.spec.ok_or(PmdaError::UnknownMetric)?;
-        let table = slot.module.as_ref().and_then(|m| m.layout()).map_or(spec.metrics, |l| l.0);
-        let m = table.iter().find(|m| m.item == pmid.item).ok_or(PmdaError::UnknownMetric)?;
+        let table = slot
+            .module
+            .as_ref()
+            .and_then(|m| m.layout())
+            .map_or(spec.metrics, |l| l.0);
+        let m = table
+            .iter()
+            .find(|m| m.item == pmid.item)
+            .ok_or(PmdaError::UnknownMetric)?;
         if m.sensitive && !slot.policy.allows(client, &mut self.group_cache) {
             return Err(PmdaError::Permission);
         }
-        slot.module.as_ref().ok_or(PmdaError::Again)?.fetch(pmid.item, inst)
+        slot.module
+            .as_ref()
+            .ok_or(PmdaError::Again)?
+            .fetch(pmid.item, inst)
     }
 
-    fn store(&mut self, ctl: &mut Control, pmid: Pmid, _inst: Option<u32>, _value: Value, client: &Client) -> Result<(), PmdaError> {
+    fn store(
+        &mut self,
+        ctl: &mut Control,
+        pmid: Pmid,
+        _inst: Option<u32>,
+        _value: Value,
+        client: &Client,
+    ) -> Result<(), PmdaError> {
         if pmid != Pmid::new(AGENT_CLUSTER, metrics::RELOAD) {
             return Err(PmdaError::Permission);
         }
@@ -639,7 +850,10 @@ impl Agent for BccAgent {
             LabelTarget::Cluster(c) if c == AGENT_CLUSTER => Some(r#"{"module":"agent"}"#.into()),
             LabelTarget::Cluster(c) => {
                 let s = &self.slots[*self.by_cluster.get(&c)?];
-                Some(format!(r#"{{"module":"{}","module_section":"{}"}}"#, s.spec?.name, s.section))
+                Some(format!(
+                    r#"{{"module":"{}","module_section":"{}"}}"#,
+                    s.spec?.name, s.section
+                ))
             }
             LabelTarget::Indom(serial) => {
                 let s = &self.slots[*self.by_cluster.get(&(serial >> 6))?];
@@ -655,9 +869,16 @@ impl Agent for BccAgent {
     }
 
     fn tick(&mut self, ctl: &mut Control) {
-        for slot in self.slots.iter_mut().filter(|s| s.state == SlotState::Running) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.state == SlotState::Running)
+        {
             if let Some(m) = slot.module.as_mut() {
-                let mut inst = ModuleInstances { cluster: slot.cluster, inner: &mut ctl.instances };
+                let mut inst = ModuleInstances {
+                    cluster: slot.cluster,
+                    inner: &mut ctl.instances,
+                };
                 m.tick(&mut inst);
             }
         }

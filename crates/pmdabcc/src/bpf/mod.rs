@@ -52,7 +52,10 @@ impl Hook {
 
 /// Tries `load` with each hook in turn and returns the first that loads and attaches,
 /// with a status line naming the choice and why earlier ones were passed over.
-pub fn first_working<T>(hooks: &[Hook], mut load: impl FnMut(Hook) -> Result<T, ModuleError>) -> Result<(T, Hook, String), ModuleError> {
+pub fn first_working<T>(
+    hooks: &[Hook],
+    mut load: impl FnMut(Hook) -> Result<T, ModuleError>,
+) -> Result<(T, Hook, String), ModuleError> {
     let mut skipped = Vec::new();
     for &h in hooks {
         match load(h) {
@@ -74,7 +77,10 @@ pub fn first_working<T>(hooks: &[Hook], mut load: impl FnMut(Hook) -> Result<T, 
 
 /// Whether the kernel has a tracepoint, by its BTF type (`btf_trace_<name>`) or tracefs.
 pub fn kernel_has_tracepoint(category: &str, name: &str) -> bool {
-    let paths = [format!("/sys/kernel/tracing/events/{category}/{name}"), format!("/sys/kernel/debug/tracing/events/{category}/{name}")];
+    let paths = [
+        format!("/sys/kernel/tracing/events/{category}/{name}"),
+        format!("/sys/kernel/debug/tracing/events/{category}/{name}"),
+    ];
     paths.iter().any(|p| std::path::Path::new(p).exists())
 }
 
@@ -101,7 +107,10 @@ pub fn percpu_sum_u64(map: &impl MapCore, key: u32) -> u64 {
 /// end was reached (ENOENT): on hash maps the kernel returns short batches at bucket
 /// boundaries, which libbpf-rs's `lookup_batch` takes for the end. Calls `f(key, value)` per
 /// entry. Falls back to per-key iteration where the map type has no batch support.
-pub fn for_each_entry(map: &impl MapCore, mut f: impl FnMut(&[u8], &[u8])) -> Result<usize, std::io::Error> {
+pub fn for_each_entry(
+    map: &impl MapCore,
+    mut f: impl FnMut(&[u8], &[u8]),
+) -> Result<usize, std::io::Error> {
     const BATCH: u32 = 256;
     let ksz = map.key_size() as usize;
     let vsz = map.value_size() as usize;
@@ -116,13 +125,21 @@ pub fn for_each_entry(map: &impl MapCore, mut f: impl FnMut(&[u8], &[u8])) -> Re
     let mut total = 0usize;
     loop {
         let mut count: u32 = BATCH;
-        let opts = libbpf_sys::bpf_map_batch_opts { sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _, elem_flags: 0, flags: 0 };
+        let opts = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+            elem_flags: 0,
+            flags: 0,
+        };
         // SAFETY: buffers sized for BATCH keys/values of this map; tokens are key-sized; count
         // says how many fit and is updated by the kernel to how many were written.
         let ret = unsafe {
             libbpf_sys::bpf_map_lookup_batch(
                 fd,
-                if first { std::ptr::null_mut() } else { in_tok.as_mut_ptr().cast() },
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    in_tok.as_mut_ptr().cast()
+                },
                 out_tok.as_mut_ptr().cast(),
                 keys.as_mut_ptr().cast(),
                 vals.as_mut_ptr().cast(),
@@ -130,9 +147,15 @@ pub fn for_each_entry(map: &impl MapCore, mut f: impl FnMut(&[u8], &[u8])) -> Re
                 &opts,
             )
         };
-        let errno = if ret < 0 { std::io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { 0 };
+        let errno = if ret < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        };
         if ret < 0 && errno != libc::ENOENT {
-            if first && (errno == libc::EINVAL || errno == libc::ENOTSUP || errno == libc::EOPNOTSUPP) {
+            if first
+                && (errno == libc::EINVAL || errno == libc::ENOTSUP || errno == libc::EOPNOTSUPP)
+            {
                 return for_each_entry_slow(map, f);
             }
             return Err(std::io::Error::from_raw_os_error(errno));
@@ -150,7 +173,10 @@ pub fn for_each_entry(map: &impl MapCore, mut f: impl FnMut(&[u8], &[u8])) -> Re
     }
 }
 
-fn for_each_entry_slow(map: &impl MapCore, mut f: impl FnMut(&[u8], &[u8])) -> Result<usize, std::io::Error> {
+fn for_each_entry_slow(
+    map: &impl MapCore,
+    mut f: impl FnMut(&[u8], &[u8]),
+) -> Result<usize, std::io::Error> {
     let mut n = 0;
     for k in map.keys() {
         if let Ok(Some(v)) = map.lookup(&k, libbpf_rs::MapFlags::ANY) {
@@ -164,12 +190,21 @@ fn for_each_entry_slow(map: &impl MapCore, mut f: impl FnMut(&[u8], &[u8])) -> R
 /// The programs of a loaded object that were loaded (autoload on), for the self-metrics.
 pub fn loaded_programs(obj: &libbpf_rs::Object) -> Vec<crate::module::ProgInfo> {
     use std::os::fd::AsFd;
-    obj.progs().filter(|p| p.autoload()).map(|p| crate::module::ProgInfo { name: p.name().to_string_lossy().into_owned(), fd: p.as_fd().as_raw_fd() }).collect()
+    obj.progs()
+        .filter(|p| p.autoload())
+        .map(|p| crate::module::ProgInfo {
+            name: p.name().to_string_lossy().into_owned(),
+            fd: p.as_fd().as_raw_fd(),
+        })
+        .collect()
 }
 
 /// A named map, for the self-metrics.
 pub fn map_info(name: &str, map: &impl MapCore) -> crate::module::MapInfo {
-    crate::module::MapInfo { name: name.to_string(), fd: map.as_fd().as_raw_fd() }
+    crate::module::MapInfo {
+        name: name.to_string(),
+        fd: map.as_fd().as_raw_fd(),
+    }
 }
 
 /// Classic tracepoints are attached through tracefs (libbpf reads each event's id there).
@@ -184,9 +219,20 @@ pub fn ensure_tracefs() -> Result<&'static str, String> {
         return Ok("mounted under debugfs");
     }
     // SAFETY: mount(2) with valid NUL-terminated strings and no data.
-    let r = unsafe { libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
-        return Err(format!("cannot mount tracefs on {TRACEFS}: {}; classic tracepoints will not attach", std::io::Error::last_os_error()));
+        return Err(format!(
+            "cannot mount tracefs on {TRACEFS}: {}; classic tracepoints will not attach",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok("mounted by the agent")
 }

@@ -58,7 +58,11 @@ pub struct Hist {
 
 impl Default for Hist {
     fn default() -> Self {
-        Hist { slots: [0; SLOTS], count: 0, sum_ns: 0 }
+        Hist {
+            slots: [0; SLOTS],
+            count: 0,
+            sum_ns: 0,
+        }
     }
 }
 

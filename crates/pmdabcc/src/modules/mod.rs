@@ -11,7 +11,14 @@ pub mod tcplife;
 use crate::module::ModuleSpec;
 
 /// All module kinds, by the name `module =` takes in bcc.conf.
-pub static ALL: &[&ModuleSpec] = &[&sysfork::SPEC, &biotop::SPEC, &tcplife::SPEC, &runqlat::SPEC, &biolatency::SPEC, &selftest::SPEC];
+pub static ALL: &[&ModuleSpec] = &[
+    &sysfork::SPEC,
+    &biotop::SPEC,
+    &tcplife::SPEC,
+    &runqlat::SPEC,
+    &biolatency::SPEC,
+    &selftest::SPEC,
+];
 
 pub fn find(name: &str) -> Option<&'static ModuleSpec> {
     ALL.iter().copied().find(|m| m.name == name)
@@ -24,7 +31,11 @@ mod tests {
         let mut clusters = std::collections::BTreeSet::new();
         for m in super::ALL {
             crate::module::check_table(m).unwrap();
-            assert!(clusters.insert(m.default_cluster), "default cluster {} used twice", m.default_cluster);
+            assert!(
+                clusters.insert(m.default_cluster),
+                "default cluster {} used twice",
+                m.default_cluster
+            );
             assert_ne!(m.default_cluster, crate::agent::AGENT_CLUSTER);
         }
     }

@@ -7,7 +7,9 @@ mod metrics;
 use super::histogram::{self, Hist};
 use crate::bpf::{self, Hook};
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo};
+use crate::module::{
+    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo,
+};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
 use pcp_pmda::{PmdaError, Value};
@@ -37,7 +39,11 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
     if let Some(e) = cfg.unused().into_iter().next() {
         return Err(e);
     }
-    Ok(Box::new(Biolatency { queued, per_disk, ..Default::default() }))
+    Ok(Box::new(Biolatency {
+        queued,
+        per_disk,
+        ..Default::default()
+    }))
 }
 
 /// One disk's histogram and where its instances are.
@@ -71,7 +77,9 @@ struct Biolatency {
 const _: () = assert!(std::mem::size_of::<types::biolat_hist>() == (histogram::SLOTS + 2) * 8);
 
 fn load(hook: Hook, queued: bool, per_disk: bool) -> Result<BiolatencySkel<'static>, ModuleError> {
-    let mut open = BiolatencySkelBuilder::default().open(bpf::storage()).map_err(ModuleError::bpf("open"))?;
+    let mut open = BiolatencySkelBuilder::default()
+        .open(bpf::storage())
+        .map_err(ModuleError::bpf("open"))?;
     let p = &mut open.progs;
     for (prog, h, insert) in [
         (&mut p.biolat_insert_btf, Hook::TpBtf, true),
@@ -86,12 +94,19 @@ fn load(hook: Hook, queued: bool, per_disk: bool) -> Result<BiolatencySkel<'stat
     ] {
         prog.set_autoload(h == hook && (queued || !insert));
     }
-    let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| ModuleError::Other("biolatency: no .rodata in the BPF object".into()))?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| ModuleError::Other("biolatency: no .rodata in the BPF object".into()))?;
     ro.targ_queued = queued;
     ro.targ_per_disk = per_disk;
     if !per_disk {
         // Preallocated hash map only used for per-disk histograms: keep it minimal.
-        open.maps.disks.set_max_entries(1).map_err(ModuleError::bpf("resize disks"))?;
+        open.maps
+            .disks
+            .set_max_entries(1)
+            .map_err(ModuleError::bpf("resize disks"))?;
     }
     let mut skel = open.load().map_err(ModuleError::bpf("load"))?;
     skel.attach().map_err(ModuleError::bpf("attach"))?;
@@ -123,7 +138,10 @@ impl Biolatency {
         })
         .map_err(|e| ModuleError::Other(format!("read disks: {e}")))?;
         for (dev, h) in seen {
-            let d = self.disks.entry(dev).or_insert_with(|| Disk { name: disk_name(dev), ..Default::default() });
+            let d = self.disks.entry(dev).or_insert_with(|| Disk {
+                name: disk_name(dev),
+                ..Default::default()
+            });
             if d.id.is_none() {
                 if let Ok(id) = inst.add(metrics::INDOM_DISKS, &d.name) {
                     d.id = Some(id);
@@ -134,7 +152,10 @@ impl Biolatency {
             // Only new buckets touch pmdaCache (and its file).
             while d.bucket_ids.len() < served {
                 let i = d.bucket_ids.len();
-                match inst.add(metrics::INDOM_DISK_BUCKETS, &format!("{}::{}", d.name, histogram::name(i))) {
+                match inst.add(
+                    metrics::INDOM_DISK_BUCKETS,
+                    &format!("{}::{}", d.name, histogram::name(i)),
+                ) {
                     Ok(id) => {
                         d.bucket_ids.push(id);
                         self.bucket_inst.insert(id, (dev, i));
@@ -155,16 +176,31 @@ impl Biolatency {
 impl Module for Biolatency {
     fn start(&mut self) -> Result<String, ModuleError> {
         let (queued, per_disk) = (self.queued, self.per_disk);
-        let (skel, _, status) = bpf::first_working(&[Hook::TpBtf, Hook::RawTp, Hook::Tracepoint], |h| load(h, queued, per_disk))?;
+        let (skel, _, status) =
+            bpf::first_working(&[Hook::TpBtf, Hook::RawTp, Hook::Tracepoint], |h| {
+                load(h, queued, per_disk)
+            })?;
         self.skel = Some(skel);
-        let from = if queued { "block_rq_insert/block_rq_issue" } else { "block_rq_issue" };
-        Ok(format!("{from} to block_rq_complete via {status}{}", if per_disk { "; per disk" } else { "" }))
+        let from = if queued {
+            "block_rq_insert/block_rq_issue"
+        } else {
+            "block_rq_issue"
+        };
+        Ok(format!(
+            "{from} to block_rq_complete via {status}{}",
+            if per_disk { "; per disk" } else { "" }
+        ))
     }
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
         let Some(s) = &self.skel else { return Ok(()) };
         // One lookup returns every CPU's copy of the whole histogram.
-        let cpus = s.maps.hist.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY).map_err(ModuleError::bpf("read hist"))?.unwrap_or_default();
+        let cpus = s
+            .maps
+            .hist
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(ModuleError::bpf("read hist"))?
+            .unwrap_or_default();
         let mut h = Hist::default();
         for c in &cpus {
             let v = bpf::from_bytes::<types::biolat_hist>(c);
@@ -172,7 +208,10 @@ impl Module for Biolatency {
         }
         self.served = histogram::served(&h.slots).max(self.served);
         self.all = h;
-        inst.set_fixed(metrics::INDOM_BUCKETS, &histogram::fixed_members(self.served));
+        inst.set_fixed(
+            metrics::INDOM_BUCKETS,
+            &histogram::fixed_members(self.served),
+        );
         if self.per_disk {
             self.refresh_disks(inst)?;
         }
@@ -181,7 +220,12 @@ impl Module for Biolatency {
 
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
         let inst = inst.unwrap_or(u32::MAX);
-        let disk = || self.disk_inst.get(&inst).and_then(|d| self.disks.get(d)).ok_or(PmdaError::UnknownInstance);
+        let disk = || {
+            self.disk_inst
+                .get(&inst)
+                .and_then(|d| self.disks.get(d))
+                .ok_or(PmdaError::UnknownInstance)
+        };
         let v = match item {
             metrics::ALL_LATENCY => {
                 if inst as usize >= self.served {
@@ -192,8 +236,15 @@ impl Module for Biolatency {
             metrics::ALL_COUNT => self.all.count,
             metrics::ALL_SUM => self.all.sum_us(),
             metrics::DEV_LATENCY => {
-                let (dev, b) = self.bucket_inst.get(&inst).ok_or(PmdaError::UnknownInstance)?;
-                self.disks.get(dev).ok_or(PmdaError::UnknownInstance)?.hist.slots[*b]
+                let (dev, b) = self
+                    .bucket_inst
+                    .get(&inst)
+                    .ok_or(PmdaError::UnknownInstance)?;
+                self.disks
+                    .get(dev)
+                    .ok_or(PmdaError::UnknownInstance)?
+                    .hist
+                    .slots[*b]
             }
             metrics::DEV_COUNT => disk()?.hist.count,
             metrics::DEV_SUM => disk()?.hist.sum_us(),
@@ -203,24 +254,32 @@ impl Module for Biolatency {
     }
 
     fn indom_labels(&self, local: u32) -> Option<String> {
-        (local == metrics::INDOM_BUCKETS || local == metrics::INDOM_DISK_BUCKETS).then(|| histogram::INDOM_LABELS.to_string())
+        (local == metrics::INDOM_BUCKETS || local == metrics::INDOM_DISK_BUCKETS)
+            .then(|| histogram::INDOM_LABELS.to_string())
     }
 
     fn instance_labels(&self, local: u32, inst: u32) -> Option<String> {
         match local {
-            metrics::INDOM_BUCKETS if (inst as usize) < histogram::SLOTS => Some(histogram::bound_labels(inst as usize)),
+            metrics::INDOM_BUCKETS if (inst as usize) < histogram::SLOTS => {
+                Some(histogram::bound_labels(inst as usize))
+            }
             metrics::INDOM_DISK_BUCKETS => {
                 let (dev, b) = self.bucket_inst.get(&inst)?;
                 let name = &self.disks.get(dev)?.name;
                 let (lo, hi) = histogram::bounds(*b);
-                Some(format!(r#"{{"disk":"{}","lower_bound":{lo},"upper_bound":{hi}}}"#, name.replace(['"', '\\'], "_")))
+                Some(format!(
+                    r#"{{"disk":"{}","lower_bound":{lo},"upper_bound":{hi}}}"#,
+                    name.replace(['"', '\\'], "_")
+                ))
             }
             _ => None,
         }
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let Some(s) = &self.skel else { return Default::default() };
+        let Some(s) = &self.skel else {
+            return Default::default();
+        };
         let progs = bpf::loaded_programs(s.object());
         let maps = vec![
             bpf::map_info("hist", &s.maps.hist),
@@ -237,10 +296,27 @@ mod tests {
 
     #[test]
     fn options_are_typed_and_unknown_ones_refused() {
-        assert!(create(&ModuleConfig::for_test("biolatency", 0, &[("queued", "True"), ("per_disk", "yes")])).is_ok());
-        let e = create(&ModuleConfig::for_test("biolatency", 0, &[("queued", "maybe")])).err().unwrap();
+        assert!(create(&ModuleConfig::for_test(
+            "biolatency",
+            0,
+            &[("queued", "True"), ("per_disk", "yes")]
+        ))
+        .is_ok());
+        let e = create(&ModuleConfig::for_test(
+            "biolatency",
+            0,
+            &[("queued", "maybe")],
+        ))
+        .err()
+        .unwrap();
         assert_eq!(e.key.as_deref(), Some("queued"));
-        let e = create(&ModuleConfig::for_test("biolatency", 0, &[("process", "1")])).err().unwrap();
+        let e = create(&ModuleConfig::for_test(
+            "biolatency",
+            0,
+            &[("process", "1")],
+        ))
+        .err()
+        .unwrap();
         assert_eq!(e.key.as_deref(), Some("process"));
     }
 

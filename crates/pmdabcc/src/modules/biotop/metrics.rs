@@ -31,7 +31,17 @@ restarts.",
 
 macro_rules! pair_metric {
     ($item:expr, $name:expr, $ty:expr, $sem:expr, $units:expr, $oneline:expr, $help:expr, $sens:expr) => {
-        MetricSpec { item: $item, name: $name, ty: $ty, sem: $sem, units: $units, indom: Some(INDOM_PAIRS), oneline: $oneline, help: concat!($help, "
+        MetricSpec {
+            item: $item,
+            name: $name,
+            ty: $ty,
+            sem: $sem,
+            units: $units,
+            indom: Some(INDOM_PAIRS),
+            oneline: $oneline,
+            help: concat!(
+                $help,
+                "
 
 One instance per (disk, process) pair that did block I/O since the agent started, named \
 <disk>::<pid as 6 digits> (e.g. vda::003412), disk names as in /proc/diskstats and disk.dev. \
@@ -40,12 +50,20 @@ submitted the request to the block layer: buffered writes are submitted later by
 writeback threads (kworker/...) and journal commits by jbd2, and are credited to them, not to \
 the process that wrote the data. Instances of exited processes stay until their final values \
 were fetched and `retention` seconds (bcc.conf [biotop]) passed; a new process that reuses \
-the PID before then continues the old instance's counters."), sensitive: $sens }
+the PID before then continues the old instance's counters."
+            ),
+            sensitive: $sens,
+        }
     };
 }
 
 pub static METRICS: &[MetricSpec] = &[
-    pair_metric!(PERDEV, "proc.io.perdev", Type::U64, Semantics::Counter, Units::BYTES,
+    pair_metric!(
+        PERDEV,
+        "proc.io.perdev",
+        Type::U64,
+        Semantics::Counter,
+        Units::BYTES,
         "block I/O bytes (reads and writes) per disk and process",
         "Bytes of block I/O, reads plus writes, completed on the disk on behalf of the \
 process since the agent started (the original pmdabcc biotop metric). Requests are attributed \
@@ -56,42 +74,100 @@ its own bytes (the classic-tracepoint fallback credits the whole request to the 
 started it). Discards and cache flushes are not reads or \
 writes and are not included (see proc.io.perdev_discard_bytes and proc.io.perdev_flush). \
 Summed over all processes of a disk it tracks disk.dev.total_bytes (which is in Kbyte), \
-apart from proc.io.perdev_unattributed_bytes.", false),
-    pair_metric!(READ_BYTES, "proc.io.perdev_read_bytes", Type::U64, Semantics::Counter, Units::BYTES,
+apart from proc.io.perdev_unattributed_bytes.",
+        false
+    ),
+    pair_metric!(
+        READ_BYTES,
+        "proc.io.perdev_read_bytes",
+        Type::U64,
+        Semantics::Counter,
+        Units::BYTES,
         "bytes read per disk and process",
         "Bytes of completed block read requests, per disk and process (compare \
-disk.dev.read_bytes).", false),
-    pair_metric!(WRITE_BYTES, "proc.io.perdev_write_bytes", Type::U64, Semantics::Counter, Units::BYTES,
+disk.dev.read_bytes).",
+        false
+    ),
+    pair_metric!(
+        WRITE_BYTES,
+        "proc.io.perdev_write_bytes",
+        Type::U64,
+        Semantics::Counter,
+        Units::BYTES,
         "bytes written per disk and process",
         "Bytes of completed block write requests (including write-zeroes), per disk and \
-process (compare disk.dev.write_bytes).", false),
-    pair_metric!(READS, "proc.io.perdev_read", Type::U64, Semantics::Counter, Units::COUNT,
+process (compare disk.dev.write_bytes).",
+        false
+    ),
+    pair_metric!(
+        READS,
+        "proc.io.perdev_read",
+        Type::U64,
+        Semantics::Counter,
+        Units::COUNT,
         "read requests completed per disk and process",
         "Block read requests completed, per disk and process, counted when the request \
 finishes (compare disk.dev.read). Requests are what the block layer issues after merging, \
 so one large read() may be one or several requests. A request that merged I/O of several \
-processes counts for the process that started it.", false),
-    pair_metric!(WRITES, "proc.io.perdev_write", Type::U64, Semantics::Counter, Units::COUNT,
+processes counts for the process that started it.",
+        false
+    ),
+    pair_metric!(
+        WRITES,
+        "proc.io.perdev_write",
+        Type::U64,
+        Semantics::Counter,
+        Units::COUNT,
         "write requests completed per disk and process",
         "Block write requests completed, per disk and process, counted when the request \
-finishes (compare disk.dev.write).", false),
-    pair_metric!(DISCARD_BYTES, "proc.io.perdev_discard_bytes", Type::U64, Semantics::Counter, Units::BYTES,
+finishes (compare disk.dev.write).",
+        false
+    ),
+    pair_metric!(
+        DISCARD_BYTES,
+        "proc.io.perdev_discard_bytes",
+        Type::U64,
+        Semantics::Counter,
+        Units::BYTES,
         "bytes discarded per disk and process",
         "Bytes covered by completed discard (TRIM/UNMAP) and secure-erase requests, per disk \
-and process (compare disk.dev.discard_bytes). Not included in proc.io.perdev.", false),
-    pair_metric!(DISCARDS, "proc.io.perdev_discard", Type::U64, Semantics::Counter, Units::COUNT,
+and process (compare disk.dev.discard_bytes). Not included in proc.io.perdev.",
+        false
+    ),
+    pair_metric!(
+        DISCARDS,
+        "proc.io.perdev_discard",
+        Type::U64,
+        Semantics::Counter,
+        Units::COUNT,
         "discard requests completed per disk and process",
         "Discard and secure-erase requests completed, per disk and process (compare \
-disk.dev.discard).", false),
-    pair_metric!(FLUSHES, "proc.io.perdev_flush", Type::U64, Semantics::Counter, Units::COUNT,
+disk.dev.discard).",
+        false
+    ),
+    pair_metric!(
+        FLUSHES,
+        "proc.io.perdev_flush",
+        Type::U64,
+        Semantics::Counter,
+        Units::COUNT,
         "cache flush requests completed per disk and process",
         "Data-less cache flush requests (REQ_OP_FLUSH, or an empty write with REQ_PREFLUSH as \
 fsync sends) completed, per disk and process. Flushes the block layer generates itself for a \
-write with REQ_PREFLUSH/REQ_FUA have no submitter and are not counted here.", false),
-    pair_metric!(COMM, "proc.io.perdev_comm", Type::String, Semantics::Discrete, Units::NONE,
+write with REQ_PREFLUSH/REQ_FUA have no submitter and are not counted here.",
+        false
+    ),
+    pair_metric!(
+        COMM,
+        "proc.io.perdev_comm",
+        Type::String,
+        Semantics::Discrete,
+        Units::NONE,
         "name of the process of a (disk, process) pair",
         "The process's name (comm of its main thread) when the pair was first seen. Reveals \
-command names, so it is served only to clients the access policy allows (root).", true),
+command names, so it is served only to clients the access policy allows (root).",
+        true
+    ),
     MetricSpec {
         item: DROPPED,
         name: "proc.io.perdev_dropped",

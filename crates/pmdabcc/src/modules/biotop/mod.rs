@@ -11,7 +11,9 @@ mod metrics;
 
 use crate::bpf::{self, Hook};
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo};
+use crate::module::{
+    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo,
+};
 use crate::process::ProcessFilter;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
@@ -63,13 +65,23 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
         "auto" => vec![Hook::TpBtf, Hook::Tracepoint],
         "tp_btf" => vec![Hook::TpBtf],
         "tracepoint" => vec![Hook::Tracepoint],
-        v => return Err(cfg.error("hook", format!("expected auto, tp_btf or tracepoint, got {v:?}"))),
+        v => {
+            return Err(cfg.error(
+                "hook",
+                format!("expected auto, tp_btf or tracepoint, got {v:?}"),
+            ))
+        }
     };
     let attribution = match cfg.get("attribution").unwrap_or("auto") {
         "auto" => Attribution::Auto,
         "io_start" => Attribution::IoStart,
         "insert_issue" => Attribution::InsertIssue,
-        v => return Err(cfg.error("attribution", format!("expected auto, io_start or insert_issue, got {v:?}"))),
+        v => {
+            return Err(cfg.error(
+                "attribution",
+                format!("expected auto, io_start or insert_issue, got {v:?}"),
+            ))
+        }
     };
     if let Some(e) = cfg.unused().into_iter().next() {
         return Err(e);
@@ -126,7 +138,11 @@ fn kernel_has_io_start() -> bool {
     unsafe {
         let btf = libbpf_rs::libbpf_sys::btf__load_vmlinux_btf();
         if !btf.is_null() && libbpf_rs::libbpf_sys::libbpf_get_error(btf as *const _) == 0 {
-            let found = libbpf_rs::libbpf_sys::btf__find_by_name_kind(btf, c"btf_trace_block_io_start".as_ptr(), libbpf_rs::libbpf_sys::BTF_KIND_TYPEDEF) >= 0;
+            let found = libbpf_rs::libbpf_sys::btf__find_by_name_kind(
+                btf,
+                c"btf_trace_block_io_start".as_ptr(),
+                libbpf_rs::libbpf_sys::BTF_KIND_TYPEDEF,
+            ) >= 0;
             libbpf_rs::libbpf_sys::btf__free(btf);
             return found;
         }
@@ -151,8 +167,15 @@ fn comm_str(c: &[std::ffi::c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn load(hook: Hook, io_start: bool, max_entries: u32, filter: bool) -> Result<BiotopSkel<'static>, ModuleError> {
-    let mut open = BiotopSkelBuilder::default().open(bpf::storage()).map_err(ModuleError::bpf("open"))?;
+fn load(
+    hook: Hook,
+    io_start: bool,
+    max_entries: u32,
+    filter: bool,
+) -> Result<BiotopSkel<'static>, ModuleError> {
+    let mut open = BiotopSkelBuilder::default()
+        .open(bpf::storage())
+        .map_err(ModuleError::bpf("open"))?;
     let btf = hook == Hook::TpBtf;
     let p = &mut open.progs;
     p.btf_io_start.set_autoload(btf && io_start);
@@ -168,8 +191,15 @@ fn load(hook: Hook, io_start: bool, max_entries: u32, filter: bool) -> Result<Bi
     p.tp_bio_frontmerge.set_autoload(!btf);
     p.tp_rq_merge.set_autoload(!btf);
     p.tp_rq_complete.set_autoload(!btf);
-    open.maps.pairs.set_max_entries(max_entries).map_err(ModuleError::bpf("set pairs max_entries"))?;
-    let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| ModuleError::Other("no .rodata in the biotop BPF object".into()))?;
+    open.maps
+        .pairs
+        .set_max_entries(max_entries)
+        .map_err(ModuleError::bpf("set pairs max_entries"))?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| ModuleError::Other("no .rodata in the biotop BPF object".into()))?;
     ro.filter_enabled = filter;
     ro.attribute_at_issue = !io_start;
     let mut skel = open.load().map_err(ModuleError::bpf("load"))?;
@@ -180,13 +210,19 @@ fn load(hook: Hook, io_start: bool, max_entries: u32, filter: bool) -> Result<Bi
 impl Biotop {
     /// Re-scans the process filter and brings the BPF `pids` map in line.
     fn rescan(&mut self) {
-        let (Some(f), Some(s)) = (self.filter.as_mut(), self.skel.as_ref()) else { return };
+        let (Some(f), Some(s)) = (self.filter.as_mut(), self.skel.as_ref()) else {
+            return;
+        };
         let now = f.scan();
         for pid in self.tracked.difference(&now) {
             let _ = s.maps.pids.delete(&pid.to_ne_bytes());
         }
         for pid in now.difference(&self.tracked) {
-            if let Err(e) = s.maps.pids.update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY) {
+            if let Err(e) = s
+                .maps
+                .pids
+                .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
+            {
                 log::warn!("biotop: cannot track PID {pid}: {e}");
             }
         }
@@ -201,27 +237,41 @@ impl Biotop {
         for (&(dev, pid), p) in self.pairs.iter_mut() {
             if p.gone_since.is_none() {
                 // pid 0: I/O submitted from interrupt or idle context; never "exits".
-                let up = *alive.entry(pid).or_insert_with(|| pid == 0 || std::path::Path::new(&format!("/proc/{pid}")).exists());
+                let up = *alive.entry(pid).or_insert_with(|| {
+                    pid == 0 || std::path::Path::new(&format!("/proc/{pid}")).exists()
+                });
                 if !up {
                     p.gone_since = Some(now);
                 }
             }
             if let Some(t) = p.gone_since {
                 let age = now.duration_since(t);
-                if (p.served_gone && age >= self.retention) || age >= self.retention * UNSERVED_FACTOR {
+                if (p.served_gone && age >= self.retention)
+                    || age >= self.retention * UNSERVED_FACTOR
+                {
                     retire.push((dev, pid));
                 }
             }
         }
         for key in retire {
-            let Some(p) = self.pairs.remove(&key) else { continue };
+            let Some(p) = self.pairs.remove(&key) else {
+                continue;
+            };
             self.by_inst.remove(&p.inst);
             inst.cull(INDOM_PAIRS, &p.name);
             if let Some(s) = &self.skel {
-                let k = types::biotop_key { dev: key.0, tgid: key.1 };
+                let k = types::biotop_key {
+                    dev: key.0,
+                    tgid: key.1,
+                };
                 // SAFETY: biotop_key is a repr(C) pair of u32s with no padding; viewing it as
                 // bytes for the map key is sound.
-                let kb = unsafe { std::slice::from_raw_parts((&k as *const types::biotop_key).cast::<u8>(), std::mem::size_of_val(&k)) };
+                let kb = unsafe {
+                    std::slice::from_raw_parts(
+                        (&k as *const types::biotop_key).cast::<u8>(),
+                        std::mem::size_of_val(&k),
+                    )
+                };
                 let _ = s.maps.pairs.delete(kb);
             }
             log::debug!("biotop: retired {}", p.name);
@@ -242,31 +292,50 @@ impl Module for Biotop {
             Attribution::InsertIssue => false,
         };
         let (max, filter) = (self.max_entries, self.filter.is_some());
-        let (skel, hook, via) = bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter))?;
+        let (skel, hook, via) =
+            bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter))?;
         self.skel = Some(skel);
         self.rescan();
-        let attr = if io_start { "block_io_start" } else { "block_rq_insert/block_rq_issue (first seen)" };
+        let attr = if io_start {
+            "block_io_start"
+        } else {
+            "block_rq_insert/block_rq_issue (first seen)"
+        };
         let who = match &self.filter {
             Some(_) => format!("process filter: {} PIDs", self.tracked.len()),
             None => "all processes".to_string(),
         };
-        let merges = if hook == Hook::TpBtf { "merged bios credited to their own submitters" } else { "merged requests credited to their first submitter" };
+        let merges = if hook == Hook::TpBtf {
+            "merged bios credited to their own submitters"
+        } else {
+            "merged requests credited to their first submitter"
+        };
         Ok(format!("attributed at {attr}, counted at block_rq_complete, via {via}, {merges}; max_entries {}, retention {}s, {who}", self.max_entries, self.retention.as_secs()))
     }
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
         let Some(s) = &self.skel else { return Ok(()) };
-        if let Ok(Some(cpus)) = s.maps.counters.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+        if let Ok(Some(cpus)) = s
+            .maps
+            .counters
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        {
             let mut sum = types::biotop_counters::default();
-            for c in cpus.iter().map(|b| bpf::from_bytes::<types::biotop_counters>(b)) {
+            for c in cpus
+                .iter()
+                .map(|b| bpf::from_bytes::<types::biotop_counters>(b))
+            {
                 sum.dropped += c.dropped;
                 sum.unattributed += c.unattributed;
             }
             self.counters = sum;
         }
-        let mut entries: Vec<(types::biotop_key, types::biotop_val)> = Vec::with_capacity(self.pairs.len() + 16);
-        bpf::for_each_entry(&s.maps.pairs, |k, v| entries.push((bpf::from_bytes(k), bpf::from_bytes(v))))
-            .map_err(|e| ModuleError::Other(format!("reading the pairs map: {e}")))?;
+        let mut entries: Vec<(types::biotop_key, types::biotop_val)> =
+            Vec::with_capacity(self.pairs.len() + 16);
+        bpf::for_each_entry(&s.maps.pairs, |k, v| {
+            entries.push((bpf::from_bytes(k), bpf::from_bytes(v)))
+        })
+        .map_err(|e| ModuleError::Other(format!("reading the pairs map: {e}")))?;
         for (k, v) in entries {
             let key = (k.dev, k.tgid);
             if let Some(p) = self.pairs.get_mut(&key) {
@@ -288,7 +357,17 @@ impl Module for Biotop {
             match inst.add(INDOM_PAIRS, &name) {
                 Ok(id) => {
                     self.by_inst.insert(id, key);
-                    self.pairs.insert(key, Pair { inst: id, name, disk, val: v, gone_since: None, served_gone: false });
+                    self.pairs.insert(
+                        key,
+                        Pair {
+                            inst: id,
+                            name,
+                            disk,
+                            val: v,
+                            gone_since: None,
+                            served_gone: false,
+                        },
+                    );
                 }
                 Err(e) => log::warn!("biotop: cannot add instance {name}: {e}"),
             }
@@ -307,7 +386,10 @@ impl Module for Biotop {
             metrics::UNATTRIBUTED => return Ok(Some(Value::U64(self.counters.unattributed))),
             _ => {}
         }
-        let key = self.by_inst.get(&inst.ok_or(PmdaError::UnknownInstance)?).ok_or(PmdaError::UnknownInstance)?;
+        let key = self
+            .by_inst
+            .get(&inst.ok_or(PmdaError::UnknownInstance)?)
+            .ok_or(PmdaError::UnknownInstance)?;
         let p = &self.pairs[key];
         let v = &p.val;
         Ok(Some(match item {
@@ -337,19 +419,40 @@ impl Module for Biotop {
         }
         let key = self.by_inst.get(&inst)?;
         let p = self.pairs.get(key)?;
-        Some(format!(r#"{{"disk":"{}","pid":{}}}"#, p.disk.replace(['"', '\\'], "_"), key.1))
+        Some(format!(
+            r#"{{"disk":"{}","pid":{}}}"#,
+            p.disk.replace(['"', '\\'], "_"),
+            key.1
+        ))
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let Some(s) = &self.skel else { return Default::default() };
+        let Some(s) = &self.skel else {
+            return Default::default();
+        };
         let progs = bpf::loaded_programs(s.object());
         let m = &s.maps;
         let maps = vec![
-            MapInfo { name: "pending".into(), fd: m.pending.as_fd().as_raw_fd() },
-            MapInfo { name: "merged".into(), fd: m.merged.as_fd().as_raw_fd() },
-            MapInfo { name: "pairs".into(), fd: m.pairs.as_fd().as_raw_fd() },
-            MapInfo { name: "pids".into(), fd: m.pids.as_fd().as_raw_fd() },
-            MapInfo { name: "counters".into(), fd: m.counters.as_fd().as_raw_fd() },
+            MapInfo {
+                name: "pending".into(),
+                fd: m.pending.as_fd().as_raw_fd(),
+            },
+            MapInfo {
+                name: "merged".into(),
+                fd: m.merged.as_fd().as_raw_fd(),
+            },
+            MapInfo {
+                name: "pairs".into(),
+                fd: m.pairs.as_fd().as_raw_fd(),
+            },
+            MapInfo {
+                name: "pids".into(),
+                fd: m.pids.as_fd().as_raw_fd(),
+            },
+            MapInfo {
+                name: "counters".into(),
+                fd: m.counters.as_fd().as_raw_fd(),
+            },
         ];
         (progs, maps)
     }
@@ -373,10 +476,27 @@ mod tests {
 
     #[test]
     fn options_are_checked() {
-        let ok = ModuleConfig::for_test("biotop", 10, &[("max_entries", "64"), ("retention", "5"), ("hook", "tracepoint"), ("process", "dd")]);
+        let ok = ModuleConfig::for_test(
+            "biotop",
+            10,
+            &[
+                ("max_entries", "64"),
+                ("retention", "5"),
+                ("hook", "tracepoint"),
+                ("process", "dd"),
+            ],
+        );
         assert!(create(&ok).is_ok());
-        for (k, v) in [("max_entries", "0"), ("retention", "x"), ("hook", "kprobe"), ("attribution", "late"), ("mapsize", "1")] {
-            let e = create(&ModuleConfig::for_test("biotop", 10, &[(k, v)])).err().expect(k);
+        for (k, v) in [
+            ("max_entries", "0"),
+            ("retention", "x"),
+            ("hook", "kprobe"),
+            ("attribution", "late"),
+            ("mapsize", "1"),
+        ] {
+            let e = create(&ModuleConfig::for_test("biotop", 10, &[(k, v)]))
+                .err()
+                .expect(k);
             assert_eq!(e.key.as_deref(), Some(k), "{e}");
         }
     }
@@ -384,10 +504,14 @@ mod tests {
     #[test]
     fn disk_names_come_from_sysfs() {
         // Any block device the machine has: its dev_t maps back to its own name.
-        let Ok(dir) = std::fs::read_dir("/sys/block") else { return };
+        let Ok(dir) = std::fs::read_dir("/sys/block") else {
+            return;
+        };
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Ok(dev) = std::fs::read_to_string(e.path().join("dev")) else { continue };
+            let Ok(dev) = std::fs::read_to_string(e.path().join("dev")) else {
+                continue;
+            };
             let (ma, mi) = dev.trim().split_once(':').unwrap();
             let devt = (ma.parse::<u32>().unwrap() << 20) | mi.parse::<u32>().unwrap();
             assert_eq!(disk_name(devt).as_deref(), Some(name.as_str()));

@@ -74,7 +74,14 @@ mod tests {
     #[test]
     fn pmids_are_pinned() {
         let pinned: Vec<(u32, &str)> = METRICS.iter().map(|m| (m.item, m.name)).collect();
-        assert_eq!(pinned, vec![(0, "runq.latency"), (1, "runq.latency_count"), (2, "runq.latency_sum")]);
+        assert_eq!(
+            pinned,
+            vec![
+                (0, "runq.latency"),
+                (1, "runq.latency_count"),
+                (2, "runq.latency_sum")
+            ]
+        );
         assert_eq!(super::super::SPEC.default_cluster, 4);
         assert_eq!(crate::module::indom_serial(4, INDOM_BUCKETS), 256);
         crate::module::check_table(&super::super::SPEC).unwrap();

@@ -6,7 +6,9 @@ mod metrics;
 use super::histogram::{self, Hist};
 use crate::bpf::{self, Hook};
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo};
+use crate::module::{
+    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo,
+};
 use crate::process::ProcessFilter;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
@@ -20,7 +22,8 @@ use skel::*;
 
 pub static SPEC: ModuleSpec = ModuleSpec {
     name: "runqlat",
-    summary: "run queue (scheduler) latency histogram, from sched_wakeup/sched_wakeup_new/sched_switch",
+    summary:
+        "run queue (scheduler) latency histogram, from sched_wakeup/sched_wakeup_new/sched_switch",
     default_cluster: 4,
     metrics: metrics::METRICS,
     indoms: metrics::INDOMS,
@@ -38,7 +41,15 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
     if let Some(e) = cfg.unused().into_iter().next() {
         return Err(e);
     }
-    Ok(Box::new(Runqlat { skel: None, hook: Hook::TpBtf, filter, process_refresh: cfg.process_refresh, targets: BTreeSet::new(), hist: Hist::default(), served: 1 }))
+    Ok(Box::new(Runqlat {
+        skel: None,
+        hook: Hook::TpBtf,
+        filter,
+        process_refresh: cfg.process_refresh,
+        targets: BTreeSet::new(),
+        hist: Hist::default(),
+        served: 1,
+    }))
 }
 
 struct Runqlat {
@@ -57,7 +68,9 @@ struct Runqlat {
 const _: () = assert!(std::mem::size_of::<types::runqlat_hist>() == (histogram::SLOTS + 2) * 8);
 
 fn load(hook: Hook, filter: bool) -> Result<RunqlatSkel<'static>, ModuleError> {
-    let mut open = RunqlatSkelBuilder::default().open(bpf::storage()).map_err(ModuleError::bpf("open"))?;
+    let mut open = RunqlatSkelBuilder::default()
+        .open(bpf::storage())
+        .map_err(ModuleError::bpf("open"))?;
     let p = &mut open.progs;
     for (prog, h) in [
         (&mut p.runqlat_wakeup_btf, Hook::TpBtf),
@@ -72,11 +85,18 @@ fn load(hook: Hook, filter: bool) -> Result<RunqlatSkel<'static>, ModuleError> {
     ] {
         prog.set_autoload(h == hook);
     }
-    open.maps.rodata_data.as_deref_mut().ok_or_else(|| ModuleError::Other("runqlat: no .rodata in the BPF object".into()))?.filter_targets = filter;
+    open.maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| ModuleError::Other("runqlat: no .rodata in the BPF object".into()))?
+        .filter_targets = filter;
     if !filter {
         // Hash maps are preallocated: without a `process` filter the targets map is never
         // read, so it should not hold its 16384 slots of kernel memory.
-        open.maps.targets.set_max_entries(1).map_err(ModuleError::bpf("resize targets"))?;
+        open.maps
+            .targets
+            .set_max_entries(1)
+            .map_err(ModuleError::bpf("resize targets"))?;
     }
     let mut skel = open.load().map_err(ModuleError::bpf("load"))?;
     skel.attach().map_err(ModuleError::bpf("attach"))?;
@@ -93,7 +113,10 @@ fn filter_keys(pids: &BTreeSet<u32>, hook: Hook) -> BTreeSet<u32> {
     for pid in pids {
         out.insert(*pid);
         if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            out.extend(dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()));
+            out.extend(
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
+            );
         }
     }
     out
@@ -102,13 +125,19 @@ fn filter_keys(pids: &BTreeSet<u32>, hook: Hook) -> BTreeSet<u32> {
 impl Runqlat {
     /// Re-scans for the filtered processes and brings the BPF `targets` map in line.
     fn sync_targets(&mut self) {
-        let (Some(f), Some(skel)) = (self.filter.as_mut(), self.skel.as_ref()) else { return };
+        let (Some(f), Some(skel)) = (self.filter.as_mut(), self.skel.as_ref()) else {
+            return;
+        };
         let want = filter_keys(&f.scan(), self.hook);
         for gone in self.targets.difference(&want) {
             let _ = skel.maps.targets.delete(&gone.to_ne_bytes());
         }
         for new in want.difference(&self.targets) {
-            if let Err(e) = skel.maps.targets.update(&new.to_ne_bytes(), &[1u8], MapFlags::ANY) {
+            if let Err(e) = skel
+                .maps
+                .targets
+                .update(&new.to_ne_bytes(), &[1u8], MapFlags::ANY)
+            {
                 log::warn!("runqlat: cannot add {new} to the process filter: {e}");
             }
         }
@@ -119,7 +148,10 @@ impl Runqlat {
 impl Module for Runqlat {
     fn start(&mut self) -> Result<String, ModuleError> {
         let filtered = self.filter.is_some();
-        let (skel, hook, status) = bpf::first_working(&[Hook::TpBtf, Hook::RawTp, Hook::Tracepoint], |h| load(h, filtered))?;
+        let (skel, hook, status) =
+            bpf::first_working(&[Hook::TpBtf, Hook::RawTp, Hook::Tracepoint], |h| {
+                load(h, filtered)
+            })?;
         self.skel = Some(skel);
         self.hook = hook;
         let mut status = format!("sched_wakeup, sched_wakeup_new, sched_switch via {status}");
@@ -127,9 +159,14 @@ impl Module for Runqlat {
             self.sync_targets();
             if self.targets.is_empty() && self.process_refresh == 0 {
                 // As the original: nothing to measure, and nothing will ever be added.
-                return Err(ModuleError::Other("process filter: no process to attach found (and process_refresh is 0)".into()));
+                return Err(ModuleError::Other(
+                    "process filter: no process to attach found (and process_refresh is 0)".into(),
+                ));
             }
-            status.push_str(&format!("; process filter: {} processes", self.targets.len()));
+            status.push_str(&format!(
+                "; process filter: {} processes",
+                self.targets.len()
+            ));
         }
         Ok(status)
     }
@@ -137,7 +174,12 @@ impl Module for Runqlat {
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
         let Some(s) = &self.skel else { return Ok(()) };
         // One lookup returns every CPU's copy of the whole histogram.
-        let cpus = s.maps.hist.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY).map_err(ModuleError::bpf("read hist"))?.unwrap_or_default();
+        let cpus = s
+            .maps
+            .hist
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(ModuleError::bpf("read hist"))?
+            .unwrap_or_default();
         let mut h = Hist::default();
         for c in &cpus {
             let v = bpf::from_bytes::<types::runqlat_hist>(c);
@@ -146,7 +188,10 @@ impl Module for Runqlat {
         // Counters only grow, so the served range only grows: ids never change meaning.
         self.served = histogram::served(&h.slots).max(self.served);
         self.hist = h;
-        inst.set_fixed(metrics::INDOM_BUCKETS, &histogram::fixed_members(self.served));
+        inst.set_fixed(
+            metrics::INDOM_BUCKETS,
+            &histogram::fixed_members(self.served),
+        );
         Ok(())
     }
 
@@ -176,11 +221,14 @@ impl Module for Runqlat {
     }
 
     fn instance_labels(&self, local: u32, inst: u32) -> Option<String> {
-        (local == metrics::INDOM_BUCKETS && (inst as usize) < histogram::SLOTS).then(|| histogram::bound_labels(inst as usize))
+        (local == metrics::INDOM_BUCKETS && (inst as usize) < histogram::SLOTS)
+            .then(|| histogram::bound_labels(inst as usize))
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let Some(s) = &self.skel else { return Default::default() };
+        let Some(s) = &self.skel else {
+            return Default::default();
+        };
         let progs = bpf::loaded_programs(s.object());
         let maps = vec![
             bpf::map_info("hist", &s.maps.hist),
@@ -197,9 +245,16 @@ mod tests {
 
     #[test]
     fn options_parse_and_unknown_ones_are_refused() {
-        assert!(create(&ModuleConfig::for_test("runqlat", 4, &[("process", "1,bash")])).is_ok());
+        assert!(create(&ModuleConfig::for_test(
+            "runqlat",
+            4,
+            &[("process", "1,bash")]
+        ))
+        .is_ok());
         assert!(create(&ModuleConfig::for_test("runqlat", 4, &[])).is_ok());
-        let e = create(&ModuleConfig::for_test("runqlat", 4, &[("queued", "true")])).err().unwrap();
+        let e = create(&ModuleConfig::for_test("runqlat", 4, &[("queued", "true")]))
+            .err()
+            .unwrap();
         assert_eq!(e.key.as_deref(), Some("queued"));
     }
 

@@ -6,7 +6,9 @@ mod metrics;
 
 use crate::bpf;
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo};
+use crate::module::{
+    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo,
+};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::MapCore;
 use pcp_pmda::{PmdaError, Value};
@@ -38,12 +40,21 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
         "none" => Fault::None,
         "missing_hook" => Fault::MissingHook,
         "verifier" => Fault::Verifier,
-        other => return Err(cfg.error("fault", format!("expected none, missing_hook or verifier, got {other:?}"))),
+        other => {
+            return Err(cfg.error(
+                "fault",
+                format!("expected none, missing_hook or verifier, got {other:?}"),
+            ))
+        }
     };
     if let Some(e) = cfg.unused().into_iter().next() {
         return Err(e);
     }
-    Ok(Box::new(Selftest { fault, skel: None, state: Default::default() }))
+    Ok(Box::new(Selftest {
+        fault,
+        skel: None,
+        state: Default::default(),
+    }))
 }
 
 struct Selftest {
@@ -54,9 +65,15 @@ struct Selftest {
 
 impl Module for Selftest {
     fn start(&mut self) -> Result<String, ModuleError> {
-        let mut open = SelftestSkelBuilder::default().open(bpf::storage()).map_err(ModuleError::bpf("open"))?;
-        open.progs.selftest_missing.set_autoload(self.fault == Fault::MissingHook);
-        open.progs.selftest_verifier.set_autoload(self.fault == Fault::Verifier);
+        let mut open = SelftestSkelBuilder::default()
+            .open(bpf::storage())
+            .map_err(ModuleError::bpf("open"))?;
+        open.progs
+            .selftest_missing
+            .set_autoload(self.fault == Fault::MissingHook);
+        open.progs
+            .selftest_verifier
+            .set_autoload(self.fault == Fault::Verifier);
         let mut skel = open.load().map_err(ModuleError::bpf("load"))?;
         skel.attach().map_err(ModuleError::bpf("attach"))?;
         self.skel = Some(skel);
@@ -65,7 +82,11 @@ impl Module for Selftest {
 
     fn refresh(&mut self, _: &mut ModuleInstances) -> Result<(), ModuleError> {
         if let Some(s) = &self.skel {
-            if let Ok(Some(v)) = s.maps.state.lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY) {
+            if let Ok(Some(v)) = s
+                .maps
+                .state
+                .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            {
                 self.state = bpf::from_bytes(&v);
             }
         }
@@ -76,7 +97,13 @@ impl Module for Selftest {
         Ok(Some(match item {
             metrics::FORKS => Value::U64(self.state.forks),
             metrics::LAST_COMM => {
-                let raw: Vec<u8> = self.state.last_comm.iter().map(|c| *c as u8).take_while(|c| *c != 0).collect();
+                let raw: Vec<u8> = self
+                    .state
+                    .last_comm
+                    .iter()
+                    .map(|c| *c as u8)
+                    .take_while(|c| *c != 0)
+                    .collect();
                 Value::String(String::from_utf8_lossy(&raw).into_owned())
             }
             metrics::LAST_PID => Value::U32(self.state.last_pid),
@@ -85,7 +112,9 @@ impl Module for Selftest {
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let Some(s) = &self.skel else { return Default::default() };
+        let Some(s) = &self.skel else {
+            return Default::default();
+        };
         let progs = bpf::loaded_programs(s.object());
         (progs, vec![bpf::map_info("state", &s.maps.state)])
     }

@@ -29,7 +29,10 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
     if let Some(e) = cfg.unused().into_iter().next() {
         return Err(e);
     }
-    Ok(Box::new(Sysfork { skel: None, tasks: 0 }))
+    Ok(Box::new(Sysfork {
+        skel: None,
+        tasks: 0,
+    }))
 }
 
 struct Sysfork {
@@ -38,7 +41,9 @@ struct Sysfork {
 }
 
 fn load(hook: Hook) -> Result<SysforkSkel<'static>, ModuleError> {
-    let mut open = SysforkSkelBuilder::default().open(bpf::storage()).map_err(ModuleError::bpf("open"))?;
+    let mut open = SysforkSkelBuilder::default()
+        .open(bpf::storage())
+        .map_err(ModuleError::bpf("open"))?;
     open.progs.sysfork_btf.set_autoload(hook == Hook::TpBtf);
     open.progs.sysfork_tp.set_autoload(hook == Hook::Tracepoint);
     let mut skel = open.load().map_err(ModuleError::bpf("load"))?;
@@ -68,7 +73,9 @@ impl Module for Sysfork {
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let Some(s) = &self.skel else { return Default::default() };
+        let Some(s) = &self.skel else {
+            return Default::default();
+        };
         let progs = bpf::loaded_programs(s.object());
         let maps = vec![bpf::map_info("counts", &s.maps.counts)];
         (progs, maps)

@@ -53,8 +53,28 @@ sessions have closed since the agent started.",
 }];
 
 #[allow(clippy::too_many_arguments)] // one row of the table, in column order
-const fn m(item: u32, name: &'static str, ty: Type, sem: Semantics, units: Units, indom: Option<u32>, sensitive: bool, oneline: &'static str, help: &'static str) -> MetricSpec {
-    MetricSpec { item, name, ty, sem, units, indom, oneline, help, sensitive }
+const fn m(
+    item: u32,
+    name: &'static str,
+    ty: Type,
+    sem: Semantics,
+    units: Units,
+    indom: Option<u32>,
+    sensitive: bool,
+    oneline: &'static str,
+    help: &'static str,
+) -> MetricSpec {
+    MetricSpec {
+        item,
+        name,
+        ty,
+        sem,
+        units,
+        indom,
+        oneline,
+        help,
+        sensitive,
+    }
 }
 
 const LOST_METRIC: MetricSpec = m(
@@ -231,7 +251,11 @@ mod tests {
         );
         assert_eq!(super::super::SPEC.default_cluster, 3);
         crate::module::check_table(&super::super::SPEC).unwrap();
-        let sessions = ModuleSpec { metrics: SESSION_METRICS, indoms: SESSION_INDOMS, ..super::super::SPEC };
+        let sessions = ModuleSpec {
+            metrics: SESSION_METRICS,
+            indoms: SESSION_INDOMS,
+            ..super::super::SPEC
+        };
         crate::module::check_table(&sessions).unwrap();
     }
 
@@ -244,4 +268,3 @@ mod tests {
         assert!(PROCESS_METRICS.iter().all(|m| !m.sensitive));
     }
 }
-

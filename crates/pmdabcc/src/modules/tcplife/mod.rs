@@ -12,7 +12,10 @@ mod metrics;
 
 use crate::bpf;
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{IndomSpec, MapInfo, MetricSpec, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo};
+use crate::module::{
+    IndomSpec, MapInfo, MetricSpec, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec,
+    ProgInfo,
+};
 use crate::process::ProcessFilter;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
@@ -66,7 +69,9 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
     let layout = match cfg.get("layout").map(str::trim) {
         None | Some("process") => Layout::Process,
         Some("sessions") => Layout::Sessions,
-        Some(v) => return Err(cfg.error("layout", format!("expected process or sessions, got {v:?}"))),
+        Some(v) => {
+            return Err(cfg.error("layout", format!("expected process or sessions, got {v:?}")))
+        }
     };
     let session_count = cfg.get_u64("session_count", 20, 1..=10_000)? as usize;
     let filter = ProcessFilter::from_config(cfg, "process")?;
@@ -80,7 +85,10 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
     let map_size = cfg.get_u64("map_size", 16384, 16..=1 << 22)? as u32;
     let pages = cfg.get_u64("buffer_page_count", 256, 1..=1 << 16)?;
     if !pages.is_power_of_two() {
-        return Err(cfg.error("buffer_page_count", format!("expected a power of two, got {pages}")));
+        return Err(cfg.error(
+            "buffer_page_count",
+            format!("expected a power of two, got {pages}"),
+        ));
     }
     let retention = Duration::from_secs(cfg.get_u64("retention", 60, 0..=86_400)?);
     if let Some(e) = cfg.unused().into_iter().next() {
@@ -156,7 +164,11 @@ struct Shared {
 }
 
 fn comm_of(c: &[std::os::raw::c_char]) -> String {
-    let bytes: Vec<u8> = c.iter().take_while(|&&b| b != 0).map(|&b| b as u8).collect();
+    let bytes: Vec<u8> = c
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -171,7 +183,13 @@ fn addr_of(family: u16, a: &[u8; 16]) -> String {
 
 impl Shared {
     fn new(layout: Layout, session_count: usize) -> Self {
-        Shared { layout, session_count, open: HashMap::new(), procs: HashMap::new(), recent: VecDeque::new() }
+        Shared {
+            layout,
+            session_count,
+            open: HashMap::new(),
+            procs: HashMap::new(),
+            recent: VecDeque::new(),
+        }
     }
 
     /// Takes one ring buffer record.
@@ -179,7 +197,15 @@ impl Shared {
         let key = (e.sk, e.start_ns);
         if e.kind as u32 == types::tcplife_kind::TCPLIFE_OPEN.0 {
             if self.layout == Layout::Process && !self.open.contains_key(&key) {
-                self.open.insert(key, OpenSession { pid: e.pid, rx: 0, tx: 0, missing_since: None });
+                self.open.insert(
+                    key,
+                    OpenSession {
+                        pid: e.pid,
+                        rx: 0,
+                        tx: 0,
+                        missing_since: None,
+                    },
+                );
                 self.procs.entry(e.pid).or_default().opened += 1;
             }
         } else if e.kind as u32 == types::tcplife_kind::TCPLIFE_CLOSE.0 {
@@ -245,7 +271,11 @@ impl Shared {
 
     /// Per process: [rx, tx, opened, closed, active], closed and open sessions together.
     fn totals(&self) -> HashMap<u32, [u64; 5]> {
-        let mut out: HashMap<u32, [u64; 5]> = self.procs.iter().map(|(pid, p)| (*pid, [p.closed_rx, p.closed_tx, p.opened, p.closed, 0])).collect();
+        let mut out: HashMap<u32, [u64; 5]> = self
+            .procs
+            .iter()
+            .map(|(pid, p)| (*pid, [p.closed_rx, p.closed_tx, p.opened, p.closed, 0]))
+            .collect();
         for o in self.open.values() {
             let v = out.entry(o.pid).or_default();
             v[0] += o.rx;
@@ -300,24 +330,42 @@ struct Hooks {
 
 impl Tcplife {
     fn load(&self, h: &Hooks) -> Result<TcplifeSkel<'static>, ModuleError> {
-        let mut open = TcplifeSkelBuilder::default().open(bpf::storage()).map_err(ModuleError::bpf("open"))?;
-        open.maps.sessions.set_max_entries(self.map_size).map_err(ModuleError::bpf("map_size"))?;
-        open.maps.events.set_max_entries(self.pages * page_size()).map_err(ModuleError::bpf("buffer_page_count"))?;
+        let mut open = TcplifeSkelBuilder::default()
+            .open(bpf::storage())
+            .map_err(ModuleError::bpf("open"))?;
+        open.maps
+            .sessions
+            .set_max_entries(self.map_size)
+            .map_err(ModuleError::bpf("map_size"))?;
+        open.maps
+            .events
+            .set_max_entries(self.pages * page_size())
+            .map_err(ModuleError::bpf("buffer_page_count"))?;
         open.progs.tcplife_iter.set_autoload(h.iter);
         open.progs.tcplife_send.set_autoload(h.io);
         open.progs.tcplife_recv.set_autoload(h.io);
         {
-            let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| ModuleError::Other("no .rodata in the BPF object".into()))?;
+            let ro = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| ModuleError::Other("no .rodata in the BPF object".into()))?;
             ro.filter_pid = self.filter.is_some();
             ro.filter_lport = !self.lports.is_empty();
             ro.filter_dport = !self.dports.is_empty();
         }
         let mut skel = open.load().map_err(ModuleError::bpf("load"))?;
         for p in &self.lports {
-            skel.maps.lports.update(&p.to_ne_bytes(), &[1], MapFlags::ANY).map_err(ModuleError::bpf("lport"))?;
+            skel.maps
+                .lports
+                .update(&p.to_ne_bytes(), &[1], MapFlags::ANY)
+                .map_err(ModuleError::bpf("lport"))?;
         }
         for p in &self.dports {
-            skel.maps.dports.update(&p.to_ne_bytes(), &[1], MapFlags::ANY).map_err(ModuleError::bpf("dport"))?;
+            skel.maps
+                .dports
+                .update(&p.to_ne_bytes(), &[1], MapFlags::ANY)
+                .map_err(ModuleError::bpf("dport"))?;
         }
         skel.attach().map_err(ModuleError::bpf("attach"))?;
         Ok(skel)
@@ -355,7 +403,11 @@ impl Tcplife {
 
     fn read_stats(&mut self) {
         let Some(skel) = &self.skel else { return };
-        if let Ok(Some(cpus)) = skel.maps.stats.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+        if let Ok(Some(cpus)) = skel
+            .maps
+            .stats
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        {
             let (mut lost, mut untracked) = (0, 0);
             for c in cpus {
                 let s: types::tcplife_stats = bpf::from_bytes(&c);
@@ -369,7 +421,9 @@ impl Tcplife {
 
     /// Brings the kernel's pids map in line with the process filter.
     fn rescan(&mut self) {
-        let (Some(f), Some(skel)) = (self.filter.as_mut(), self.skel.as_ref()) else { return };
+        let (Some(f), Some(skel)) = (self.filter.as_mut(), self.skel.as_ref()) else {
+            return;
+        };
         if !f.due() {
             return;
         }
@@ -379,7 +433,13 @@ impl Tcplife {
         }
         let mut kept = BTreeSet::new();
         for pid in &now {
-            if self.filtered_pids.contains(pid) || skel.maps.pids.update(&pid.to_ne_bytes(), &[1], MapFlags::ANY).is_ok() {
+            if self.filtered_pids.contains(pid)
+                || skel
+                    .maps
+                    .pids
+                    .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+                    .is_ok()
+            {
                 kept.insert(*pid);
             } else {
                 log::warn!("tcplife: the pids map is full: process {pid} is not followed");
@@ -406,9 +466,13 @@ fn inst_name(pid: u32) -> String {
 impl Module for Tcplife {
     fn start(&mut self) -> Result<String, ModuleError> {
         if !bpf::kernel_has_tracepoint("sock", "inet_sock_set_state") {
-            return Err(ModuleError::NoHook("the kernel has no sock:inet_sock_set_state tracepoint (added in Linux 4.16)".into()));
+            return Err(ModuleError::NoHook(
+                "the kernel has no sock:inet_sock_set_state tracepoint (added in Linux 4.16)"
+                    .into(),
+            ));
         }
-        let io = bpf::kernel_has_tracepoint("sock", "sock_send_length") && bpf::kernel_has_tracepoint("sock", "sock_recv_length");
+        let io = bpf::kernel_has_tracepoint("sock", "sock_send_length")
+            && bpf::kernel_has_tracepoint("sock", "sock_recv_length");
         let mut notes = Vec::new();
         let skel = match self.load(&Hooks { iter: true, io }) {
             Ok(s) => s,
@@ -466,7 +530,9 @@ impl Module for Tcplife {
         match self.layout {
             Layout::Sessions => {
                 if !self.fixed_set {
-                    let members: Vec<(u32, String)> = (0..self.session_count as u32).map(|i| (i, i.to_string())).collect();
+                    let members: Vec<(u32, String)> = (0..self.session_count as u32)
+                        .map(|i| (i, i.to_string()))
+                        .collect();
                     inst.set_fixed(INDOM_SESSION, &members);
                     self.fixed_set = true;
                 }
@@ -523,7 +589,9 @@ impl Module for Tcplife {
                 if inst as usize >= self.session_count {
                     return Err(PmdaError::UnknownInstance);
                 }
-                let Some(s) = self.recent.get(inst as usize) else { return Ok(None) };
+                let Some(s) = self.recent.get(inst as usize) else {
+                    return Ok(None);
+                };
                 Ok(Some(match item {
                     S_PID => Value::U32(s.pid),
                     S_COMM => Value::String(s.comm.clone()),
@@ -552,7 +620,8 @@ impl Module for Tcplife {
         let busy: BTreeSet<u32> = sh.open.values().map(|o| o.pid).collect();
         let pids: Vec<u32> = sh.procs.keys().copied().collect();
         for pid in pids {
-            let alive = busy.contains(&pid) || std::path::Path::new(&format!("/proc/{pid}")).exists();
+            let alive =
+                busy.contains(&pid) || std::path::Path::new(&format!("/proc/{pid}")).exists();
             if alive {
                 self.exits.remove(&pid);
                 continue;
@@ -579,9 +648,18 @@ impl Module for Tcplife {
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let Some(s) = &self.skel else { return Default::default() };
+        let Some(s) = &self.skel else {
+            return Default::default();
+        };
         let progs = bpf::loaded_programs(s.object());
-        let maps = s.object().maps().map(|m| MapInfo { name: m.name().to_string_lossy().into_owned(), fd: m.as_fd().as_raw_fd() }).collect();
+        let maps = s
+            .object()
+            .maps()
+            .map(|m| MapInfo {
+                name: m.name().to_string_lossy().into_owned(),
+                fd: m.as_fd().as_raw_fd(),
+            })
+            .collect();
         (progs, maps)
     }
 }
@@ -598,14 +676,23 @@ impl Drop for Tcplife {
 
 // The record the ring buffer carries is the skeleton's type, generated from BTF: a
 // compile-time check that it kept its shape.
-const _: () = assert!(std::mem::size_of::<types::tcplife_event>() == 5 * 8 + 2 * 4 + 4 * 2 + 2 * 16 + 16);
+const _: () =
+    assert!(std::mem::size_of::<types::tcplife_event>() == 5 * 8 + 2 * 4 + 4 * 2 + 2 * 16 + 16);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ev(kind: u32, sk: u64, pid: u32, rx: u64, tx: u64) -> types::tcplife_event {
-        types::tcplife_event { kind: kind as u16, sk, start_ns: 7, pid, rx, tx, ..Default::default() }
+        types::tcplife_event {
+            kind: kind as u16,
+            sk,
+            start_ns: 7,
+            pid,
+            rx,
+            tx,
+            ..Default::default()
+        }
     }
     const OPEN: u32 = types::tcplife_kind::TCPLIFE_OPEN.0;
     const CLOSE: u32 = types::tcplife_kind::TCPLIFE_CLOSE.0;
@@ -640,7 +727,11 @@ mod tests {
         s.update_live(Some(&live), t0);
         live.clear();
         s.update_live(Some(&live), t0);
-        assert_eq!(s.totals()[&5], [9, 3, 1, 0, 1], "kept during the grace period");
+        assert_eq!(
+            s.totals()[&5],
+            [9, 3, 1, 0, 1],
+            "kept during the grace period"
+        );
         s.update_live(Some(&live), t0 + MISSING_GRACE);
         assert_eq!(s.totals()[&5], [9, 3, 1, 1, 0]);
         s.update_live(None, t0 + MISSING_GRACE * 2);
@@ -665,19 +756,44 @@ mod tests {
         }
         assert_eq!(s.recent.len(), 2);
         let r = &s.recent[0];
-        assert_eq!((r.pid, r.rx, r.dport, r.duration_us), (12, 200, 40002, 2500));
-        assert_eq!((r.laddr.as_str(), r.daddr.as_str(), r.comm.as_str()), ("::1", "::1", "curl"));
+        assert_eq!(
+            (r.pid, r.rx, r.dport, r.duration_us),
+            (12, 200, 40002, 2500)
+        );
+        assert_eq!(
+            (r.laddr.as_str(), r.daddr.as_str(), r.comm.as_str()),
+            ("::1", "::1", "curl")
+        );
         assert_eq!(s.recent[1].pid, 11);
-        assert_eq!(addr_of(2, &[127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), "127.0.0.1");
+        assert_eq!(
+            addr_of(2, &[127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            "127.0.0.1"
+        );
     }
 
     #[test]
     fn options_are_checked() {
-        let bad = |k: &str, v: &str| create(&ModuleConfig::for_test("tcplife", 3, &[(k, v)])).err().map(|e| e.key);
+        let bad = |k: &str, v: &str| {
+            create(&ModuleConfig::for_test("tcplife", 3, &[(k, v)]))
+                .err()
+                .map(|e| e.key)
+        };
         assert_eq!(bad("layout", "table"), Some(Some("layout".into())));
-        assert_eq!(bad("buffer_page_count", "3"), Some(Some("buffer_page_count".into())));
+        assert_eq!(
+            bad("buffer_page_count", "3"),
+            Some(Some("buffer_page_count".into()))
+        );
         assert_eq!(bad("dport", "http"), Some(Some("dport".into())));
         assert_eq!(bad("mapsize", "10"), Some(Some("mapsize".into())));
-        assert!(create(&ModuleConfig::for_test("tcplife", 3, &[("layout", "sessions"), ("session_count", "5"), ("lport", "80,443")])).is_ok());
+        assert!(create(&ModuleConfig::for_test(
+            "tcplife",
+            3,
+            &[
+                ("layout", "sessions"),
+                ("session_count", "5"),
+                ("lport", "80,443")
+            ]
+        ))
+        .is_ok());
     }
 }
