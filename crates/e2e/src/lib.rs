@@ -317,19 +317,17 @@ impl CompletionWatch {
 /// Runs of biotop's completion program (whichever hook it chose), from bpftool.
 fn completion_runs() -> u64 {
     let out = run_ok("bpftool", &["prog", "show"]);
-    let mut total = 0;
-    let mut lines = out.lines();
-    while let Some(l) = lines.next() {
-        if l.contains("name btf_rq_complete") || l.contains("name tp_rq_complete") {
-            let n = l
-                .split("run_cnt ")
+    out.lines()
+        .filter(|l| l.contains("name btf_rq_complete") || l.contains("name tp_rq_complete"))
+        // bpftool leaves run_cnt out while it is 0 (a program that has not run since
+        // kernel.bpf_stats_enabled went on).
+        .map(|l| {
+            l.split("run_cnt ")
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
-                .and_then(|n| n.parse::<u64>().ok());
-            total += n.expect("run_cnt in bpftool output (kernel.bpf_stats_enabled is on)");
-        }
-    }
-    total
+                .map_or(0, |n| n.parse::<u64>().expect("run_cnt is a number"))
+        })
+        .sum()
 }
 
 /// Requests the disk completed (reads, writes, discards, flushes), from /proc/diskstats.
