@@ -354,6 +354,8 @@ pub fn exact_unless_kernel_skipped(disk: &str, mut attempt: impl FnMut() -> Resu
     let mut skips = Vec::new();
     for _ in 0..4 {
         let w = CompletionWatch::start(disk);
+        let unseen0 =
+            value_u64("bcc.proc.io.perdev_unseen", None).expect("bcc.proc.io.perdev_unseen");
         match attempt() {
             Ok(()) => return,
             Err(e) => {
@@ -361,8 +363,14 @@ pub fn exact_unless_kernel_skipped(disk: &str, mut attempt: impl FnMut() -> Resu
                 if s == 0 {
                     panic!("{e} (the kernel ran the completion program for every request)");
                 }
-                eprintln!(
-                    "retrying: {e}, but the kernel skipped the completion program for {s} requests"
+                // The agent must have noticed: its own estimate of unseen completions rose.
+                let unseen = value_u64("bcc.proc.io.perdev_unseen", None)
+                    .expect("bcc.proc.io.perdev_unseen")
+                    - unseen0;
+                eprintln!("retrying: {e}, but the kernel skipped the completion program for {s} requests (bcc.proc.io.perdev_unseen rose by {unseen})");
+                assert!(
+                    unseen > 0,
+                    "the kernel skipped {s} completions but bcc.proc.io.perdev_unseen did not rise"
                 );
                 skips.push(s);
             }

@@ -151,6 +151,7 @@ fn status_help_and_labels_are_in_place() {
         "bcc.proc.io.perdev_comm",
         "bcc.proc.io.perdev_dropped",
         "bcc.proc.io.perdev_unattributed_bytes",
+        "bcc.proc.io.perdev_unseen",
     ] {
         let help = run_ok("pminfo", &["-tT", m]);
         assert!(

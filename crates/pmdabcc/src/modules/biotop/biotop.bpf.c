@@ -88,6 +88,15 @@ struct {
 	__type(value, struct biotop_val);
 } pairs SEC(".maps");
 
+/* Requests completed (their last piece seen), per disk: user space compares them with
+ * /proc/diskstats to count the completions the kernel did not run this program for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} seen SEC(".maps");
+
 /* The processes to track when filter_enabled (filled by user space on each re-scan). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -177,6 +186,21 @@ static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls
 			__sync_fetch_and_add(&v->flushes, 1);
 		break;
 	}
+}
+
+static __always_inline void count_seen(__u32 dev)
+{
+	__u64 *n = bpf_map_lookup_elem(&seen, &dev);
+
+	if (!n) {
+		__u64 zero = 0;
+
+		bpf_map_update_elem(&seen, &dev, &zero, BPF_NOEXIST);
+		n = bpf_map_lookup_elem(&seen, &dev);
+		if (!n)
+			return;
+	}
+	__sync_fetch_and_add(n, 1);
 }
 
 static __always_inline void unattributed(int cls, __u64 bytes)
@@ -324,6 +348,9 @@ int BPF_PROG(btf_rq_complete, struct request *rq, int error, unsigned int nr_byt
 	__u32 left = nr_bytes, own = 0;
 	int i;
 
+	if (done)
+		count_seen(dev);
+
 	if (p) {
 		o = *p;
 		if (done)
@@ -468,9 +495,12 @@ int tp_rq_complete(struct trace_event_raw_block_rq_completion *ctx)
 
 	bpf_probe_read_kernel(rwbs, sizeof(rwbs), ctx->rwbs);
 	cls = rwbs_class(rwbs, nr == 0);
+	p = bpf_map_lookup_elem(&pending, &k);
+	/* Without an owner the request's size is unknown: count its first piece as its end. */
+	if (!p || nr >= p->remaining)
+		count_seen(ctx->dev);
 	if (cls < 0)
 		return 0;
-	p = bpf_map_lookup_elem(&pending, &k);
 	if (!p) {
 		unattributed(cls, bytes);
 		return 0;

@@ -19,6 +19,7 @@ pub const FLUSHES: u32 = 7;
 pub const COMM: u32 = 8;
 pub const DROPPED: u32 = 9;
 pub const UNATTRIBUTED: u32 = 10;
+pub const UNSEEN: u32 = 11;
 
 pub static INDOMS: &[IndomSpec] = &[IndomSpec {
     id: INDOM_PAIRS,
@@ -197,6 +198,24 @@ in-flight table. All disks together. With proc.io.perdev summed over all instanc
 accounts for all the read and write bytes the disks completed.",
         sensitive: false,
     },
+    MetricSpec {
+        item: UNSEEN,
+        name: "proc.io.perdev_unseen",
+        ty: Type::U64,
+        sem: Semantics::Counter,
+        units: Units::COUNT,
+        indom: None,
+        oneline: "requests the disks completed that the completion program did not see",
+        help: "Requests that disks with a request queue completed since the module started \
+(reads, writes, discards and flushes, as /proc/diskstats and disk.dev.* count them), less \
+the requests whose completion the module's block_rq_complete program saw, summed over the \
+disks; never decreases. The kernel does not run tracing programs in every context (it was \
+seen skipping block completions that interrupted some tasks, without counting a recursion \
+miss), and the bytes of such requests are in no proc.io.perdev* value. Non-zero means the \
+per-process values are short by about this many requests. An estimate: requests the \
+kernel accounts in an unusual way can hide a few.",
+        sensitive: false,
+    },
 ];
 
 #[cfg(test)]
@@ -222,6 +241,7 @@ mod tests {
                 (8, "proc.io.perdev_comm"),
                 (9, "proc.io.perdev_dropped"),
                 (10, "proc.io.perdev_unattributed_bytes"),
+                (11, "proc.io.perdev_unseen"),
             ]
         );
         assert_eq!(super::super::SPEC.default_cluster, 10);

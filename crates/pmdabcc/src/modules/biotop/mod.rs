@@ -98,6 +98,7 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
         by_inst: HashMap::new(),
         disks: HashMap::new(),
         counters: types::biotop_counters::default(),
+        unseen: Unseen::default(),
     }))
 }
 
@@ -128,6 +129,66 @@ struct Biotop {
     /// dev_t (kernel encoding) to disk name.
     disks: HashMap<u32, String>,
     counters: types::biotop_counters,
+    unseen: Unseen,
+}
+
+/// Completions the kernel did not run the completion program for, per disk: the requests
+/// /proc/diskstats counted since a baseline, less those the program counted in `seen`.
+#[derive(Default)]
+struct Unseen {
+    /// dev -> (diskstats completions, program's count) at the baseline.
+    base: HashMap<u32, (u64, u64)>,
+    /// dev -> highest estimate so far (the metric is a counter).
+    by_dev: HashMap<u32, u64>,
+}
+
+impl Unseen {
+    /// Takes new readings: sets the baseline of disks not seen before, updates the others.
+    fn update(&mut self, diskstats: &HashMap<u32, u64>, seen: &HashMap<u32, u64>) {
+        for (&dev, &done) in diskstats {
+            let ours = seen.get(&dev).copied().unwrap_or(0);
+            match self.base.get(&dev) {
+                None => {
+                    self.base.insert(dev, (done, ours));
+                }
+                Some(&(done0, ours0)) => {
+                    let est = done
+                        .saturating_sub(done0)
+                        .saturating_sub(ours.saturating_sub(ours0));
+                    let e = self.by_dev.entry(dev).or_default();
+                    *e = (*e).max(est);
+                }
+            }
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.by_dev.values().sum()
+    }
+}
+
+/// Completed requests (reads, writes, discards, flushes) of each disk with a request queue,
+/// by dev_t (kernel encoding), from /proc/diskstats. Partitions and bio-based devices (zram,
+/// device mapper) are left out: their I/O does not complete as requests of their own.
+fn disk_completions(diskstats: &str) -> HashMap<u32, u64> {
+    diskstats
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+            let (major, minor) = (num(0)?, num(1)?);
+            if !std::path::Path::new("/sys/block")
+                .join(f.get(2)?)
+                .join("mq")
+                .exists()
+            {
+                return None;
+            }
+            // after the name: reads (3), writes (7), discards (14), flushes (18) completed
+            let done = num(3)? + num(7)? + num(14).unwrap_or(0) + num(18).unwrap_or(0);
+            Some((((major as u32) << 20) | minor as u32, done))
+        })
+        .collect()
 }
 
 /// Whether the running kernel has the block_io_start tracepoint (Linux 6.5+): its BTF
@@ -208,6 +269,23 @@ fn load(
 }
 
 impl Biotop {
+    /// Reads /proc/diskstats and the program's per-disk completion counts into `unseen`.
+    fn count_unseen(&mut self) {
+        let Some(s) = &self.skel else { return };
+        let Ok(text) = std::fs::read_to_string("/proc/diskstats") else {
+            return;
+        };
+        let diskstats = disk_completions(&text);
+        let mut seen = HashMap::new();
+        if let Err(e) = bpf::for_each_entry(&s.maps.seen, |k, v| {
+            seen.insert(bpf::from_bytes::<u32>(k), bpf::from_bytes::<u64>(v));
+        }) {
+            log::warn!("biotop: reading the seen map: {e}");
+            return;
+        }
+        self.unseen.update(&diskstats, &seen);
+    }
+
     /// Re-scans the process filter and brings the BPF `pids` map in line.
     fn rescan(&mut self) {
         let (Some(f), Some(s)) = (self.filter.as_mut(), self.skel.as_ref()) else {
@@ -296,6 +374,7 @@ impl Module for Biotop {
             bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter))?;
         self.skel = Some(skel);
         self.rescan();
+        self.count_unseen(); // the baseline: the program is attached, so nothing after is missed
         let attr = if io_start {
             "block_io_start"
         } else {
@@ -377,6 +456,7 @@ impl Module for Biotop {
                 p.served_gone = true;
             }
         }
+        self.count_unseen();
         Ok(())
     }
 
@@ -384,6 +464,7 @@ impl Module for Biotop {
         match item {
             metrics::DROPPED => return Ok(Some(Value::U64(self.counters.dropped))),
             metrics::UNATTRIBUTED => return Ok(Some(Value::U64(self.counters.unattributed))),
+            metrics::UNSEEN => return Ok(Some(Value::U64(self.unseen.total()))),
             _ => {}
         }
         let key = self
@@ -499,6 +580,42 @@ mod tests {
                 .expect(k);
             assert_eq!(e.key.as_deref(), Some(k), "{e}");
         }
+    }
+
+    #[test]
+    fn unseen_is_diskstats_less_what_the_program_saw_and_never_falls() {
+        let d = |v: &[(u32, u64)]| v.iter().copied().collect::<HashMap<u32, u64>>();
+        let mut u = Unseen::default();
+        u.update(&d(&[(1, 100), (2, 50)]), &d(&[(1, 7)])); // baseline
+        assert_eq!(u.total(), 0);
+        u.update(&d(&[(1, 130), (2, 60)]), &d(&[(1, 35), (2, 10)])); // disk 1: 30 done, 28 seen
+        assert_eq!(u.total(), 2 + 0); // disk 2: 10 done, 10 seen
+        u.update(&d(&[(1, 131), (2, 60)]), &d(&[(1, 37), (2, 10)])); // in flight at the last read
+        assert_eq!(u.total(), 2, "a request seen late does not lower the count");
+        u.update(&d(&[(1, 131), (2, 60), (3, 9)]), &d(&[(1, 37), (2, 10)])); // new disk: baseline
+        assert_eq!(u.total(), 2);
+    }
+
+    #[test]
+    fn diskstats_lines_are_read_for_request_based_disks_only() {
+        // A line for a disk this machine has, and one for a name no machine has.
+        let Some(disk) = std::fs::read_dir("/sys/block").ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| {
+                    std::path::Path::new("/sys/block")
+                        .join(n)
+                        .join("mq")
+                        .exists()
+                })
+        }) else {
+            return;
+        };
+        let text = format!("   8       0 {disk} 10 0 80 5 20 0 160 9 0 12 14 3 0 24 1 4 2\n   8       1 nosuchdisk0 1 0 8 1 1 0 8 1 0 1 1 0 0 0 0 0 0\n");
+        assert_eq!(
+            disk_completions(&text),
+            HashMap::from([((8 << 20), 10 + 20 + 3 + 4)])
+        );
     }
 
     #[test]
