@@ -330,10 +330,11 @@ fn completion_runs() -> u64 {
         .sum()
 }
 
-/// Requests the disk completed (reads, writes, discards, flushes), from /proc/diskstats.
-pub fn disk_completions(disk: &str) -> u64 {
+/// The numbers /proc/diskstats has for `disk`, after its name: 0 reads completed, 4 writes
+/// completed, 5 writes merged, 11 discards completed, 15 flushes completed, ...
+pub fn diskstats(disk: &str) -> Vec<u64> {
     let stats = std::fs::read_to_string("/proc/diskstats").expect("read /proc/diskstats");
-    let f: Vec<u64> = stats
+    stats
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.get(2) == Some(&disk))
@@ -341,8 +342,12 @@ pub fn disk_completions(disk: &str) -> u64 {
         .iter()
         .skip(3)
         .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // fields after the name: 0 reads, 4 writes, 11 discards, 15 flushes completed
+        .collect()
+}
+
+/// Requests the disk completed (reads, writes, discards, flushes), from /proc/diskstats.
+pub fn disk_completions(disk: &str) -> u64 {
+    let f = diskstats(disk);
     f[0] + f[4] + f.get(11).copied().unwrap_or(0) + f.get(15).copied().unwrap_or(0)
 }
 

@@ -315,13 +315,7 @@ fn parallel_writers_are_each_credited_exactly() {
 
 /// Write merges /proc/diskstats has counted for `disk` (the independent count of merges).
 fn disk_write_merges(disk: &str) -> u64 {
-    let stats = std::fs::read_to_string("/proc/diskstats").unwrap();
-    let f: Vec<&str> = stats
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&disk))
-        .expect("disk in /proc/diskstats");
-    f[8].parse().unwrap()
+    diskstats(disk)[5]
 }
 
 /// Writers of interleaved 4 KiB blocks: adjacent blocks always belong to different

@@ -88,15 +88,6 @@ struct {
 	__type(value, struct biotop_val);
 } pairs SEC(".maps");
 
-/* Requests completed (their last piece seen), per disk: user space compares them with
- * /proc/diskstats to count the completions the kernel did not run this program for. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u64);
-} seen SEC(".maps");
-
 /* The processes to track when filter_enabled (filled by user space on each re-scan). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -188,19 +179,14 @@ static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls
 	}
 }
 
-static __always_inline void count_seen(__u32 dev)
+/* A request finished: user space compares the count with /proc/diskstats, to tell how
+ * many completions the kernel did not run this program for. */
+static __always_inline void count_completed(void)
 {
-	__u64 *n = bpf_map_lookup_elem(&seen, &dev);
+	struct biotop_counters *c = cnt();
 
-	if (!n) {
-		__u64 zero = 0;
-
-		bpf_map_update_elem(&seen, &dev, &zero, BPF_NOEXIST);
-		n = bpf_map_lookup_elem(&seen, &dev);
-		if (!n)
-			return;
-	}
-	__sync_fetch_and_add(n, 1);
+	if (c)
+		c->completed++; /* per-CPU slot */
 }
 
 static __always_inline void unattributed(int cls, __u64 bytes)
@@ -349,7 +335,7 @@ int BPF_PROG(btf_rq_complete, struct request *rq, int error, unsigned int nr_byt
 	int i;
 
 	if (done)
-		count_seen(dev);
+		count_completed();
 
 	if (p) {
 		o = *p;
@@ -365,20 +351,18 @@ int BPF_PROG(btf_rq_complete, struct request *rq, int error, unsigned int nr_byt
 			__u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
 			__u32 take = size < left ? size : left;
 			struct rq_owner *m = bpf_map_lookup_elem(&merged, &bk);
+			struct rq_owner mo = o; /* not merged: the request's owner's */
 
 			left -= take;
 			bio = BPF_CORE_READ(bio, bi_next);
-			if (!m || m->tgid == o.tgid) {
-				own += take;
-				if (m && take == size)
+			if (m) {
+				mo = *m;
+				if (take == size) /* the bio is done */
 					bpf_map_delete_elem(&merged, &bk);
-				continue;
 			}
-			struct rq_owner mo = *m;
-
-			if (take == size)
-				bpf_map_delete_elem(&merged, &bk);
-			if (mo.tgid == NO_OWNER)
+			if (mo.tgid == o.tgid)
+				own += take;
+			else if (mo.tgid == NO_OWNER)
 				unattributed(cls, take);
 			else
 				account(dev, &mo, cls, take, false);
@@ -498,7 +482,7 @@ int tp_rq_complete(struct trace_event_raw_block_rq_completion *ctx)
 	p = bpf_map_lookup_elem(&pending, &k);
 	/* Without an owner the request's size is unknown: count its first piece as its end. */
 	if (!p || nr >= p->remaining)
-		count_seen(ctx->dev);
+		count_completed();
 	if (cls < 0)
 		return 0;
 	if (!p) {

@@ -26,6 +26,7 @@ struct biotop_val {
 struct biotop_counters {
 	__u64 dropped;       /* completions lost because `pairs` was full */
 	__u64 unattributed;  /* read/write bytes completed with no known submitter */
+	__u64 completed;     /* requests whose last completion piece was seen (all disks) */
 };
 
 #endif

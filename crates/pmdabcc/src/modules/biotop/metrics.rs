@@ -208,12 +208,13 @@ accounts for all the read and write bytes the disks completed.",
         oneline: "requests the disks completed that the completion program did not see",
         help: "Requests that disks with a request queue completed since the module started \
 (reads, writes, discards and flushes, as /proc/diskstats and disk.dev.* count them), less \
-the requests whose completion the module's block_rq_complete program saw, summed over the \
-disks; never decreases. The kernel does not run tracing programs in every context (it was \
+the requests whose completion the module's block_rq_complete program saw; never \
+decreases. The kernel does not run tracing programs in every context (it was \
 seen skipping block completions that interrupted some tasks, without counting a recursion \
 miss), and the bytes of such requests are in no proc.io.perdev* value. Non-zero means the \
 per-process values are short by about this many requests. An estimate: requests the \
-kernel accounts in an unusual way can hide a few.",
+kernel accounts in an unusual way, and the past requests of a disk that is removed, hide as \
+many.",
         sensitive: false,
     },
 ];

@@ -132,63 +132,69 @@ struct Biotop {
     unseen: Unseen,
 }
 
-/// Completions the kernel did not run the completion program for, per disk: the requests
-/// /proc/diskstats counted since a baseline, less those the program counted in `seen`.
+/// Completions the kernel did not run the completion program for: how far the requests
+/// /proc/diskstats counted got ahead of those the program counted since the module started.
+///
+/// The kernel runs the program before it accounts a request in /proc/diskstats, so a
+/// reading taken while a completion is between the two is low by one: that only ever lowers
+/// a reading. A reading is taken only if the program's count did not move while
+/// /proc/diskstats was read, so no completion can make it high.
 #[derive(Default)]
 struct Unseen {
-    /// dev -> (diskstats completions, program's count) at the baseline.
-    base: HashMap<u32, (u64, u64)>,
-    /// dev -> highest estimate so far (the metric is a counter).
-    by_dev: HashMap<u32, u64>,
+    /// diskstats completions less the program's, at the start (the highest of the first
+    /// readings: a low one would add to every later estimate).
+    base: Option<i64>,
+    /// The highest estimate so far (the metric is a counter).
+    max: u64,
+    /// Whether each disk of /proc/diskstats has a request queue (/sys/block/<disk>/mq).
+    request_based: HashMap<String, bool>,
 }
 
 impl Unseen {
-    /// Takes new readings: sets the baseline of disks not seen before, updates the others.
-    fn update(&mut self, diskstats: &HashMap<u32, u64>, seen: &HashMap<u32, u64>) {
-        for (&dev, &done) in diskstats {
-            let ours = seen.get(&dev).copied().unwrap_or(0);
-            match self.base.get(&dev) {
-                None => {
-                    self.base.insert(dev, (done, ours));
-                }
-                Some(&(done0, ours0)) => {
-                    let est = done
-                        .saturating_sub(done0)
-                        .saturating_sub(ours.saturating_sub(ours0));
-                    let e = self.by_dev.entry(dev).or_default();
-                    *e = (*e).max(est);
-                }
-            }
+    /// diskstats completions less the program's count, if `ours` read the same before and
+    /// after the diskstats text was read.
+    fn reading(&mut self, ours_before: u64, diskstats: &str, ours_after: u64) -> Option<i64> {
+        (ours_before == ours_after)
+            .then(|| self.disk_completions(diskstats) as i64 - ours_after as i64)
+    }
+
+    fn baseline(&mut self, r: i64) {
+        self.base = Some(self.base.map_or(r, |b| b.max(r)));
+    }
+
+    fn update(&mut self, r: i64) {
+        if let Some(b) = self.base {
+            self.max = self.max.max((r - b).max(0) as u64);
         }
     }
 
-    fn total(&self) -> u64 {
-        self.by_dev.values().sum()
+    /// Completed requests (reads, writes, discards, flushes) of the disks with a request
+    /// queue. Partitions and bio-based devices (zram, device mapper) are left out: their I/O
+    /// does not complete as requests of their own.
+    fn disk_completions(&mut self, diskstats: &str) -> u64 {
+        diskstats
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let name = *f.get(2)?;
+                let rq = *self
+                    .request_based
+                    .entry(name.to_string())
+                    .or_insert_with(|| {
+                        std::path::Path::new("/sys/block")
+                            .join(name)
+                            .join("mq")
+                            .exists()
+                    });
+                if !rq {
+                    return None;
+                }
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+                // after the name: reads (3), writes (7), discards (14), flushes (18) completed
+                Some(num(3)? + num(7)? + num(14).unwrap_or(0) + num(18).unwrap_or(0))
+            })
+            .sum()
     }
-}
-
-/// Completed requests (reads, writes, discards, flushes) of each disk with a request queue,
-/// by dev_t (kernel encoding), from /proc/diskstats. Partitions and bio-based devices (zram,
-/// device mapper) are left out: their I/O does not complete as requests of their own.
-fn disk_completions(diskstats: &str) -> HashMap<u32, u64> {
-    diskstats
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-            let (major, minor) = (num(0)?, num(1)?);
-            if !std::path::Path::new("/sys/block")
-                .join(f.get(2)?)
-                .join("mq")
-                .exists()
-            {
-                return None;
-            }
-            // after the name: reads (3), writes (7), discards (14), flushes (18) completed
-            let done = num(3)? + num(7)? + num(14).unwrap_or(0) + num(18).unwrap_or(0);
-            Some((((major as u32) << 20) | minor as u32, done))
-        })
-        .collect()
 }
 
 /// Whether the running kernel has the block_io_start tracepoint (Linux 6.5+): its BTF
@@ -269,21 +275,35 @@ fn load(
 }
 
 impl Biotop {
-    /// Reads /proc/diskstats and the program's per-disk completion counts into `unseen`.
-    fn count_unseen(&mut self) {
-        let Some(s) = &self.skel else { return };
-        let Ok(text) = std::fs::read_to_string("/proc/diskstats") else {
-            return;
-        };
-        let diskstats = disk_completions(&text);
-        let mut seen = HashMap::new();
-        if let Err(e) = bpf::for_each_entry(&s.maps.seen, |k, v| {
-            seen.insert(bpf::from_bytes::<u32>(k), bpf::from_bytes::<u64>(v));
-        }) {
-            log::warn!("biotop: reading the seen map: {e}");
-            return;
+    /// The module-wide counters, summed over CPUs.
+    fn counters(&self) -> Option<types::biotop_counters> {
+        let cpus = self
+            .skel
+            .as_ref()?
+            .maps
+            .counters
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        let mut sum = types::biotop_counters::default();
+        for c in cpus
+            .iter()
+            .map(|b| bpf::from_bytes::<types::biotop_counters>(b))
+        {
+            sum.dropped += c.dropped;
+            sum.unattributed += c.unattributed;
+            sum.completed += c.completed;
         }
-        self.unseen.update(&diskstats, &seen);
+        Some(sum)
+    }
+
+    /// Reads the module-wide counters, and /proc/diskstats for `unseen`.
+    fn unseen_reading(&mut self) -> Option<i64> {
+        let before = self.counters()?;
+        let text = std::fs::read_to_string("/proc/diskstats").ok();
+        let after = self.counters()?;
+        self.counters = after;
+        self.unseen
+            .reading(before.completed, &text?, after.completed)
     }
 
     /// Re-scans the process filter and brings the BPF `pids` map in line.
@@ -374,7 +394,14 @@ impl Module for Biotop {
             bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter))?;
         self.skel = Some(skel);
         self.rescan();
-        self.count_unseen(); // the baseline: the program is attached, so nothing after is missed
+        // The baseline of `unseen`, now that the program is attached: the highest of a few
+        // readings (a completion between program and diskstats lowers one).
+        for _ in 0..3 {
+            if let Some(r) = self.unseen_reading() {
+                self.unseen.baseline(r);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let attr = if io_start {
             "block_io_start"
         } else {
@@ -393,22 +420,10 @@ impl Module for Biotop {
     }
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
-        let Some(s) = &self.skel else { return Ok(()) };
-        if let Ok(Some(cpus)) = s
-            .maps
-            .counters
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        {
-            let mut sum = types::biotop_counters::default();
-            for c in cpus
-                .iter()
-                .map(|b| bpf::from_bytes::<types::biotop_counters>(b))
-            {
-                sum.dropped += c.dropped;
-                sum.unattributed += c.unattributed;
-            }
-            self.counters = sum;
+        if let Some(r) = self.unseen_reading() {
+            self.unseen.update(r);
         }
+        let Some(s) = &self.skel else { return Ok(()) };
         let mut entries: Vec<(types::biotop_key, types::biotop_val)> =
             Vec::with_capacity(self.pairs.len() + 16);
         bpf::for_each_entry(&s.maps.pairs, |k, v| {
@@ -456,7 +471,6 @@ impl Module for Biotop {
                 p.served_gone = true;
             }
         }
-        self.count_unseen();
         Ok(())
     }
 
@@ -464,7 +478,7 @@ impl Module for Biotop {
         match item {
             metrics::DROPPED => return Ok(Some(Value::U64(self.counters.dropped))),
             metrics::UNATTRIBUTED => return Ok(Some(Value::U64(self.counters.unattributed))),
-            metrics::UNSEEN => return Ok(Some(Value::U64(self.unseen.total()))),
+            metrics::UNSEEN => return Ok(Some(Value::U64(self.unseen.max))),
             _ => {}
         }
         let key = self
@@ -543,7 +557,7 @@ impl Module for Biotop {
 // padding (it is hashed as bytes) and the value holds 7 counters and the name.
 const _: () = assert!(std::mem::size_of::<types::biotop_key>() == 8);
 const _: () = assert!(std::mem::size_of::<types::biotop_val>() == 7 * 8 + 16);
-const _: () = assert!(std::mem::size_of::<types::biotop_counters>() == 16);
+const _: () = assert!(std::mem::size_of::<types::biotop_counters>() == 24);
 
 #[cfg(test)]
 mod tests {
@@ -584,21 +598,8 @@ mod tests {
 
     #[test]
     fn unseen_is_diskstats_less_what_the_program_saw_and_never_falls() {
-        let d = |v: &[(u32, u64)]| v.iter().copied().collect::<HashMap<u32, u64>>();
-        let mut u = Unseen::default();
-        u.update(&d(&[(1, 100), (2, 50)]), &d(&[(1, 7)])); // baseline
-        assert_eq!(u.total(), 0);
-        u.update(&d(&[(1, 130), (2, 60)]), &d(&[(1, 35), (2, 10)])); // disk 1: 30 done, 28 seen
-        assert_eq!(u.total(), 2 + 0); // disk 2: 10 done, 10 seen
-        u.update(&d(&[(1, 131), (2, 60)]), &d(&[(1, 37), (2, 10)])); // in flight at the last read
-        assert_eq!(u.total(), 2, "a request seen late does not lower the count");
-        u.update(&d(&[(1, 131), (2, 60), (3, 9)]), &d(&[(1, 37), (2, 10)])); // new disk: baseline
-        assert_eq!(u.total(), 2);
-    }
-
-    #[test]
-    fn diskstats_lines_are_read_for_request_based_disks_only() {
-        // A line for a disk this machine has, and one for a name no machine has.
+        // Lines of /proc/diskstats for a disk this machine has with a request queue, one it
+        // has not (so without one), and for that disk's partition (no mq either).
         let Some(disk) = std::fs::read_dir("/sys/block").ok().and_then(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -611,11 +612,32 @@ mod tests {
         }) else {
             return;
         };
-        let text = format!("   8       0 {disk} 10 0 80 5 20 0 160 9 0 12 14 3 0 24 1 4 2\n   8       1 nosuchdisk0 1 0 8 1 1 0 8 1 0 1 1 0 0 0 0 0 0\n");
+        let stats = |done: u64| {
+            // reads, writes, discards and flushes completed: done, 20, 3, 4
+            format!(
+                "   8 0 {disk} {done} 0 80 5 20 0 160 9 0 12 14 3 0 24 1 4 2\n   8 1 {disk}p9 7 0 8 1 1 0 8 1 0 1 1 0 0 0 0 0 0\n   9 0 nosuchdisk0 5 0 8 1 1 0 8 1 0 1 1 0 0 0 0 0 0\n"
+            )
+        };
+        let mut u = Unseen::default();
+        assert_eq!(u.disk_completions(&stats(10)), 10 + 20 + 3 + 4);
         assert_eq!(
-            disk_completions(&text),
-            HashMap::from([((8 << 20), 10 + 20 + 3 + 4)])
+            u.reading(5, &stats(10), 6),
+            None,
+            "the program's count moved: no reading"
         );
+        // Baseline: 127 done, 7 seen, then a reading low by a completion in between.
+        let r = u.reading(7, &stats(100), 7).unwrap();
+        u.baseline(r);
+        u.baseline(r - 1);
+        let r = u.reading(35, &stats(130), 35).unwrap(); // 30 done, 28 seen
+        u.update(r);
+        assert_eq!(u.max, 2);
+        let r = u.reading(37, &stats(130), 37).unwrap(); // seen, not yet in diskstats
+        u.update(r);
+        assert_eq!(u.max, 2, "the count never falls");
+        let r = u.reading(37, &stats(135), 37).unwrap(); // 5 done that it never saw
+        u.update(r);
+        assert_eq!(u.max, 5);
     }
 
     #[test]
