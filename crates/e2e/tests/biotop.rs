@@ -5,7 +5,6 @@
 use e2e::*;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,20 +26,6 @@ fn session() -> Session {
         std::fs::read_to_string("/var/log/pcp/pmcd/bcc.log").unwrap_or_default()
     );
     s
-}
-
-/// The whole disk holding `path`, as /proc/diskstats names it (the partition's parent).
-fn disk_of(path: &str) -> String {
-    let dev = std::fs::metadata(path).expect("stat").dev();
-    let (ma, mi) = (libc::major(dev), libc::minor(dev));
-    let sys =
-        std::fs::canonicalize(format!("/sys/dev/block/{ma}:{mi}")).expect("sysfs block device");
-    let whole = if sys.join("partition").exists() {
-        sys.parent().unwrap().to_path_buf()
-    } else {
-        sys
-    };
-    whole.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 fn inst(disk: &str, pid: u32) -> String {
@@ -216,10 +201,11 @@ fn direct_io_is_credited_exactly_to_the_process() {
         name = inst(&disk, w.id());
         finish(w);
         let wb = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| v == 32 * MIB);
-        (wb == Some(32 * MIB)).then_some(()).ok_or(format!(
-            "write bytes of {name}: {wb:?}, expected {}",
-            32 * MIB
-        ))
+        vec![Credit {
+            who: format!("write bytes of {name}"),
+            expected: 32 * MIB,
+            got: wb,
+        }]
     });
     // dd may also read a few metadata or program blocks itself; its reads are small.
     let total = values_u64("bcc.proc.io.perdev")[&name];
@@ -248,10 +234,11 @@ fn direct_io_is_credited_exactly_to_the_process() {
         rname = inst(&disk, r.id());
         finish(r);
         let rb = pair_value("bcc.proc.io.perdev_read_bytes", &rname, |v| v == 32 * MIB);
-        (rb == Some(32 * MIB)).then_some(()).ok_or(format!(
-            "read bytes of {rname}: {rb:?}, expected {}",
-            32 * MIB
-        ))
+        vec![Credit {
+            who: format!("read bytes of {rname}"),
+            expected: 32 * MIB,
+            got: rb,
+        }]
     });
     assert_eq!(
         values_u64("bcc.proc.io.perdev_write_bytes")[&rname],
@@ -295,21 +282,22 @@ fn parallel_writers_are_each_credited_exactly() {
         for k in kids {
             finish(k);
         }
-        for (pid, s) in pids.iter().zip(sizes) {
-            let name = inst(&disk, *pid);
-            let got = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| v == s * MIB);
-            eprintln!(
-                "parallel writer {name}: expected {} bytes, measured {got:?}",
-                s * MIB
-            );
-            if got != Some(s * MIB) {
-                return Err(format!(
-                    "writer {name}: {got:?} bytes, expected {}",
+        pids.iter()
+            .zip(sizes)
+            .map(|(pid, s)| {
+                let name = inst(&disk, *pid);
+                let got = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| v == s * MIB);
+                eprintln!(
+                    "parallel writer {name}: expected {} bytes, measured {got:?}",
                     s * MIB
-                ));
-            }
-        }
-        Ok(())
+                );
+                Credit {
+                    who: format!("writer {name}"),
+                    expected: s * MIB,
+                    got,
+                }
+            })
+            .collect()
     });
 }
 
@@ -364,17 +352,20 @@ fn interleaved_writers_are_each_credited_exactly() {
             }
             let m = disk_write_merges(&disk) - m0;
             merges += m;
-            for pid in pids {
-                let name = inst(&disk, pid);
-                let got = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| {
-                    v == blocks * block
-                });
-                if got != Some(blocks * block) {
-                    return Err(format!("round {round}: writer {name}: {got:?} bytes, expected {} ({m} write merges on {disk} in the round)", blocks * block));
-                }
-            }
-            eprintln!("round {round}: {writers} writers exact, {m} write merges on {disk}");
-            Ok(())
+            eprintln!("round {round}: {writers} writers, {m} write merges on {disk}");
+            pids.into_iter()
+                .map(|pid| {
+                    let name = inst(&disk, pid);
+                    let got = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| {
+                        v == blocks * block
+                    });
+                    Credit {
+                        who: format!("round {round}: writer {name} ({m} write merges)"),
+                        expected: blocks * block,
+                        got,
+                    }
+                })
+                .collect()
         });
     }
     eprintln!("{merges} write merges in all");
@@ -596,15 +587,20 @@ fn per_disk_sum_agrees_with_disk_dev() {
             .map(|(k, v)| v.checked_sub(a.get(k).copied().unwrap_or(0)).unwrap_or(*v))
             .sum()
     };
+    let watch = SkipWatch::start(BIOTOP_HOOKS);
     let a = sample();
     finish(dd_write(&f, 64));
     finish(dd_read(&f));
     let b = sample();
     let (dr, dw) = (b.0 - a.0, b.1 - a.1);
     let (br, bw, un) = (delta(&a.2, &b.2), delta(&a.3, &b.3), b.4 - a.4);
-    eprintln!("disk.dev delta: read {dr} write {dw}; bcc sum over {disk}::*: read {br} write {bw}; unattributed {un}");
+    // Requests the kernel started or completed without running biotop's programs
+    // (SkipWatch) are in disk.dev only: at most this many bytes.
+    let skipped = watch.skipped();
+    let lost = skipped * max_request_bytes(&disk);
+    eprintln!("disk.dev delta: read {dr} write {dw}; bcc sum over {disk}::*: read {br} write {bw}; unattributed {un}; {skipped} hits of biotop's tracepoints skipped by the kernel");
     assert!(
-        br >= 64 * MIB && bw >= 64 * MIB,
+        br + lost >= 64 * MIB && bw + lost >= 64 * MIB,
         "the workload alone moved 64 MiB each way"
     );
     // Tolerance: other processes (and the journal) keep using the disk while the two sides
@@ -615,7 +611,8 @@ fn per_disk_sum_agrees_with_disk_dev() {
         let tol = MIB + disk_dev / 50;
         let diff = disk_dev.abs_diff(bcc);
         eprintln!("{what}: disk.dev {disk_dev} bcc {bcc} diff {diff} tolerance {tol}");
-        assert!(diff <= tol + un, "{what}: disk.dev.{what}_bytes delta {disk_dev} vs bcc sum {bcc} (diff {diff} > {tol} + unattributed {un})");
+        let short_ok = if bcc < disk_dev { lost } else { 0 };
+        assert!(diff <= tol + un + short_ok, "{what}: disk.dev.{what}_bytes delta {disk_dev} vs bcc sum {bcc} (diff {diff} > {tol} + unattributed {un} + {short_ok} in skipped completions)");
     }
 }
 
@@ -792,12 +789,18 @@ fn fallback_hooks_are_exact_too() {
                 "{hook}/{attribution}: write {wb:?} read {rb:?} (expected {} each)",
                 8 * MIB
             );
-            ((wb, rb) == (Some(8 * MIB), Some(8 * MIB)))
-                .then_some(())
-                .ok_or(format!(
-                    "{hook}/{attribution}: write {wb:?} read {rb:?}, expected {} each",
-                    8 * MIB
-                ))
+            vec![
+                Credit {
+                    who: format!("{hook}/{attribution}: writer"),
+                    expected: 8 * MIB,
+                    got: wb,
+                },
+                Credit {
+                    who: format!("{hook}/{attribution}: reader"),
+                    expected: 8 * MIB,
+                    got: rb,
+                },
+            ]
         });
     }
 }
