@@ -386,6 +386,12 @@ pub const BIOTOP_HOOKS: &[Hook] = &[
         &["btf_rq_complete", "tp_rq_complete"],
     ),
 ];
+/// tcplife's tracepoint programs.
+pub const TCPLIFE_HOOKS: &[Hook] = &[
+    ("sock/inet_sock_set_state", &["tcplife_state"]),
+    ("sock/sock_send_length", &["tcplife_send"]),
+    ("sock/sock_recv_length", &["tcplife_recv"]),
+];
 /// biolatency's programs, of every hook choice.
 pub const BIOLATENCY_HOOKS: &[Hook] = &[
     (
@@ -496,7 +502,6 @@ pub fn diskstats(disk: &str) -> Vec<u64> {
         .map(|v| v.parse().unwrap_or(0))
         .collect()
 }
-
 
 /// The most bytes one request to `disk` can carry (its queue's max_sectors_kb).
 pub fn max_request_bytes(disk: &str) -> u64 {

@@ -341,7 +341,9 @@ fn a_burst_of_1000_sessions_loses_none() {
     let size = 100u64;
     let lost0 = value_u64(LOST, None).expect("events_lost");
     let untracked0 = value_u64(UNTRACKED, None).expect("sessions_untracked");
+    let mut skipped_all = 0;
     for fam in ["4", "6"] {
+        let watch = SkipWatch::start(TCPLIFE_HOOKS);
         let mut server = Peer::spawn(&["server", fam, &n.to_string(), "0"]);
         let port = server.line();
         let mut burst = Peer::spawn(&["burst", fam, &port, &n.to_string(), &size.to_string()]);
@@ -355,32 +357,49 @@ fn a_burst_of_1000_sessions_loses_none() {
             (c.get(&si) == Some(&n) && c.get(&bi) == Some(&n)).then_some(())
         });
         let (o, c) = (values(OPENED), values(CLOSED));
+        // State changes the kernel ran no program for (SkipWatch) are lost sessions that
+        // are not the agent's fault: one session each at most.
+        let skipped = watch.skipped_by_event()["sock/inet_sock_set_state"];
+        skipped_all += skipped;
         eprintln!(
-            "IPv{fam} burst of {n}: server opened {:?} closed {:?}, client opened {:?} closed {:?}",
+            "IPv{fam} burst of {n}: server opened {:?} closed {:?}, client opened {:?} closed {:?}; the kernel skipped the state program {skipped} times",
             o.get(&si),
             c.get(&si),
             o.get(&bi),
             c.get(&bi)
         );
+        let exact = |what: &str, got: Option<&u64>, want: u64, per_skip: u64| {
+            let got = got.copied().unwrap_or(0);
+            assert!(
+                got == want || (got < want && want - got <= skipped * per_skip),
+                "IPv{fam} {what}: {got}, expected {want} (the kernel skipped the state program {skipped} times)"
+            );
+        };
         assert!(
-            done.is_some(),
+            done.is_some() || skipped > 0,
             "IPv{fam}: not every session closed in the counts"
         );
-        assert_eq!(o.get(&si), Some(&n));
-        assert_eq!(o.get(&bi), Some(&n));
-        assert_eq!(
-            values(RX).get(&si),
-            Some(&(n * size + n)),
-            "server rx: payload plus one FIN per session"
-        );
+        exact("server sessions opened", o.get(&si), n, 1);
+        exact("client sessions opened", o.get(&bi), n, 1);
+        exact("server sessions closed", c.get(&si), n, 1);
+        exact("client sessions closed", c.get(&bi), n, 1);
+        // Server rx: payload plus one FIN per session.
+        exact("server rx", values(RX).get(&si), n * size + n, size + 1);
         let tx = values(TX)[&bi];
-        assert!(tx >= n * size && tx <= n * (size + 2), "client tx {tx}");
+        assert!(
+            tx <= n * (size + 2) && tx + skipped * (size + 2) >= n * size,
+            "client tx {tx}"
+        );
     }
     let lost = value_u64(LOST, None).unwrap();
     let untracked = value_u64(UNTRACKED, None).unwrap();
     eprintln!("events_lost {lost0} -> {lost}, sessions_untracked {untracked0} -> {untracked}");
     assert_eq!(lost, 0, "ring buffer records lost");
-    assert_eq!(untracked, untracked0, "sessions not tracked");
+    assert!(
+        untracked - untracked0 <= skipped_all,
+        "{} sessions not tracked (the kernel skipped the state program {skipped_all} times)",
+        untracked - untracked0
+    );
 }
 
 #[test]
