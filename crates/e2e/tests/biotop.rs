@@ -265,6 +265,69 @@ fn direct_io_is_credited_exactly_to_the_process() {
     idle.wait().unwrap();
 }
 
+/// A PID reused by a later process is a new pair: the instance keeps its name (the PID's),
+/// but its values and its comm are the new process's, not added to the old one's.
+#[test]
+fn a_reused_pid_starts_a_new_pair() {
+    let _s = session();
+    let disk = disk_of(DIR);
+    let f = scratch("reuse");
+    let _c = Cleanup(vec![f.clone()]);
+    finish(dd_write(&f, 8));
+    let exe = env!("CARGO_BIN_EXE_stride-writer");
+    let mut name = String::new();
+    exact_unless_kernel_skipped(&disk, || {
+        // The earlier process: 1 MiB of 4 KiB direct writes, under another comm.
+        let a = Command::new(exe)
+            .args([f.to_str().unwrap(), "0", "1", "256", "4096", "1"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stride-writer");
+        let pid = a.id();
+        let o = a.wait_with_output().unwrap();
+        assert!(o.status.success(), "stride-writer failed: {o:?}");
+        name = inst(&disk, pid);
+        let first = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| v == MIB);
+        // The next process gets the same PID: the kernel hands out ns_last_pid + 1 next
+        // (again if something else forked in between).
+        let b = (0..50)
+            .find_map(|_| {
+                std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+                    .expect("write /proc/sys/kernel/ns_last_pid");
+                let c = dd_write(&f, 8);
+                if c.id() == pid {
+                    Some(c)
+                } else {
+                    finish(c);
+                    None
+                }
+            })
+            .unwrap_or_else(|| panic!("PID {pid} could not be had again in 50 tries"));
+        finish(b);
+        let second = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| v == 8 * MIB);
+        vec![
+            Credit {
+                who: format!("{name}, first process"),
+                expected: MIB,
+                got: first,
+            },
+            Credit {
+                who: format!("{name}, the process that reused its PID"),
+                expected: 8 * MIB,
+                got: second,
+            },
+        ]
+    });
+    let comm = fetch(&["bcc.proc.io.perdev_comm"])
+        .remove("bcc.proc.io.perdev_comm")
+        .unwrap_or_default();
+    assert_eq!(
+        comm.get(&Some(name.clone())).map(String::as_str),
+        Some("dd"),
+        "comm of {name} after its PID was reused"
+    );
+}
+
 #[test]
 fn parallel_writers_are_each_credited_exactly() {
     let _s = session();

@@ -59,6 +59,7 @@ struct rq_key {
 struct rq_owner {
 	__u32 tgid;
 	__u32 remaining; /* classic: sectors not completed yet (set at issue) */
+	__u64 start;     /* the process's start (biotop_key.start) */
 	char comm[BIOTOP_COMM_LEN];
 };
 
@@ -110,6 +111,22 @@ static __always_inline struct biotop_counters *cnt(void)
 	return bpf_map_lookup_elem(&counters, &zero);
 }
 
+/* Linux 5.5 renamed task_struct.real_start_time to start_boottime ("time: Rename
+ * tsk->real_start_time to ->start_boottime"). */
+struct task_struct___pre_5_5 {
+	__u64 real_start_time;
+} __attribute__((preserve_access_index));
+
+/* When the process started, ns since boot: what /proc/<pid>/stat shows (in clock ticks). */
+static __always_inline __u64 process_start(struct task_struct *task)
+{
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+
+	if (bpf_core_field_exists(leader->start_boottime))
+		return BPF_CORE_READ(leader, start_boottime);
+	return BPF_CORE_READ((struct task_struct___pre_5_5 *)leader, real_start_time);
+}
+
 /* Fills `o` with the current process; false if the process filter excludes it. */
 static __always_inline bool current_owner(struct rq_owner *o)
 {
@@ -120,6 +137,7 @@ static __always_inline bool current_owner(struct rq_owner *o)
 		return false;
 	o->tgid = tgid;
 	task = (struct task_struct *)bpf_get_current_task();
+	o->start = process_start(task);
 	/* The process's name is its group leader's (a thread may have renamed itself). */
 	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
 	return true;
@@ -138,7 +156,7 @@ static __always_inline void remember(struct rq_key *k, __u32 remaining, __u64 fl
 /* Adds one completion piece to the owner's pair. `done`: the request finished with it. */
 static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls, __u64 bytes, bool done)
 {
-	struct biotop_key k = { .dev = dev, .tgid = o->tgid };
+	struct biotop_key k = { .dev = dev, .tgid = o->tgid, .start = o->start };
 	struct biotop_val *v = bpf_map_lookup_elem(&pairs, &k);
 	struct biotop_counters *c;
 
@@ -360,7 +378,7 @@ int BPF_PROG(btf_rq_complete, struct request *rq, int error, unsigned int nr_byt
 				if (take == size) /* the bio is done */
 					bpf_map_delete_elem(&merged, &bk);
 			}
-			if (mo.tgid == o.tgid)
+			if (mo.tgid == o.tgid && mo.start == o.start)
 				own += take;
 			else if (mo.tgid == NO_OWNER)
 				unattributed(cls, take);

@@ -6,8 +6,9 @@
 
 /* A (disk, process) pair: the key of the `pairs` map. */
 struct biotop_key {
-	__u32 dev;  /* whole disk, kernel dev_t encoding (major << 20 | minor) */
-	__u32 tgid; /* thread group id of the submitter */
+	__u32 dev;   /* whole disk, kernel dev_t encoding (major << 20 | minor) */
+	__u32 tgid;  /* thread group id of the submitter */
+	__u64 start; /* the process's start, ns since boot (a reused PID is another pair) */
 };
 
 /* What one pair did, since it was first seen. Updated with atomic adds. */

@@ -50,8 +50,9 @@ I/O to a partition is counted on its whole disk. The process is the thread group
 submitted the request to the block layer: buffered writes are submitted later by the kernel's \
 writeback threads (kworker/...) and journal commits by jbd2, and are credited to them, not to \
 the process that wrote the data. Instances of exited processes stay until their final values \
-were fetched and `retention` seconds (bcc.conf [biotop]) passed; a new process that reuses \
-the PID before then continues the old instance's counters."
+were fetched and `retention` seconds (bcc.conf [biotop]) passed. A new process that reuses \
+the PID takes the instance over, starting from zero (a counter reset to PCP): processes are \
+told apart by their start time, so one never continues another's counts."
             ),
             sensitive: $sens,
         }

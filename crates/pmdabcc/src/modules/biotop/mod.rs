@@ -102,6 +102,9 @@ fn create(cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
     }))
 }
 
+/// (dev, tgid, process start): a pair's key, as in the BPF `pairs` map.
+type PairKey = (u32, u32, u64);
+
 /// One (disk, process) pair as last read from the map.
 struct Pair {
     inst: u32,
@@ -123,9 +126,8 @@ struct Biotop {
     retention: Duration,
     hooks: Vec<Hook>,
     attribution: Attribution,
-    /// By (dev, tgid).
-    pairs: HashMap<(u32, u32), Pair>,
-    by_inst: HashMap<u32, (u32, u32)>,
+    pairs: HashMap<PairKey, Pair>,
+    by_inst: HashMap<u32, PairKey>,
     /// dev_t (kernel encoding) to disk name.
     disks: HashMap<u32, String>,
     counters: types::biotop_counters,
@@ -222,6 +224,38 @@ fn disk_name(dev: u32) -> Option<String> {
     let (major, minor) = (dev >> 20, dev & 0xfffff);
     let link = std::fs::read_link(format!("/sys/dev/block/{major}:{minor}")).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Whether the process `pid` that started `start` ns after boot (its BPF start time) still
+/// runs: /proc/<pid>/stat field 22 is the same start, in clock ticks. pid 0 (I/O from
+/// interrupt or idle context) never exits.
+fn process_alive(pid: u32, start: u64) -> bool {
+    if pid == 0 {
+        return true;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name (in parentheses, and it may hold any character), field 3 on.
+    let Some(ticks) = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(22 - 3))
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
+        return true; // unreadable: keep the pair rather than retire a live process
+    };
+    ticks == start / (1_000_000_000 / clock_ticks())
+}
+
+/// USER_HZ, the unit of /proc/<pid>/stat times.
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
 }
 
 /// `<disk>::<pid as 6 digits>`, as the original pmdabcc named its instances.
@@ -327,52 +361,57 @@ impl Biotop {
         self.tracked = now;
     }
 
+    /// Drops a pair here and in the BPF map.
+    fn forget(&mut self, key: PairKey) -> Option<Pair> {
+        let p = self.pairs.remove(&key)?;
+        if self.by_inst.get(&p.inst) == Some(&key) {
+            self.by_inst.remove(&p.inst);
+        }
+        self.delete_bpf_pair(key);
+        Some(p)
+    }
+
+    fn delete_bpf_pair(&self, (dev, tgid, start): PairKey) {
+        let Some(s) = &self.skel else { return };
+        let k = types::biotop_key { dev, tgid, start };
+        // SAFETY: biotop_key is repr(C) with no padding (asserted below); viewing it as bytes
+        // for the map key is sound.
+        let kb = unsafe {
+            std::slice::from_raw_parts(
+                (&k as *const types::biotop_key).cast::<u8>(),
+                std::mem::size_of_val(&k),
+            )
+        };
+        let _ = s.maps.pairs.delete(kb);
+    }
+
     /// Retires the pairs of processes gone for `retention` whose final values were served.
     fn retire(&mut self, inst: &mut ModuleInstances) {
         let now = Instant::now();
-        let mut alive: HashMap<u32, bool> = HashMap::new();
+        let mut alive: HashMap<(u32, u64), bool> = HashMap::new();
         let mut retire = Vec::new();
-        for (&(dev, pid), p) in self.pairs.iter_mut() {
-            if p.gone_since.is_none() {
-                // pid 0: I/O submitted from interrupt or idle context; never "exits".
-                let up = *alive.entry(pid).or_insert_with(|| {
-                    pid == 0 || std::path::Path::new(&format!("/proc/{pid}")).exists()
-                });
-                if !up {
-                    p.gone_since = Some(now);
-                }
+        for (&(dev, pid, start), p) in self.pairs.iter_mut() {
+            if p.gone_since.is_none()
+                && !*alive
+                    .entry((pid, start))
+                    .or_insert_with(|| process_alive(pid, start))
+            {
+                p.gone_since = Some(now);
             }
             if let Some(t) = p.gone_since {
                 let age = now.duration_since(t);
                 if (p.served_gone && age >= self.retention)
                     || age >= self.retention * UNSERVED_FACTOR
                 {
-                    retire.push((dev, pid));
+                    retire.push((dev, pid, start));
                 }
             }
         }
         for key in retire {
-            let Some(p) = self.pairs.remove(&key) else {
-                continue;
-            };
-            self.by_inst.remove(&p.inst);
-            inst.cull(INDOM_PAIRS, &p.name);
-            if let Some(s) = &self.skel {
-                let k = types::biotop_key {
-                    dev: key.0,
-                    tgid: key.1,
-                };
-                // SAFETY: biotop_key is a repr(C) pair of u32s with no padding; viewing it as
-                // bytes for the map key is sound.
-                let kb = unsafe {
-                    std::slice::from_raw_parts(
-                        (&k as *const types::biotop_key).cast::<u8>(),
-                        std::mem::size_of_val(&k),
-                    )
-                };
-                let _ = s.maps.pairs.delete(kb);
+            if let Some(p) = self.forget(key) {
+                inst.cull(INDOM_PAIRS, &p.name);
+                log::debug!("biotop: retired {}", p.name);
             }
-            log::debug!("biotop: retired {}", p.name);
         }
         // After a burst of short processes, give the memory back (HashMaps never shrink).
         if self.pairs.capacity() > 1024 && self.pairs.len() * 4 < self.pairs.capacity() {
@@ -431,7 +470,7 @@ impl Module for Biotop {
         })
         .map_err(|e| ModuleError::Other(format!("reading the pairs map: {e}")))?;
         for (k, v) in entries {
-            let key = (k.dev, k.tgid);
+            let key = (k.dev, k.tgid, k.start);
             if let Some(p) = self.pairs.get_mut(&key) {
                 p.val = v;
                 continue;
@@ -450,6 +489,16 @@ impl Module for Biotop {
             let name = instance_name(&disk, k.tgid);
             match inst.add(INDOM_PAIRS, &name) {
                 Ok(id) => {
+                    // The name is the PID's: a pair of an earlier process with the same PID
+                    // (the PID was reused) is over. The newer process keeps the name.
+                    if let Some(&other) = self.by_inst.get(&id) {
+                        if other.2 > key.2 {
+                            self.delete_bpf_pair(key);
+                            continue;
+                        }
+                        self.forget(other);
+                        log::debug!("biotop: {name} is a new process (PID reused)");
+                    }
                     self.by_inst.insert(id, key);
                     self.pairs.insert(
                         key,
@@ -555,7 +604,7 @@ impl Module for Biotop {
 
 // The shared header's types, as the skeleton generated them from BTF: the key must have no
 // padding (it is hashed as bytes) and the value holds 7 counters and the name.
-const _: () = assert!(std::mem::size_of::<types::biotop_key>() == 8);
+const _: () = assert!(std::mem::size_of::<types::biotop_key>() == 16);
 const _: () = assert!(std::mem::size_of::<types::biotop_val>() == 7 * 8 + 16);
 const _: () = assert!(std::mem::size_of::<types::biotop_counters>() == 24);
 
