@@ -39,7 +39,8 @@ pub static PROCESS_INDOMS: &[IndomSpec] = &[IndomSpec {
     help: "One instance per process (thread group) that owned a TCP session since the agent \
 started, named by its PID as six digits (\"015751\"), as PCP's proc PMDA names processes \
 without the command. An exited process's instance stays until its final values have been \
-served by at least two fetches and the module's retention time has passed, then disappears; \
+served by at least two fetches and the module's retention time has passed, then disappears \
+(a new process that reuses the PID before then continues that instance's counters); \
 instance ids persist across agent restarts.",
 }];
 
