@@ -499,7 +499,9 @@ fn pmrep_example_shows_the_writer_per_disk() {
             "-c",
             conf.to_str().unwrap(),
             "-i",
-            &format!(".*{pid}.*"),
+            // The writer's instances only: "005137 dd" (proc) and "vda::005137" (bcc), not
+            // another process whose PID merely contains the digits (025137).
+            &format!("^(.*::)?0*{pid}( .*)?$"),
             "-t",
             "1",
             "--samples",
