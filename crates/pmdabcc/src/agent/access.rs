@@ -136,26 +136,19 @@ mod tests {
 
     #[test]
     fn named_users_and_groups_are_allowed() {
-        let mut p = Policy::default();
-        p.add(&["nobody".into()], &[], |k, m| ConfigError {
+        let err = |k: &str, m: String| ConfigError {
             file: "x".into(),
             line: 1,
             section: None,
             key: Some(k.into()),
             msg: m,
-        })
-        .unwrap();
+        };
+        let mut p = Policy::default();
+        p.add(&["nobody".into()], &[], err).unwrap();
         let mut c = HashMap::new();
         assert!(p.allows(&client(uid_of("nobody"), None), &mut c));
         let mut g = Policy::default();
-        g.add(&[], &["nogroup".into()], |k, m| ConfigError {
-            file: "x".into(),
-            line: 1,
-            section: None,
-            key: Some(k.into()),
-            msg: m,
-        })
-        .unwrap();
+        g.add(&[], &["nogroup".into()], err).unwrap();
         assert!(g.allows(&client(Some(65534), gid_of("nogroup")), &mut c));
         assert!(!g.allows(&client(Some(12345), Some(12345)), &mut c));
     }

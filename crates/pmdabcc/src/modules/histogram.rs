@@ -80,6 +80,23 @@ impl Hist {
     }
 }
 
+/// The histogram in slot 0 of a per-CPU array, summed over CPUs (one lookup returns every
+/// CPU's copy). `T` is the BPF side's record; `add` adds one CPU's copy.
+pub fn read_percpu<T: Copy + Default>(
+    map: &impl libbpf_rs::MapCore,
+    add: impl Fn(&mut Hist, &T),
+) -> Result<Hist, crate::module::ModuleError> {
+    let cpus = map
+        .lookup_percpu(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .map_err(crate::module::ModuleError::bpf("read hist"))?
+        .unwrap_or_default();
+    let mut h = Hist::default();
+    for c in &cpus {
+        add(&mut h, &crate::bpf::from_bytes::<T>(c));
+    }
+    Ok(h)
+}
+
 /// Bucket of value `v` as the BPF side computes it (`log2l`), for tests.
 #[cfg(test)]
 pub fn bucket_of(v: u64) -> usize {

@@ -11,7 +11,6 @@ use crate::module::{
     MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo,
 };
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags};
 use pcp_pmda::{PmdaError, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -194,18 +193,9 @@ impl Module for Biolatency {
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
         let Some(s) = &self.skel else { return Ok(()) };
-        // One lookup returns every CPU's copy of the whole histogram.
-        let cpus = s
-            .maps
-            .hist
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(ModuleError::bpf("read hist"))?
-            .unwrap_or_default();
-        let mut h = Hist::default();
-        for c in &cpus {
-            let v = bpf::from_bytes::<types::biolat_hist>(c);
-            h.add(&v.slots, v.count, v.sum_ns);
-        }
+        let h = histogram::read_percpu(&s.maps.hist, |h, v: &types::biolat_hist| {
+            h.add(&v.slots, v.count, v.sum_ns)
+        })?;
         self.served = histogram::served(&h.slots).max(self.served);
         self.all = h;
         inst.set_fixed(

@@ -117,11 +117,10 @@ struct task_struct___pre_5_5 {
 	__u64 real_start_time;
 } __attribute__((preserve_access_index));
 
-/* When the process started, ns since boot: what /proc/<pid>/stat shows (in clock ticks). */
-static __always_inline __u64 process_start(struct task_struct *task)
+/* When the process (its group leader) started, ns since boot: what /proc/<pid>/stat shows
+ * (in clock ticks). */
+static __always_inline __u64 process_start(struct task_struct *leader)
 {
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
-
 	if (bpf_core_field_exists(leader->start_boottime))
 		return BPF_CORE_READ(leader, start_boottime);
 	return BPF_CORE_READ((struct task_struct___pre_5_5 *)leader, real_start_time);
@@ -131,15 +130,15 @@ static __always_inline __u64 process_start(struct task_struct *task)
 static __always_inline bool current_owner(struct rq_owner *o)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct task_struct *task;
+	struct task_struct *leader;
 
 	if (filter_enabled && !bpf_map_lookup_elem(&pids, &tgid))
 		return false;
 	o->tgid = tgid;
-	task = (struct task_struct *)bpf_get_current_task();
-	o->start = process_start(task);
+	leader = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), group_leader);
+	o->start = process_start(leader);
 	/* The process's name is its group leader's (a thread may have renamed itself). */
-	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
+	BPF_CORE_READ_STR_INTO(&o->comm, leader, comm);
 	return true;
 }
 

@@ -20,7 +20,6 @@ use libbpf_rs::{MapCore, MapFlags};
 use metrics::INDOM_PAIRS;
 use pcp_pmda::{PmdaError, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 mod skel {
@@ -247,15 +246,18 @@ fn process_alive(pid: u32, start: u64) -> bool {
     ticks == start / (1_000_000_000 / clock_ticks())
 }
 
-/// USER_HZ, the unit of /proc/<pid>/stat times.
+/// USER_HZ, the unit of /proc/<pid>/stat times (asked once).
 fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
-    }
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 {
+            t as u64
+        } else {
+            100
+        }
+    })
 }
 
 /// `<disk>::<pid as 6 digits>`, as the original pmdabcc named its instances.
@@ -577,26 +579,11 @@ impl Module for Biotop {
         let progs = bpf::loaded_programs(s.object());
         let m = &s.maps;
         let maps = vec![
-            MapInfo {
-                name: "pending".into(),
-                fd: m.pending.as_fd().as_raw_fd(),
-            },
-            MapInfo {
-                name: "merged".into(),
-                fd: m.merged.as_fd().as_raw_fd(),
-            },
-            MapInfo {
-                name: "pairs".into(),
-                fd: m.pairs.as_fd().as_raw_fd(),
-            },
-            MapInfo {
-                name: "pids".into(),
-                fd: m.pids.as_fd().as_raw_fd(),
-            },
-            MapInfo {
-                name: "counters".into(),
-                fd: m.counters.as_fd().as_raw_fd(),
-            },
+            bpf::map_info("pending", &m.pending),
+            bpf::map_info("merged", &m.merged),
+            bpf::map_info("pairs", &m.pairs),
+            bpf::map_info("pids", &m.pids),
+            bpf::map_info("counters", &m.counters),
         ];
         (progs, maps)
     }

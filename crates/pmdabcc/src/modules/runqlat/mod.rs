@@ -173,18 +173,9 @@ impl Module for Runqlat {
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
         let Some(s) = &self.skel else { return Ok(()) };
-        // One lookup returns every CPU's copy of the whole histogram.
-        let cpus = s
-            .maps
-            .hist
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(ModuleError::bpf("read hist"))?
-            .unwrap_or_default();
-        let mut h = Hist::default();
-        for c in &cpus {
-            let v = bpf::from_bytes::<types::runqlat_hist>(c);
-            h.add(&v.slots, v.count, v.sum_ns);
-        }
+        let h = histogram::read_percpu(&s.maps.hist, |h, v: &types::runqlat_hist| {
+            h.add(&v.slots, v.count, v.sum_ns)
+        })?;
         // Counters only grow, so the served range only grows: ids never change meaning.
         self.served = histogram::served(&h.slots).max(self.served);
         self.hist = h;
