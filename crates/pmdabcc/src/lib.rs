@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bpf;
 pub mod config;
+pub mod docs;
 pub mod framework;
 pub mod module;
 pub mod modules;
