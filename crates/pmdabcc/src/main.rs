@@ -100,6 +100,8 @@ fn main() {
 fn run() -> Result<()> {
     let started = Instant::now();
     let args = parse_args()?;
+    // libbpf's messages go to the log (and to status lines on failure), never to stdout.
+    pmdabcc::bpf::bridge_libbpf_log();
     if args.list {
         for m in pmdabcc::modules::all() {
             println!(
@@ -126,7 +128,6 @@ fn run() -> Result<()> {
         send_ready: args.send_ready,
     })?;
     pcp_pmda::init_logger("pmdabcc", log::LevelFilter::Info);
-    pmdabcc::bpf::bridge_libbpf_log();
     log::info!(
         "pmdabcc {} starting, config {}",
         env!("CARGO_PKG_VERSION"),

@@ -8,10 +8,52 @@ use std::mem::MaybeUninit;
 
 use std::os::fd::AsRawFd;
 
-/// Routes libbpf's messages into the agent's log (which is the PCP log file).
+thread_local! {
+    /// libbpf's messages on this thread while [`capture_libbpf`] runs.
+    static CAPTURE: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, collecting what libbpf says meanwhile on this thread (libbpf calls its print
+/// callback on the thread that called it), e.g. the verifier's log of a failed load.
+pub fn capture_libbpf<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let t = f();
+    let lines = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (t, lines)
+}
+
+/// The lines of a failed load worth showing a user: what failed, and the verifier's first
+/// and last lines (its verdict is at the end).
+pub fn load_failure_summary(lines: &[String]) -> String {
+    let failed = lines.iter().filter(|l| l.contains("failed") || l.contains("error")).take(2);
+    let log: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| !l.contains("BEGIN PROG LOAD LOG"))
+        .skip(1)
+        .take_while(|l| !l.contains("END PROG LOAD LOG"))
+        .collect();
+    let mut out: Vec<String> = failed.map(|l| l.trim().to_string()).collect();
+    if log.len() > 4 {
+        out.extend(log[..2].iter().map(|l| l.trim().to_string()));
+        out.push("...".into());
+        out.extend(log[log.len() - 2..].iter().map(|l| l.trim().to_string()));
+    } else {
+        out.extend(log.iter().map(|l| l.trim().to_string()));
+    }
+    out.dedup();
+    out.join(" | ")
+}
+
+/// Routes libbpf's messages into the agent's log (which is the PCP log file), and to a
+/// running [`capture_libbpf`].
 pub fn bridge_libbpf_log() {
     fn print(level: PrintLevel, msg: String) {
         let msg = msg.trim_end();
+        CAPTURE.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.extend(msg.lines().map(str::to_string));
+            }
+        });
         match level {
             PrintLevel::Warn => log::warn!("libbpf: {msg}"),
             PrintLevel::Info => log::info!("libbpf: {msg}"),

@@ -171,7 +171,15 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
             .map(|(b, k)| (b, k[a.min(k.len() - 1)]))
             .collect();
         let chosen_kind = choice.values().next().map(|i| TWINS[*i].1);
-        match try_load(p, opts, &progs, &want, &choice) {
+        let (res, said) = crate::bpf::capture_libbpf(|| try_load(p, opts, &progs, &want, &choice));
+        let res = res.map_err(|e| match e {
+            ModuleError::Bpf { stage, source } if !said.is_empty() => ModuleError::Other(format!(
+                "BPF {stage} failed: {source}: {}",
+                crate::bpf::load_failure_summary(&said)
+            )),
+            e => e,
+        });
+        match res {
             Ok((object, links, attach_notes)) => {
                 let mut kinds: Vec<&str> = choice.values().map(|i| TWINS[*i].1).collect();
                 kinds.sort_unstable();

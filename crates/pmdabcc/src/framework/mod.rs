@@ -805,3 +805,6 @@ impl Drop for SpecModule {
 
 #[allow(dead_code)]
 fn _assert_units(_: Units, _: Semantics) {}
+
+#[cfg(test)]
+mod tests;

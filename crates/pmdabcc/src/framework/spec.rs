@@ -23,7 +23,10 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        match self.line {
+            0 => write!(f, "{}: ", self.file.display())?,
+            l => write!(f, "{}:{l}: ", self.file.display())?,
+        }
         if !self.key.is_empty() {
             write!(f, "{}: ", self.key)?;
         }
