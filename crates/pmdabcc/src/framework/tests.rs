@@ -32,7 +32,7 @@ fn layouts_come_from_btf() {
 fn mismatches_with_the_object_name_the_spec_line() {
     let bad = |from: &str, to: &str| {
         let e = program(&BIOLAT_SPEC.replacen(from, to, 1), BIOLAT_OBJ).unwrap_err();
-        let line = BIOLAT_SPEC.replacen(from, to, 1).lines().position(|l| l.contains(to)).unwrap() + 1;
+        let line = BIOLAT_SPEC.replacen(from, to, 1).lines().position(|l| l.contains(to.lines().next().unwrap())).unwrap() + 1;
         (e, line)
     };
     let (e, line) = bad("name = \"hist\"", "name = \"hst\"");
