@@ -40,12 +40,13 @@ fn mismatches_with_the_object_name_the_spec_line() {
     assert_eq!(e.line, line, "{e}");
     let (e, _) = bad("global = \"targ_queued\"", "global = \"targ_queue\"");
     assert!(e.msg.contains("no read-only global \"targ_queue\""), "{e}");
-    let (e, _) = bad("kind = \"histogram\"", "kind = \"keyed\"\nindom = 9");
-    assert!(e.msg.contains("does not fit its kind"), "{e}");
     let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"task\""), SYSFORK_OBJ).unwrap_err();
     assert!(e.msg.contains("no field \"task\"") && e.msg.contains("tasks"), "{e}");
     let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"tasks\"\ntype = \"u32\""), SYSFORK_OBJ).unwrap_err();
     assert!(e.msg.contains("does not fit"), "{e}");
+    let keyed = "kind = \"keyed\"\nindom = 1\nkey = [{ decoder = \"uint\" }]";
+    let e = program(&SYSFORK_SPEC.replace("kind = \"counters\"", keyed), SYSFORK_OBJ).unwrap_err();
+    assert!(e.msg.contains("does not fit its kind"), "{e}");
     let e = program(SYSFORK_SPEC, b"not an object").unwrap_err();
     assert!(e.to_string().starts_with("m.bpf.o: "), "{e}");
 }
