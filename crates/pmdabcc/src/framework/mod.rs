@@ -19,7 +19,7 @@ use crate::module::{
 };
 use decode::{Decoder, Need};
 use layout::{Field, FieldKind, Layout, ObjectLayout};
-use pcp_pmda::{IndomKind, PmdaError, Semantics, Type, Units, Value};
+use pcp_pmda::{IndomKind, PmdaError, Type, Value};
 use spec::{MapKind, MetricDef, OptKind, Spec, SpecError};
 use std::collections::HashMap;
 use std::path::Path;
@@ -145,9 +145,6 @@ impl Program {
         }
         for o in &spec.options {
             check_option(&spec, &layout, o)?;
-        }
-        for m in spec.maps.iter().flat_map(|m| m.metrics()) {
-            let _ = m;
         }
         let metrics = metric_table(&spec, &maps);
         let indoms = indom_table(&spec);
@@ -398,11 +395,10 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
             };
             let count = opt_field(&h.count)?;
             let sum = opt_field(&h.sum)?;
-            if h.count_metric.is_some() && count.is_none() {
-                return Err(err_at(spec, &h.count_metric.as_ref().unwrap().at, format!("{what} has no count field")));
-            }
-            if h.sum_metric.is_some() && sum.is_none() {
-                return Err(err_at(spec, &h.sum_metric.as_ref().unwrap().at, format!("{what} has no sum field")));
+            for (d, loc, f) in [(&h.count_metric, &count, "count"), (&h.sum_metric, &sum, "sum")] {
+                if let (Some(d), None) = (d, loc) {
+                    return Err(err_at(spec, &d.at, format!("{what} has no {f} field")));
+                }
             }
             let key = if h.key.is_empty() {
                 Vec::new()
@@ -802,9 +798,6 @@ impl Drop for SpecModule {
         self.serve.stop();
     }
 }
-
-#[allow(dead_code)]
-fn _assert_units(_: Units, _: Semantics) {}
 
 #[cfg(test)]
 mod tests;
