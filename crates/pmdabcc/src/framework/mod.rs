@@ -198,8 +198,8 @@ fn field_of<'l>(
                 spec,
                 at,
                 format!(
-                    "{what} {} has no field {n:?} (fields: {})",
-                    if l.name.is_empty() { "type" } else { &l.name },
+                    "{what} (struct {}) has no field {n:?} (fields: {})",
+                    l.name,
                     l.field_names()
                 ),
             )
@@ -322,7 +322,7 @@ fn metric_plans(
 ) -> Result<Vec<MetricPlan>, SpecError> {
     ms.iter()
         .map(|m| {
-            let f = field_of(spec, &m.def.at, l, m.field.as_deref(), what)?;
+            let f = field_of(spec, &m.field_at, l, m.field.as_deref(), what)?;
             Ok(MetricPlan {
                 item: m.def.item,
                 ty: metric_type(spec, &m.def, f, m.decoder.as_ref())?,

@@ -98,6 +98,8 @@ pub struct MetricDef {
 pub struct FieldMetric {
     /// Field of the value/record struct; `None` for a map whose value is a plain integer.
     pub field: Option<String>,
+    /// Where `field` is written (the metric's name when it is not).
+    pub field_at: Pos,
     pub decoder: Option<Decoder>,
     pub def: MetricDef,
 }
@@ -731,6 +733,7 @@ fn field_metrics(t: &Tbl, key: &str) -> Result<Vec<FieldMetric>, SpecError> {
         .map(|m| {
             let fm = FieldMetric {
                 field: m.str("field")?.filter(|f| !f.is_empty()),
+                field_at: m.pos(if m.t.contains_key("field") { "field" } else { "name" }),
                 decoder: decoder(m)?,
                 def: metric_def(m, Units::COUNT)?,
             };
