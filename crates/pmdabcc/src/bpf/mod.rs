@@ -339,6 +339,19 @@ pub fn loaded_programs(obj: &libbpf_rs::Object) -> Vec<crate::module::ProgInfo> 
         .collect()
 }
 
+/// Every loaded program and every map of an object, for the self-metrics.
+pub fn object_infos(obj: &libbpf_rs::Object) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
+    use std::os::fd::AsFd;
+    let maps = obj
+        .maps()
+        .map(|m| crate::module::MapInfo {
+            name: m.name().to_string_lossy().into_owned(),
+            fd: m.as_fd().as_raw_fd(),
+        })
+        .collect();
+    (loaded_programs(obj), maps)
+}
+
 /// A named map, for the self-metrics.
 pub fn map_info(name: &str, map: &impl MapCore) -> crate::module::MapInfo {
     crate::module::MapInfo {

@@ -6,7 +6,7 @@ use super::{OptionValues, Program};
 use crate::module::{MapInfo, ModuleError, ProgInfo};
 use libbpf_rs::{Link, MapCore, Object, ObjectBuilder, OpenObject};
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd};
+
 
 /// Hook kinds of twin programs, in order of preference, by name suffix.
 pub const TWINS: &[(&str, &str)] = &[("_btf", "tp_btf"), ("_raw", "raw_tp"), ("_tp", "tracepoint")];
@@ -21,16 +21,7 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let progs = crate::bpf::loaded_programs(&self.object);
-        let maps = self
-            .object
-            .maps()
-            .map(|m| MapInfo {
-                name: m.name().to_string_lossy().into_owned(),
-                fd: m.as_fd().as_raw_fd(),
-            })
-            .collect();
-        (progs, maps)
+        crate::bpf::object_infos(&self.object)
     }
 
     pub fn map(&self, name: &str) -> Option<libbpf_rs::Map<'_>> {

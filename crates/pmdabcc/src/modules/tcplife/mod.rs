@@ -24,7 +24,7 @@ use pcp_pmda::{PmdaError, Value};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -645,16 +645,7 @@ impl Module for Tcplife {
         let Some(s) = &self.skel else {
             return Default::default();
         };
-        let progs = bpf::loaded_programs(s.object());
-        let maps = s
-            .object()
-            .maps()
-            .map(|m| MapInfo {
-                name: m.name().to_string_lossy().into_owned(),
-                fd: m.as_fd().as_raw_fd(),
-            })
-            .collect();
-        (progs, maps)
+        bpf::object_infos(s.object())
     }
 }
 
