@@ -381,20 +381,20 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
         }
         MapKind::Histogram(h) => {
             let v = value()?;
-            let b = field_of(spec, &m.at, v, Some(&h.buckets), &what)?;
+            let b = field_of(spec, &h.fields_at[0], v, Some(&h.buckets), &what)?;
             let FieldKind::Array { elem: 8, .. } = b.kind else {
-                return Err(err_at(spec, &m.at, format!("buckets field {:?} must be an array of __u64 (struct hist of hist.bpf.h)", h.buckets)));
+                return Err(err_at(spec, &h.fields_at[0], format!("buckets field {:?} must be an array of __u64 (struct hist of hist.bpf.h)", h.buckets)));
             };
-            let opt_field = |(name, named): &(String, bool)| -> Result<Option<Loc>, SpecError> {
+            let opt_field = |(name, named): &(String, bool), at: &spec::Pos| -> Result<Option<Loc>, SpecError> {
                 match v.field(name) {
                     Some(f) if matches!(f.kind, FieldKind::Int { .. }) && f.size == 8 => Ok(Some(Loc::of(f))),
-                    Some(_) => Err(err_at(spec, &m.at, format!("field {name:?} must be a __u64"))),
-                    None if *named => Err(err_at(spec, &m.at, format!("{what} has no field {name:?} (fields: {})", v.field_names()))),
+                    Some(_) => Err(err_at(spec, at, format!("field {name:?} must be a __u64"))),
+                    None if *named => Err(err_at(spec, at, format!("{what} (struct {}) has no field {name:?} (fields: {})", v.name, v.field_names()))),
                     None => Ok(None),
                 }
             };
-            let count = opt_field(&h.count)?;
-            let sum = opt_field(&h.sum)?;
+            let count = opt_field(&h.count, &h.fields_at[1])?;
+            let sum = opt_field(&h.sum, &h.fields_at[2])?;
             for (d, loc, f) in [(&h.count_metric, &count, "count"), (&h.sum_metric, &sum, "sum")] {
                 if let (Some(d), None) = (d, loc) {
                     return Err(err_at(spec, &d.at, format!("{what} has no {f} field")));

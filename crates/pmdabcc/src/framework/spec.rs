@@ -125,6 +125,8 @@ pub struct IndomDef {
 pub struct HistSpec {
     pub indom: IndomDef,
     pub buckets: String,
+    /// Where buckets, count and sum are written (the map's name when they are not).
+    pub fields_at: [Pos; 3],
     /// Field names and whether the spec named them (a named one must exist).
     pub count: (String, bool),
     pub sum: (String, bool),
@@ -807,6 +809,8 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
             MapKind::Histogram(HistSpec {
                 indom: req_indom(t, "indom", &format!("buckets of map {name}"))?,
                 buckets: t.str("buckets")?.unwrap_or_else(|| "slots".into()),
+                fields_at: ["buckets", "count", "sum"]
+                    .map(|k| t.pos(if t.t.contains_key(k) { k } else { "name" })),
                 count: count.map_or(("count".into(), false), |c| (c, true)),
                 sum: sum.map_or(("sum".into(), false), |c| (c, true)),
                 sum_divisor: t.int("sum_divisor", 1, i64::MAX)?.unwrap_or(1) as u64,
