@@ -703,31 +703,45 @@ fn broken_user_modules_fail_alone_and_name_file_line_and_key() {
         &["hardirqs", "softirqs", "nomap", "nofield", "badopt"],
     );
 
-    // What must be named: the spec file and line, and the key, in --check's report and in
-    // the module's status alike.
+    // What must be named, in --check's report and in the module's status alike: the file
+    // and line, the key, and the bad value (so that "name" is not met by chance).
     let want = [
-        ("nomap", format!("nomap.toml:{nomap_line}"), "name"),
-        ("nofield", format!("nofield.toml:{nofield_line}"), "buckets"),
-        ("badopt", format!("bcc.conf:{badopt_line}"), "min_us"),
+        (
+            "nomap",
+            format!("nomap.toml:{nomap_line}"),
+            "name",
+            "nosuchmap",
+        ),
+        (
+            "nofield",
+            format!("nofield.toml:{nofield_line}"),
+            "buckets",
+            "bins",
+        ),
+        (
+            "badopt",
+            format!("bcc.conf:{badopt_line}"),
+            "min_us",
+            "5000000",
+        ),
     ];
     let st = states();
     let status = statuses();
-    for (sec, place, key) in &want {
+    for (sec, place, key, value) in &want {
         let s = status.get(*sec).cloned().unwrap_or_default();
         assert_eq!(
             st.get(*sec).map(String::as_str),
             Some("failed"),
             "[{sec}]: {s}"
         );
+        let names = |l: &str| l.contains(place.as_str()) && l.contains(key) && l.contains(value);
         assert!(
-            s.contains(place.as_str()) && s.contains(key),
-            "[{sec}]'s status should name {place} and the key {key:?}: {s}"
+            names(&s),
+            "[{sec}]'s status should name {place}, the key {key:?} and {value:?}: {s}"
         );
         assert!(
-            check
-                .lines()
-                .any(|l| l.contains(place.as_str()) && l.contains(key)),
-            "pmdabcc --check should report {place} and the key {key:?}:\n{check}"
+            check.lines().any(names),
+            "pmdabcc --check should report {place}, the key {key:?} and {value:?}:\n{check}"
         );
     }
     for good in ["hardirqs", "softirqs"] {
