@@ -4,10 +4,12 @@
 //! - [`module`]: the module interface; [`modules`]: one folder per module
 //! - [`agent`]: runs the modules behind the PMDA layer (the `pcp-pmda` crate)
 //! - [`bpf`]: BPF plumbing shared by the modules
+//! - [`framework`]: modules as a BPF object plus a spec (built-in and user modules)
 
 pub mod agent;
 pub mod bpf;
 pub mod config;
+pub mod framework;
 pub mod module;
 pub mod modules;
 pub mod process;

@@ -101,11 +101,16 @@ fn run() -> Result<()> {
     let started = Instant::now();
     let args = parse_args()?;
     if args.list {
-        for m in pmdabcc::modules::ALL {
+        for m in pmdabcc::modules::all() {
             println!(
-                "{:<12} cluster {:>3}  {}",
-                m.name, m.default_cluster, m.summary
+                "{:<12} cluster {:>4}  {}",
+                m.name,
+                m.default_cluster.map_or("-".into(), |c| c.to_string()),
+                m.summary
             );
+            for o in m.options {
+                println!("    {:<18} {} (default {:?})", o.key, o.kind.describe(), o.default);
+            }
         }
         return Ok(());
     }

@@ -16,8 +16,9 @@ struct hist {
 	__u64 sum;               /* their total, in the unit the program chose */
 };
 
-/* Zero record to insert new keys of a keyed histogram from (too big for the stack). */
-struct hist hist_zero = {};
+/* Zero record to insert new keys of a keyed histogram from (too big for the stack); static,
+ * so an object that never uses it does not carry it. */
+static struct hist hist_zero;
 
 static __always_inline __u64 hist_log2_slot(__u64 v)
 {

@@ -84,15 +84,108 @@ pub fn kernel_has_tracepoint(category: &str, name: &str) -> bool {
     paths.iter().any(|p| std::path::Path::new(p).exists())
 }
 
-/// Reads a plain `#[repr(C)]` value of a skeleton type from map bytes.
-pub fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> T {
+/// Plain data shared with BPF: a `#[repr(C)]` type of integers and arrays of them, for which
+/// every bit pattern is a valid value.
+///
+/// # Safety
+/// Implement it only for such types (the skeleton's types generated from BTF), next to an
+/// assertion of the type's size.
+pub unsafe trait Pod: Copy + Default + 'static {}
+
+// SAFETY: integers: every bit pattern is valid.
+unsafe impl Pod for u64 {}
+// SAFETY: as above.
+unsafe impl Pod for u32 {}
+
+/// Declares a skeleton type [`Pod`] with its size pinned: the one reviewed place where a
+/// module's BPF-shared type gets the marker (modules themselves contain no `unsafe`).
+macro_rules! pod {
+    ($t:ty, $size:expr) => {
+        const _: () = assert!(std::mem::size_of::<$t>() == $size);
+        // SAFETY: libbpf-cargo generates these types from the object's BTF as repr(C)
+        // structs of integers and arrays of integers; every bit pattern is valid, and the
+        // size assertion above fails the build if the BPF side changes shape.
+        #[allow(unsafe_code)]
+        unsafe impl $crate::bpf::Pod for $t {}
+    };
+}
+pub(crate) use pod;
+
+/// Reads a value of a BPF-shared type from map bytes (default when too short).
+pub fn from_bytes<T: Pod>(bytes: &[u8]) -> T {
     if bytes.len() < std::mem::size_of::<T>() {
         return T::default();
     }
-    // SAFETY: T is a Copy, repr(C) plain-data type generated from BTF (integers and arrays of
-    // them), for which every bit pattern is valid; the length was checked above and
+    // SAFETY: T: Pod, so any bit pattern is a valid T; the length was checked above and
     // read_unaligned copes with any alignment.
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+/// The bytes of a BPF-shared value (a map key to write or delete).
+pub fn as_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T: Pod is plain data with no padding-dependent invariants; the slice covers
+    // exactly the value and lives as long as the borrow.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// Whether the running kernel has a BTF tracepoint (`btf_trace_<name>`, what tp_btf and
+/// raw_tp programs attach to); `None` without kernel BTF. The names are read once.
+pub fn kernel_has_btf_tracepoint(name: &str) -> Option<bool> {
+    static NAMES: std::sync::OnceLock<Option<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
+            Some(
+                btf.type_by_kind::<libbpf_rs::btf::types::Typedef>()
+                    .filter_map(|t| t.name()?.to_str()?.strip_prefix("btf_trace_").map(str::to_string))
+                    .collect(),
+            )
+        })
+        .as_ref()
+        .map(|s| s.contains(name))
+}
+
+fn sysconf(name: libc::c_int, default: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(name) };
+    if v > 0 {
+        v as u64
+    } else {
+        default
+    }
+}
+
+/// USER_HZ: the unit of /proc's clock-tick fields (asked once).
+pub fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| sysconf(libc::_SC_CLK_TCK, 100))
+}
+
+pub fn page_size() -> u32 {
+    sysconf(libc::_SC_PAGESIZE, 4096) as u32
+}
+
+/// Opens a software perf event (`PERF_COUNT_SW_*`) sampling at `freq` Hz on `cpu`, for
+/// perf_event programs.
+pub fn perf_event_open_sw(config: u64, freq: u64, cpu: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut attr: libbpf_sys::perf_event_attr = Default::default();
+    attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
+    attr.size = std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32;
+    attr.config = config;
+    attr.__bindgen_anon_1.sample_freq = freq;
+    attr.set_freq(1);
+    // SAFETY: perf_event_open with a zero-initialised attr of the right size; pid -1 with a
+    // cpu counts every task on that CPU; the fd returned is owned by the caller.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_perf_event_open, &attr as *const _, -1, cpu, -1, libbpf_sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The sum over CPUs of u64 slot `key` of a per-CPU array map.
@@ -113,7 +206,12 @@ pub fn for_each_entry(
 ) -> Result<usize, std::io::Error> {
     const BATCH: u32 = 256;
     let ksz = map.key_size() as usize;
-    let vsz = map.value_size() as usize;
+    // Per-CPU maps return every possible CPU's copy, each rounded up to 8 bytes.
+    let vsz = if map.map_type().is_percpu() {
+        (map.value_size() as usize).div_ceil(8) * 8 * libbpf_rs::num_possible_cpus().unwrap_or(1)
+    } else {
+        map.value_size() as usize
+    };
     let fd = map.as_fd().as_raw_fd();
     let mut keys = vec![0u8; ksz * BATCH as usize];
     let mut vals = vec![0u8; vsz * BATCH as usize];
