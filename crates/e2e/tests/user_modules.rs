@@ -335,7 +335,10 @@ fn check_window(
             ));
         }
     }
-    eprintln!("{what}: {}", report.join("; "));
+    eprintln!(
+        "{what}: {}; {skipped} hits the kernel ran no program for",
+        report.join("; ")
+    );
     assert!(
         bad.is_empty(),
         "{what} counts off the kernel's: {}",

@@ -52,6 +52,13 @@ static __always_inline struct irq_start *slot(void)
 	return bpf_map_lookup_elem(&start, &zero);
 }
 
+/* The map hashes all 32 bytes of the key: bytes after the name's NUL, left from a longer
+ * name of an earlier IRQ on this CPU, would make another key for the same name. */
+static __always_inline void clear_key(struct irq_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+}
+
 static __always_inline void handler_exit(void)
 {
 	struct irq_start *s = slot();
@@ -79,6 +86,7 @@ int BPF_PROG(irq_entry_btf, int irq, struct irqaction *action)
 
 	if (!s)
 		return 0;
+	clear_key(&s->key);
 	bpf_probe_read_kernel_str(s->key.name, sizeof(s->key.name), BPF_CORE_READ(action, name));
 	s->ts = bpf_ktime_get_ns();
 	return 0;
@@ -102,6 +110,7 @@ int irq_entry_tp(struct trace_event_raw_irq_handler_entry *ctx)
 
 	if (!s)
 		return 0;
+	clear_key(&s->key);
 	bpf_probe_read_kernel_str(s->key.name, sizeof(s->key.name), (void *)ctx + off);
 	s->ts = bpf_ktime_get_ns();
 	return 0;
