@@ -352,13 +352,6 @@ pub fn object_infos(obj: &libbpf_rs::Object) -> (Vec<crate::module::ProgInfo>, V
     (loaded_programs(obj), maps)
 }
 
-/// A named map, for the self-metrics.
-pub fn map_info(name: &str, map: &impl MapCore) -> crate::module::MapInfo {
-    crate::module::MapInfo {
-        name: name.to_string(),
-        fd: map.as_fd().as_raw_fd(),
-    }
-}
 
 /// Classic tracepoints are attached through tracefs (libbpf reads each event's id there).
 /// Where it is not mounted (some minimal systems and containers), mount it, as perf and

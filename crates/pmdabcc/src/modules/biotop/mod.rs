@@ -546,16 +546,7 @@ impl Module for Biotop {
         let Some(s) = &self.skel else {
             return Default::default();
         };
-        let progs = bpf::loaded_programs(s.object());
-        let m = &s.maps;
-        let maps = vec![
-            bpf::map_info("pending", &m.pending),
-            bpf::map_info("merged", &m.merged),
-            bpf::map_info("pairs", &m.pairs),
-            bpf::map_info("pids", &m.pids),
-            bpf::map_info("counters", &m.counters),
-        ];
-        (progs, maps)
+        bpf::object_infos(s.object())
     }
 }
 

@@ -115,8 +115,7 @@ impl Module for Selftest {
         let Some(s) = &self.skel else {
             return Default::default();
         };
-        let progs = bpf::loaded_programs(s.object());
-        (progs, vec![bpf::map_info("state", &s.maps.state)])
+        bpf::object_infos(s.object())
     }
 }
 
