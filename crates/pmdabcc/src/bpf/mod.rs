@@ -208,16 +208,29 @@ pub fn page_size() -> u32 {
     sysconf(libc::_SC_PAGESIZE, 4096) as u32
 }
 
-/// Opens a software perf event (`PERF_COUNT_SW_*`) sampling at `freq` Hz on `cpu`, for
-/// perf_event programs.
-pub fn perf_event_open_sw(config: u64, freq: u64, cpu: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+/// How often a perf event samples.
+#[derive(Clone, Copy, Debug)]
+pub enum Sample {
+    /// Samples per second.
+    Frequency(u64),
+    /// One sample every so many events (nanoseconds of a clock event).
+    Period(u64),
+}
+
+/// Opens a software perf event (`PERF_COUNT_SW_*`) on `cpu`, for perf_event programs.
+pub fn perf_event_open_sw(config: u64, sample: Sample, cpu: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let mut attr: libbpf_sys::perf_event_attr = Default::default();
     attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
     attr.size = std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32;
     attr.config = config;
-    attr.__bindgen_anon_1.sample_freq = freq;
-    attr.set_freq(1);
+    match sample {
+        Sample::Frequency(f) => {
+            attr.__bindgen_anon_1.sample_freq = f;
+            attr.set_freq(1);
+        }
+        Sample::Period(p) => attr.__bindgen_anon_1.sample_period = p,
+    }
     // SAFETY: perf_event_open with a zero-initialised attr of the right size; pid -1 with a
     // cpu counts every task on that CPU; the fd returned is owned by the caller.
     let fd = unsafe {

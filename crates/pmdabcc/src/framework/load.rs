@@ -3,6 +3,7 @@
 //! option is off, load, attach. Each stage fails with a typed error naming the program.
 
 use super::{OptionValues, Program};
+use crate::bpf::Sample;
 use crate::module::{MapInfo, ModuleError, ProgInfo};
 use libbpf_rs::{Link, MapCore, Object, ObjectBuilder, OpenObject};
 use std::collections::BTreeMap;
@@ -249,7 +250,7 @@ fn try_load(
         let name = prog.name().to_string_lossy().into_owned();
         let s = p.spec.programs.iter().find(|s| s.name == name || twin_of(&name).is_some_and(|t| t.0 == s.name));
         let res = match s {
-            Some(s) if s.perf_event.is_some() => attach_perf(&prog, s.perf_event.as_deref().unwrap_or(""), s.frequency).map(|mut l| {
+            Some(s) if s.perf_event.is_some() => attach_perf(&prog, s.perf_event.as_deref().unwrap_or(""), s.period.map_or(Sample::Frequency(s.frequency), Sample::Period)).map(|mut l| {
                 let n = l.len();
                 links.append(&mut l);
                 n
@@ -289,7 +290,7 @@ fn try_load(
 }
 
 /// Attaches a perf_event program to a software clock on every online CPU.
-fn attach_perf(prog: &libbpf_rs::ProgramMut, event: &str, freq: u64) -> Result<Vec<Link>, ModuleError> {
+fn attach_perf(prog: &libbpf_rs::ProgramMut, event: &str, sample: Sample) -> Result<Vec<Link>, ModuleError> {
     let config = match event {
         "task-clock" => libbpf_rs::libbpf_sys::PERF_COUNT_SW_TASK_CLOCK,
         _ => libbpf_rs::libbpf_sys::PERF_COUNT_SW_CPU_CLOCK,
@@ -297,7 +298,7 @@ fn attach_perf(prog: &libbpf_rs::ProgramMut, event: &str, freq: u64) -> Result<V
     let ncpu = libbpf_rs::num_possible_cpus().map_err(ModuleError::bpf("cpus"))?;
     let mut links = Vec::new();
     for cpu in 0..ncpu {
-        let Ok(fd) = crate::bpf::perf_event_open_sw(config as u64, freq, cpu as i32) else {
+        let Ok(fd) = crate::bpf::perf_event_open_sw(config as u64, sample, cpu as i32) else {
             continue; // an offline CPU
         };
         // The link owns the event's fd from here on (libbpf closes it on detach).

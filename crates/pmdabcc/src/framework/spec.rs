@@ -51,7 +51,9 @@ pub struct ProgramSpec {
     pub binary: Option<String>,
     pub symbol: Option<String>,
     pub perf_event: Option<String>,
+    /// Samples per second per CPU, or (`period`) one sample every so many events.
     pub frequency: u64,
+    pub period: Option<u64>,
     /// A bool option that must be true for the program to load.
     pub enabled_by: Option<String>,
     pub at: Pos,
@@ -555,6 +557,7 @@ fn program(t: &Tbl) -> Result<ProgramSpec, SpecError> {
         symbol: t.str("symbol")?,
         perf_event: t.str("perf_event")?,
         frequency: t.int("frequency", 1, 100_000)?.unwrap_or(99) as u64,
+        period: t.int("period", 1, i64::MAX)?.map(|p| p as u64),
         enabled_by: t.str("enabled_by")?,
         at: t.pos("name"),
     };
