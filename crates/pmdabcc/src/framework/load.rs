@@ -43,6 +43,11 @@ struct Prog {
     twin: Option<(String, usize)>,
 }
 
+/// The base name of a twin program (`<base>_btf` → `<base>`).
+pub fn twin_base(name: &str) -> Option<&str> {
+    TWINS.iter().find_map(|(suffix, _)| name.strip_suffix(suffix))
+}
+
 fn twin_of(name: &str) -> Option<(String, usize)> {
     TWINS
         .iter()

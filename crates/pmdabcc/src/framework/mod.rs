@@ -146,6 +146,7 @@ impl Program {
         for o in &spec.options {
             check_option(&spec, &layout, o)?;
         }
+        check_programs(&spec, &object, &origin)?;
         let metrics = metric_table(&spec, &maps);
         let indoms = indom_table(&spec);
         let options = spec.options.iter().map(option_spec).collect();
@@ -459,6 +460,46 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
         value_size,
         plan,
     })
+}
+
+/// The object's programs against the spec's `[[program]]` entries: every entry names a
+/// program (or twin set) of the object, and programs that cannot attach by their section
+/// alone (perf_event, uprobes without a target) have an entry that says how.
+fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecError> {
+    let open = libbpf_rs::ObjectBuilder::default()
+        .open_memory(object)
+        .map_err(|e| SpecError {
+            file: origin.into(),
+            line: 0,
+            key: String::new(),
+            msg: format!("libbpf cannot open the object: {e}"),
+        })?;
+    let progs: Vec<(String, String)> = open
+        .progs()
+        .map(|p| (p.name().to_string_lossy().into_owned(), p.section().to_string_lossy().into_owned()))
+        .collect();
+    let entry = |name: &str| {
+        let base = load::twin_base(name);
+        spec.programs.iter().find(|s| s.name == name || Some(s.name.as_str()) == base)
+    };
+    for s in &spec.programs {
+        if !progs.iter().any(|(n, _)| n == &s.name || load::twin_base(n) == Some(s.name.as_str())) {
+            let known: Vec<&str> = progs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(spec.error(&s.at, format!("the object has no program {:?} (programs: {})", s.name, known.join(", "))));
+        }
+    }
+    let module_at = spec::Pos { line: 1, key: "program".into() };
+    for (name, section) in &progs {
+        let e = entry(name);
+        if section == "perf_event" && e.and_then(|e| e.perf_event.as_ref()).is_none() {
+            return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC(\"perf_event\"): it needs [[program]] name = {name:?} with perf_event = \"cpu-clock\" (and frequency or period)")));
+        }
+        let bare_uprobe = matches!(section.as_str(), "uprobe" | "uretprobe");
+        if bare_uprobe && e.and_then(|e| e.binary.as_ref()).is_none() {
+            return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC({section:?}) without a target: it needs [[program]] with binary and symbol")));
+        }
+    }
+    Ok(())
 }
 
 fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(), SpecError> {
