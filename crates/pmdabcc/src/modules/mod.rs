@@ -8,6 +8,9 @@ pub mod selftest;
 pub mod sysfork;
 pub mod tcplife;
 
+#[cfg(test)]
+mod pmids;
+
 use crate::module::ModuleSpec;
 
 /// All module kinds, by the name `module =` takes in bcc.conf.

@@ -53,6 +53,12 @@ pub static SPEC: ModuleSpec = ModuleSpec {
     create,
 };
 
+/// Every table the module can serve, by `layout`: the spec's own first.
+pub(crate) static LAYOUTS: &[(&str, &[MetricSpec], &[IndomSpec])] = &[
+    ("process", PROCESS_METRICS, PROCESS_INDOMS),
+    ("sessions", SESSION_METRICS, SESSION_INDOMS),
+];
+
 /// What a port filter map holds at most (the BPF maps' max_entries).
 const MAX_PORTS: usize = 64;
 /// An open session absent from the kernel's map this long lost its CLOSE record: its last
