@@ -647,10 +647,11 @@ impl Module for Tcplife {
     }
 
     fn layout(&self) -> Option<(&'static [MetricSpec], &'static [IndomSpec])> {
-        match self.layout {
-            Layout::Process => None,
-            Layout::Sessions => Some((SESSION_METRICS, SESSION_INDOMS)),
-        }
+        let name = match self.layout {
+            Layout::Process => return None,
+            Layout::Sessions => "sessions",
+        };
+        LAYOUTS.iter().find(|l| l.0 == name).map(|l| (l.1, l.2))
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
