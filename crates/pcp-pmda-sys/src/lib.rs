@@ -344,6 +344,8 @@ extern "C" {
     pub fn pmdaSetLabelCallBack(dispatch: *mut pmdaInterface, cb: pmdaLabelCallBack);
     pub fn pmdaExtSetFlags(ext: *mut pmdaExt, flags: c_int);
     pub fn pmdaRehash(ext: *mut pmdaExt, metrics: *mut pmdaMetric, nmetrics: c_int);
+    /// The context of the last `pmdaFetch`, not of the PDU being answered: judge a request
+    /// by `pmdaExt.e_context` instead.
     pub fn pmdaGetContext() -> c_int;
     pub fn __pmdaInFd(dispatch: *mut pmdaInterface) -> c_int;
     pub fn __pmdaMainPDU(dispatch: *mut pmdaInterface) -> c_int;
