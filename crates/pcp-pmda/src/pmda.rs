@@ -755,11 +755,11 @@ unsafe extern "C" fn cb_label(
     ext: *mut sys::pmdaExt,
 ) -> libc::c_int {
     guard("label", || {
-        // SAFETY: forwarding pmcd's own arguments; for PM_LABEL_INSTANCES this calls
-        // cb_instance_label per instance.
         with_state(|s| {
             s.begin(ext);
         });
+        // SAFETY: forwarding pmcd's own arguments; for PM_LABEL_INSTANCES this calls
+        // cb_instance_label per instance.
         let base = unsafe { sys::pmdaLabel(ident, ty, lp, ext) };
         if base < 0 || ty & sys::PM_LABEL_INSTANCES != 0 {
             return base;
