@@ -94,7 +94,8 @@ fn own_io() {
     // SAFETY: buf holds layout.size() initialised bytes.
     let data = unsafe { std::slice::from_raw_parts(buf, layout.size()) };
     for i in 0..4 {
-        f.write_at(data, i * data.len() as u64).expect("O_DIRECT write");
+        f.write_at(data, i * data.len() as u64)
+            .expect("O_DIRECT write");
     }
     f.sync_all().unwrap();
     // SAFETY: allocated above with this layout.
@@ -102,7 +103,9 @@ fn own_io() {
     let _ = std::fs::remove_file(&path);
     let inst = format!("{}::{:06}", disk_of("/var/tmp"), std::process::id());
     wait_for(Duration::from_secs(10), || {
-        fetch(&[SENSITIVE]).get(SENSITIVE)?.get(&Some(inst.clone()))?;
+        fetch(&[SENSITIVE])
+            .get(SENSITIVE)?
+            .get(&Some(inst.clone()))?;
         Some(())
     })
     .unwrap_or_else(|| panic!("root does not see {inst} in {SENSITIVE}"));
@@ -180,7 +183,8 @@ impl Pmproxy {
     fn get(&self, path: &str) -> Result<String, String> {
         let e = |e: std::io::Error| e.to_string();
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).map_err(e)?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(e)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(e)?;
         // One write: pmproxy 6.0 answers "no handler for URL" to a request line that
         // arrives in pieces.
         let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
@@ -202,7 +206,10 @@ impl Pmproxy {
             head.push_str(&l);
         }
         let mut body = Vec::new();
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             // chunks: hex size line, data, CRLF; a 0 size ends them
             loop {
                 let mut l = String::new();
@@ -222,7 +229,10 @@ impl Pmproxy {
         }
         let body = String::from_utf8_lossy(&body).into_owned();
         if !head.starts_with("HTTP/1.1 200") {
-            return Err(format!("{path}: {} {body}", head.lines().next().unwrap_or("")));
+            return Err(format!(
+                "{path}: {} {body}",
+                head.lines().next().unwrap_or("")
+            ));
         }
         Ok(body)
     }
@@ -256,7 +266,9 @@ fn rest_instances(body: &str, metric: &str) -> usize {
     if list.starts_with(']') {
         0
     } else {
-        list[..list.find(']').unwrap()].matches("\"instance\":").count()
+        list[..list.find(']').unwrap()]
+            .matches("\"instance\":")
+            .count()
     }
 }
 
@@ -302,16 +314,9 @@ fn through_pmproxy_only_the_granted_see_sensitive_values() {
     own_io();
     let px = Pmproxy::start();
     // A root client polls all along, directly over the Unix socket.
-    let root = contexts_cmd(&[
-        "--rounds",
-        "3000",
-        "--interval-ms",
-        "2",
-        SENSITIVE,
-        "unix:",
-    ])
-    .spawn()
-    .unwrap();
+    let root = contexts_cmd(&["--rounds", "3000", "--interval-ms", "2", SENSITIVE, "unix:"])
+        .spawn()
+        .unwrap();
     // REST clients (grafana-pcp's way): pmproxy's default host spec is a TCP connection
     // without credentials; `local:` connects over the Unix socket as pmproxy's user, pcp.
     let n = 150;
@@ -320,7 +325,10 @@ fn through_pmproxy_only_the_granted_see_sensitive_values() {
     assert_eq!(sens, 0, "an anonymous REST client got sensitive values");
     let (sens, open) = rest_fetches(&px, Some("local:"), n);
     assert_eq!(open, n);
-    assert_eq!(sens, 0, "pmproxy's user got sensitive values without a grant");
+    assert_eq!(
+        sens, 0,
+        "pmproxy's user got sensitive values without a grant"
+    );
     // PMAPI clients through pmproxy's protocol proxy get pmcd's error itself, visibly.
     let proxied = format!("localhost@127.0.0.1:{}", px.port);
     let t = tallies(
@@ -337,9 +345,16 @@ fn through_pmproxy_only_the_granted_see_sensitive_values() {
     s.with_config(&conf.replacen("[pmda]\n", "[pmda]\nallowed_users = pcp\n", 1));
     own_io();
     let (sens, _) = rest_fetches(&px, Some("local:"), 20);
-    assert_eq!(sens, 20, "allowed_users = pcp did not reach REST clients of local:");
+    assert_eq!(
+        sens, 20,
+        "allowed_users = pcp did not reach REST clients of local:"
+    );
     let (sens, open) = rest_fetches(&px, None, 20);
-    assert_eq!((sens, open), (0, 20), "an anonymous TCP context got sensitive values");
+    assert_eq!(
+        (sens, open),
+        (0, 20),
+        "an anonymous TCP context got sensitive values"
+    );
 }
 
 #[test]
@@ -352,16 +367,9 @@ fn a_store_by_nobody_is_refused_while_root_fetches() {
     run_ok("pmstore", &["bcc.agent.control.reload", "1"]);
     assert_eq!(reloads(), r0 + 1, "root's store did not reload");
     own_io();
-    let root = contexts_cmd(&[
-        "--rounds",
-        "4000",
-        "--interval-ms",
-        "1",
-        SENSITIVE,
-        "unix:",
-    ])
-    .spawn()
-    .unwrap();
+    let root = contexts_cmd(&["--rounds", "4000", "--interval-ms", "1", SENSITIVE, "unix:"])
+        .spawn()
+        .unwrap();
     let r1 = reloads();
     for i in 0..30 {
         let o = run(
@@ -375,7 +383,8 @@ fn a_store_by_nobody_is_refused_while_root_fetches() {
                 "1",
             ],
         );
-        let text = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+        let text =
+            String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
         assert!(
             !o.status.success() && text.contains("No permission"),
             "store {i} by nobody: {text}"

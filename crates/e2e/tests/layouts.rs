@@ -26,8 +26,8 @@ fn switch(conf: &str, sessions: bool) {
     run_ok("kill", &["-HUP", &pid.to_string()]);
     wait_for(Duration::from_secs(15), || {
         // (absent while the module reloads)
-        let names = String::from_utf8_lossy(&run("pminfo", &["bcc.proc.io.net.tcp"]).stdout)
-            .into_owned();
+        let names =
+            String::from_utf8_lossy(&run("pminfo", &["bcc.proc.io.net.tcp"]).stdout).into_owned();
         let st = fetch(&["bcc.agent.modules.state"]);
         let running = st
             .get("bcc.agent.modules.state")?
@@ -36,7 +36,11 @@ fn switch(conf: &str, sessions: bool) {
         (running && names.contains("bcc.proc.io.net.tcp.pid") == sessions).then_some(())
     })
     .unwrap_or_else(|| panic!("the layout did not switch (sessions: {sessions})"));
-    assert_eq!(agent_pid(), Some(pid), "the agent restarted instead of reloading");
+    assert_eq!(
+        agent_pid(),
+        Some(pid),
+        "the agent restarted instead of reloading"
+    );
 }
 
 /// Some TCP sessions (pminfo over TCP to pmcd), so both layouts have values to log.
@@ -76,7 +80,11 @@ fn pmlogger(dir: &Path, name: &str, metrics: &[&str]) -> Child {
         .iter()
         .map(|m| format!("    bcc.proc.io.net.tcp.{m}\n"))
         .collect();
-    std::fs::write(&conf, format!("log mandatory on every 250 msec {{\n{list}}}\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("log mandatory on every 250 msec {{\n{list}}}\n"),
+    )
+    .unwrap();
     let child = Command::new("/usr/lib/pcp/bin/pmlogger")
         .arg("-c")
         .arg(&conf)
@@ -123,7 +131,10 @@ fn checked(dir: &Path, name: &str) -> String {
         o.status.success() && other.is_empty(),
         "pmlogcheck rejects {name}: {text}\npmlogger log:\n{log}"
     );
-    eprintln!("pmlogcheck {name}: {}", if text.is_empty() { "clean" } else { &text });
+    eprintln!(
+        "pmlogcheck {name}: {}",
+        if text.is_empty() { "clean" } else { &text }
+    );
     run_ok("pmdumplog", &["-a", a])
 }
 
@@ -150,9 +161,15 @@ fn archives_recorded_across_layout_switches_are_valid() {
     let db = checked(&dir, "b");
     // Each logged its own layout's values, under one descriptor each (pmlogcheck), and A
     // got its metrics back after the round trip.
-    assert!(da.contains("149.3.13 (bcc.proc.io.net.tcp.rx)"), "archive a:\n{da}");
+    assert!(
+        da.contains("149.3.13 (bcc.proc.io.net.tcp.rx)"),
+        "archive a:\n{da}"
+    );
     assert!(da.contains("(bcc.proc.io.net.tcp.sessions_opened)"), "{da}");
-    assert!(db.contains("149.3.0 (bcc.proc.io.net.tcp.pid)"), "archive b:\n{db}");
+    assert!(
+        db.contains("149.3.0 (bcc.proc.io.net.tcp.pid)"),
+        "archive b:\n{db}"
+    );
     let samples_with_rx = |d: &str| d.matches("(bcc.proc.io.net.tcp.rx)").count();
     let last_quarter = &da[da.len() * 3 / 4..];
     assert!(

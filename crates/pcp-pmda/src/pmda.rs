@@ -552,26 +552,28 @@ unsafe extern "C" fn cb_fetch_value(
         let (raw, ty) = unsafe { ((*mdesc).m_desc.pmid, (*mdesc).m_desc.type_) };
         let atom = unsafe { &mut *atom };
         let inst = (inst != sys::PM_IN_NULL).then_some(inst);
-        with_state(|s| match s.agent.fetch(Pmid::decode(raw), inst, &s.current) {
-            Ok(Some(v)) => {
-                let got = value_type(&v);
-                value_to_atom(ty, v, atom).unwrap_or_else(|e| {
-                    if e == sys::PM_ERR_TYPE && s.type_refused.insert(raw) {
-                        let name = s.by_pmid.get(&raw).map_or("?", |m| m.info.name.as_str());
-                        error!(
-                            "internal: {name} ({}) is a {} metric but the agent gave a {} \
+        with_state(
+            |s| match s.agent.fetch(Pmid::decode(raw), inst, &s.current) {
+                Ok(Some(v)) => {
+                    let got = value_type(&v);
+                    value_to_atom(ty, v, atom).unwrap_or_else(|e| {
+                        if e == sys::PM_ERR_TYPE && s.type_refused.insert(raw) {
+                            let name = s.by_pmid.get(&raw).map_or("?", |m| m.info.name.as_str());
+                            error!(
+                                "internal: {name} ({}) is a {} metric but the agent gave a {} \
                              value: refused with PM_ERR_TYPE (logged once)",
-                            Pmid::decode(raw),
-                            type_name(ty),
-                            type_name(got)
-                        );
-                    }
-                    e
-                })
-            }
-            Ok(None) => sys::PMDA_FETCH_NOVALUES,
-            Err(e) => e.code(),
-        })
+                                Pmid::decode(raw),
+                                type_name(ty),
+                                type_name(got)
+                            );
+                        }
+                        e
+                    })
+                }
+                Ok(None) => sys::PMDA_FETCH_NOVALUES,
+                Err(e) => e.code(),
+            },
+        )
         .unwrap_or(sys::PM_ERR_AGAIN)
     })
 }

@@ -103,7 +103,10 @@ fn main() {
     }
     let rest: Vec<String> = args.collect();
     if rest.len() < 2 {
-        die("usage: pcp-contexts [--user NAME] [--rounds N] [--interval-ms MS] METRIC HOSTSPEC...".into());
+        die(
+            "usage: pcp-contexts [--user NAME] [--rounds N] [--interval-ms MS] METRIC HOSTSPEC..."
+                .into(),
+        );
     }
     if let Some(u) = &user {
         drop_to(u);

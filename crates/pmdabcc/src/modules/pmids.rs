@@ -9,7 +9,11 @@ use std::collections::BTreeMap;
 
 /// Every table a module can serve: its spec's, and the alternatives an option selects.
 fn tables(spec: &ModuleSpec) -> Vec<(String, &'static [MetricSpec], &'static [IndomSpec])> {
-    let mut t = vec![(format!("{} (default)", spec.name), spec.metrics, spec.indoms)];
+    let mut t = vec![(
+        format!("{} (default)", spec.name),
+        spec.metrics,
+        spec.indoms,
+    )];
     if spec.name == super::tcplife::SPEC.name {
         for (layout, m, i) in super::tcplife::LAYOUTS {
             t.push((format!("tcplife layout = {layout}"), *m, *i));
@@ -54,6 +58,7 @@ fn no_pmid_has_two_descriptors_in_any_layout() {
 
 /// PCP's Python pmdabcc (src/pmdas/bcc/modules/*.python before its removal in PCP 7):
 /// cluster, item (position in the module's metric list), name, type, semantics, units.
+#[rustfmt::skip]
 const UPSTREAM: &[(u32, u32, &str, Type, Semantics, Units)] = &[
     (0, 0, "disk.all.latency", Type::U64, Semantics::Counter, Units::USEC),
     (2, 0, "proc.sysfork", Type::U64, Semantics::Counter, Units::COUNT),
@@ -96,9 +101,7 @@ fn upstream_pmids_keep_upstream_meanings_and_ours_use_free_items() {
             for m in metrics {
                 let same_pmid = UPSTREAM.iter().find(|u| u.0 == c && u.1 == m.item);
                 let seed = SEED_NAMES.contains(&(table.as_str(), m.name));
-                let same_name = UPSTREAM
-                    .iter()
-                    .find(|u| u.0 == c && u.2 == m.name && !seed);
+                let same_name = UPSTREAM.iter().find(|u| u.0 == c && u.2 == m.name && !seed);
                 if let Some(u) = same_pmid.or(same_name) {
                     assert_eq!(
                         (u.1, u.2, u.3, u.4, u.5),
