@@ -64,3 +64,15 @@ unsigned int pcp_layout_comm(int iface, int api, int flags)
     memcpy(&img, &d.comm, sizeof(img));
     return img;
 }
+
+/* Error codes and attribute numbers, in the order of the Rust test's list */
+int pcp_layout_const(int which)
+{
+    static const int v[] = {
+        PM_ERR_GENERIC, PM_ERR_TEXT, PM_ERR_APPVERSION, PM_ERR_VALUE, PM_ERR_NAME,
+        PM_ERR_PMID, PM_ERR_INDOM, PM_ERR_INST, PM_ERR_PERMISSION, PM_ERR_TYPE,
+        PM_ERR_AGAIN, PM_ERR_BADSTORE, PM_ERR_PMDAREADY, PM_ERR_PMDANOTREADY,
+        PMDA_ATTR_USERNAME, PMDA_ATTR_USERID, PMDA_ATTR_GROUPID, PMDA_ATTR_PROCESSID,
+    };
+    return which >= 0 && which < (int)(sizeof(v) / sizeof(v[0])) ? v[which] : 0;
+}

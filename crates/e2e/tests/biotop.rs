@@ -146,8 +146,8 @@ fn status_help_and_labels_are_in_place() {
     }
     let d = run_ok("pminfo", &["-dT", "bcc.proc.io.perdev"]);
     assert!(
-        d.contains("149.10.0")
-            || run_ok("pminfo", &["-m", "bcc.proc.io.perdev"]).contains("PMID: 149.10.0"),
+        d.contains("149.10.12")
+            || run_ok("pminfo", &["-m", "bcc.proc.io.perdev"]).contains("PMID: 149.10.12"),
         "{d}"
     );
     assert!(

@@ -57,6 +57,7 @@ pub const PM_ERR_PMID: c_int = -PM_ERR_BASE - 13;
 pub const PM_ERR_INDOM: c_int = -PM_ERR_BASE - 14;
 pub const PM_ERR_INST: c_int = -PM_ERR_BASE - 15;
 pub const PM_ERR_PERMISSION: c_int = -PM_ERR_BASE - 42;
+pub const PM_ERR_TYPE: c_int = -PM_ERR_BASE - 52;
 pub const PM_ERR_AGAIN: c_int = -PM_ERR_BASE - 44;
 pub const PM_ERR_BADSTORE: c_int = -PM_ERR_BASE - 55;
 pub const PM_ERR_PMDAREADY: c_int = -PM_ERR_BASE - 1048;
@@ -343,6 +344,8 @@ extern "C" {
     pub fn pmdaSetLabelCallBack(dispatch: *mut pmdaInterface, cb: pmdaLabelCallBack);
     pub fn pmdaExtSetFlags(ext: *mut pmdaExt, flags: c_int);
     pub fn pmdaRehash(ext: *mut pmdaExt, metrics: *mut pmdaMetric, nmetrics: c_int);
+    /// The context of the last `pmdaFetch`, not of the PDU being answered: judge a request
+    /// by `pmdaExt.e_context` instead.
     pub fn pmdaGetContext() -> c_int;
     pub fn __pmdaInFd(dispatch: *mut pmdaInterface) -> c_int;
     pub fn __pmdaMainPDU(dispatch: *mut pmdaInterface) -> c_int;
@@ -434,6 +437,7 @@ pub mod layout {
             sc: c_int,
         ) -> c_uint;
         pub fn pcp_layout_comm(iface: c_int, api: c_int, flags: c_int) -> c_uint;
+        pub fn pcp_layout_const(which: c_int) -> c_int;
     }
 }
 
@@ -493,6 +497,35 @@ mod tests {
         assert_eq!(offset_of!(pmdaIndom, it_set), off(10));
         assert_eq!(offset_of!(pmdaExt, e_nmetrics), off(11));
         assert_eq!(offset_of!(pmdaExt, e_nindoms), off(12));
+    }
+
+    #[test]
+    fn constants_match_the_headers() {
+        // SAFETY: pure function.
+        let c = |which| unsafe { pcp_layout_const(which) };
+        let ours = [
+            PM_ERR_GENERIC,
+            PM_ERR_TEXT,
+            PM_ERR_APPVERSION,
+            PM_ERR_VALUE,
+            PM_ERR_NAME,
+            PM_ERR_PMID,
+            PM_ERR_INDOM,
+            PM_ERR_INST,
+            PM_ERR_PERMISSION,
+            PM_ERR_TYPE,
+            PM_ERR_AGAIN,
+            PM_ERR_BADSTORE,
+            PM_ERR_PMDAREADY,
+            PM_ERR_PMDANOTREADY,
+            PMDA_ATTR_USERNAME,
+            PMDA_ATTR_USERID,
+            PMDA_ATTR_GROUPID,
+            PMDA_ATTR_PROCESSID,
+        ];
+        for (i, v) in ours.iter().enumerate() {
+            assert_eq!(*v, c(i as c_int), "constant {i}");
+        }
     }
 
     #[test]

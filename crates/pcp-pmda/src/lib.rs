@@ -9,6 +9,7 @@
 //! libpcp_pmda is not thread-safe. Background threads reach the loop through a [`Waker`].
 
 mod cache;
+mod clients;
 mod logger;
 mod pmda;
 mod types;

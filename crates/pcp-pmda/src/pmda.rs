@@ -5,11 +5,12 @@
 //! inside `__pmdaMainPDU`, called from [`Pmda::run`]'s loop on that same thread.
 
 use crate::cache::Instances;
+use crate::clients::Clients;
 use crate::types::*;
 use log::{error, info, warn};
 use pcp_pmda_sys as sys;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What pmcd told us about the client behind a context (PMDA_FLAG_AUTHORIZE).
+/// What pmcd told us about the client behind a context (PMDA_FLAG_AUTHORIZE). A client
+/// pmcd sent no credentials for has none: `uid` `None` is an unauthenticated client.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Client {
     pub context: i32,
@@ -102,7 +104,8 @@ impl Control {
     pub fn set_metrics(&mut self, metrics: Vec<Metric>, indoms: Vec<Indom>) {
         self.pending_table = Some((metrics, indoms));
     }
-    /// Tells pmcd the agent is ready (sent once, from the loop).
+    /// The agent finished starting (logged once). pmcd was told the PMDA is ready when it
+    /// connected: see [`Pmda::run`].
     pub fn ready(&mut self) {
         self.ready = true;
     }
@@ -158,8 +161,8 @@ pub struct PmdaOptions {
     pub logfile: String,
     /// Ask pmcd for client credentials (PMDA_FLAG_AUTHORIZE).
     pub authorize: bool,
-    /// Send PM_ERR_PMDAREADY when the agent is ready: right under pmcd, whose pmcd.conf line
-    /// starts the agent `notready`; wrong under dbpmda, which does not expect that PDU.
+    /// Send PM_ERR_PMDAREADY once connected: right under pmcd when its pmcd.conf line starts
+    /// the agent `notready`; wrong under dbpmda, which does not expect that PDU.
     pub send_ready: bool,
 }
 
@@ -179,12 +182,18 @@ struct State {
     indoms: HashMap<u32, Indom>,
     indom_table: Vec<sys::pmdaIndom>,
     tree: *mut sys::pmdaNameSpace,
-    clients: HashMap<i32, Client>,
-    /// The client of the fetch being answered (looked up once per PDU, not per value).
-    fetching: Client,
+    clients: Clients,
+    /// Number of the PDU being answered (every PDU read counts): tells whether two
+    /// attributes of a context came in one sequence.
+    pdu: u64,
+    /// The client of the PDU being answered, from its context (`pmdaExt.e_context`, which
+    /// the PDU loop sets before any callback), never a remembered one: `pmdaGetContext()`
+    /// is only updated by `pmdaFetch` and would name the previous fetch's client.
+    current: Client,
+    /// PMIDs whose values were refused for a type mismatch (logged once each).
+    type_refused: HashSet<u32>,
     text_buf: CString,
-    ready_sent: bool,
-    send_ready: bool,
+    ready_logged: bool,
     connected: bool,
 }
 
@@ -227,13 +236,10 @@ impl State {
         unsafe { (*self.dispatch).version.ext }
     }
 
-    fn client(&self) -> Client {
-        // SAFETY: plain call; returns the context of the PDU being processed.
-        let ctx = unsafe { sys::pmdaGetContext() };
-        self.clients.get(&ctx).cloned().unwrap_or(Client {
-            context: ctx,
-            ..Default::default()
-        })
+    /// Makes the client of the PDU being answered current and returns it.
+    fn begin(&mut self, ext: *mut sys::pmdaExt) -> Client {
+        self.current = self.clients.get(pdu_context(ext));
+        self.current.clone()
     }
 
     /// Validates and installs a new metric table and namespace.
@@ -382,9 +388,8 @@ impl State {
         }
     }
 
-    /// Applies what the agent asked for through [`Control`]. `in_pdu` is true inside a
-    /// callback, where no PDU of our own may be sent.
-    fn apply(&mut self, in_pdu: bool) {
+    /// Applies what the agent asked for through [`Control`].
+    fn apply(&mut self) {
         if let Some((m, i)) = self.ctl.pending_table.take() {
             if let Err(e) = self.install_table(m, i) {
                 error!("metric table rejected: {e}");
@@ -399,16 +404,9 @@ impl State {
             // SAFETY: valid ext.
             unsafe { sys::pmdaExtSetFlags(self.ext(), sys::PMDA_EXT_LABEL_CHANGE) };
         }
-        if self.ctl.ready && !self.ready_sent && !in_pdu && self.connected {
-            self.ready_sent = true;
-            if !self.send_ready {
-                info!("ready (not announced: started without notready)");
-                return;
-            }
-            // SAFETY: valid dispatch; we are between PDUs, so this error PDU cannot interleave
-            // with a reply.
-            unsafe { sys::pmdaSendError(self.dispatch, sys::PM_ERR_PMDAREADY) };
-            info!("ready to process requests");
+        if self.ctl.ready && !self.ready_logged {
+            self.ready_logged = true;
+            info!("agent started");
         }
     }
 }
@@ -424,32 +422,34 @@ impl Drop for State {
 
 // ---- conversions -------------------------------------------------------------------------
 
+/// The PCP type a value carries.
+fn value_type(v: &Value) -> i32 {
+    match v {
+        Value::I32(_) => sys::PM_TYPE_32,
+        Value::U32(_) => sys::PM_TYPE_U32,
+        Value::I64(_) => sys::PM_TYPE_64,
+        Value::U64(_) => sys::PM_TYPE_U64,
+        Value::Float(_) => sys::PM_TYPE_FLOAT,
+        Value::Double(_) => sys::PM_TYPE_DOUBLE,
+        Value::String(_) => sys::PM_TYPE_STRING,
+    }
+}
+
+/// Puts `v` into `atom` for a metric of type `ty`. A value of another type is refused with
+/// PM_ERR_TYPE, never converted: a cast would truncate or wrap silently (a U64 counter
+/// served as U32 wraps at 4 GiB and looks like a counter reset to every client).
 fn value_to_atom(ty: i32, v: Value, atom: &mut sys::pmAtomValue) -> Result<i32, i32> {
-    macro_rules! num {
-        ($v:expr) => {{
-            match ty {
-                sys::PM_TYPE_32 => atom.l = $v as i32,
-                sys::PM_TYPE_U32 => atom.ul = $v as u32,
-                sys::PM_TYPE_64 => atom.ll = $v as i64,
-                sys::PM_TYPE_U64 => atom.ull = $v as u64,
-                sys::PM_TYPE_FLOAT => atom.f = $v as f32,
-                sys::PM_TYPE_DOUBLE => atom.d = $v as f64,
-                _ => return Err(sys::PM_ERR_GENERIC),
-            }
-            Ok(sys::PMDA_FETCH_STATIC)
-        }};
+    if value_type(&v) != ty {
+        return Err(sys::PM_ERR_TYPE);
     }
     match v {
-        Value::I32(x) => num!(x),
-        Value::U32(x) => num!(x),
-        Value::I64(x) => num!(x),
-        Value::U64(x) => num!(x),
-        Value::Float(x) => num!(x),
-        Value::Double(x) => num!(x),
+        Value::I32(x) => atom.l = x,
+        Value::U32(x) => atom.ul = x,
+        Value::I64(x) => atom.ll = x,
+        Value::U64(x) => atom.ull = x,
+        Value::Float(x) => atom.f = x,
+        Value::Double(x) => atom.d = x,
         Value::String(s) => {
-            if ty != sys::PM_TYPE_STRING {
-                return Err(sys::PM_ERR_GENERIC);
-            }
             let c = CString::new(s.replace('\0', " ")).map_err(|_| sys::PM_ERR_GENERIC)?;
             // SAFETY: strdup of a valid C string; libpcp_pmda frees it (PMDA_FETCH_DYNAMIC).
             let p = unsafe { libc::strdup(c.as_ptr()) };
@@ -457,9 +457,33 @@ fn value_to_atom(ty: i32, v: Value, atom: &mut sys::pmAtomValue) -> Result<i32, 
                 return Err(sys::PM_ERR_GENERIC);
             }
             atom.cp = p;
-            Ok(sys::PMDA_FETCH_DYNAMIC)
+            return Ok(sys::PMDA_FETCH_DYNAMIC);
         }
     }
+    Ok(sys::PMDA_FETCH_STATIC)
+}
+
+fn type_name(ty: i32) -> &'static str {
+    match ty {
+        sys::PM_TYPE_32 => "32-bit int",
+        sys::PM_TYPE_U32 => "32-bit unsigned int",
+        sys::PM_TYPE_64 => "64-bit int",
+        sys::PM_TYPE_U64 => "64-bit unsigned int",
+        sys::PM_TYPE_FLOAT => "float",
+        sys::PM_TYPE_DOUBLE => "double",
+        sys::PM_TYPE_STRING => "string",
+        _ => "unknown type",
+    }
+}
+
+/// The context of the PDU being answered: `__pmdaMainPDU` sets `e_context` from the PDU's
+/// sender field before it calls any callback (PMDA_INTERFACE_5 and later).
+fn pdu_context(ext: *mut sys::pmdaExt) -> i32 {
+    if ext.is_null() {
+        return -1;
+    }
+    // SAFETY: ext is the pmdaExt libpcp_pmda passed to the callback (or ours, the same one).
+    unsafe { (*ext).e_context }
 }
 
 fn atom_to_value(ty: i32, atom: &sys::pmAtomValue) -> Option<Value> {
@@ -509,9 +533,9 @@ unsafe extern "C" fn cb_fetch(
         clusters.sort_unstable();
         clusters.dedup();
         with_state(|s| {
-            s.fetching = s.client();
+            s.begin(ext);
             s.agent.refresh(&mut s.ctl, &clusters);
-            s.apply(true);
+            s.apply();
         });
         // SAFETY: forwarding pmcd's own arguments to the default fetch.
         unsafe { sys::pmdaFetch(n, pmids, resp, ext) }
@@ -529,8 +553,23 @@ unsafe extern "C" fn cb_fetch_value(
         let atom = unsafe { &mut *atom };
         let inst = (inst != sys::PM_IN_NULL).then_some(inst);
         with_state(
-            |s| match s.agent.fetch(Pmid::decode(raw), inst, &s.fetching) {
-                Ok(Some(v)) => value_to_atom(ty, v, atom).unwrap_or_else(|e| e),
+            |s| match s.agent.fetch(Pmid::decode(raw), inst, &s.current) {
+                Ok(Some(v)) => {
+                    let got = value_type(&v);
+                    value_to_atom(ty, v, atom).unwrap_or_else(|e| {
+                        if e == sys::PM_ERR_TYPE && s.type_refused.insert(raw) {
+                            let name = s.by_pmid.get(&raw).map_or("?", |m| m.info.name.as_str());
+                            error!(
+                                "internal: {name} ({}) is a {} metric but the agent gave a {} \
+                             value: refused with PM_ERR_TYPE (logged once)",
+                                Pmid::decode(raw),
+                                type_name(ty),
+                                type_name(got)
+                            );
+                        }
+                        e
+                    })
+                }
                 Ok(None) => sys::PMDA_FETCH_NOVALUES,
                 Err(e) => e.code(),
             },
@@ -548,8 +587,9 @@ unsafe extern "C" fn cb_instance(
 ) -> libc::c_int {
     guard("instance", || {
         with_state(|s| {
+            s.begin(ext);
             s.agent.refresh_indom(&mut s.ctl, indom & 0x3f_ffff);
-            s.apply(true);
+            s.apply();
         });
         // SAFETY: forwarding pmcd's own arguments to the default.
         unsafe { sys::pmdaInstance(indom, inst, name, result, ext) }
@@ -560,10 +600,11 @@ unsafe extern "C" fn cb_text(
     ident: libc::c_int,
     ty: libc::c_int,
     buffer: *mut *mut libc::c_char,
-    _ext: *mut sys::pmdaExt,
+    ext: *mut sys::pmdaExt,
 ) -> libc::c_int {
     guard("text", || {
         with_state(|s| {
+            s.begin(ext);
             let help = ty & sys::PM_TEXT_HELP != 0;
             let text = if ty & sys::PM_TEXT_PMID != 0 {
                 s.by_pmid.get(&(ident as u32)).map(|e| {
@@ -600,10 +641,10 @@ unsafe extern "C" fn cb_text(
     })
 }
 
-unsafe extern "C" fn cb_store(result: *mut sys::pmResult, _ext: *mut sys::pmdaExt) -> libc::c_int {
+unsafe extern "C" fn cb_store(result: *mut sys::pmResult, ext: *mut sys::pmdaExt) -> libc::c_int {
     guard("store", || {
         with_state(|s| {
-            let client = s.client();
+            let client = s.begin(ext);
             let res = result as *const sys::pmResultHead;
             // SAFETY: pmcd passes a well-formed pmResult: numpmid value sets, each with numval
             // values in valfmt.
@@ -640,7 +681,7 @@ unsafe extern "C" fn cb_store(result: *mut sys::pmResult, _ext: *mut sys::pmdaEx
                     break;
                 }
             }
-            s.apply(true);
+            s.apply();
             sts
         })
         .unwrap_or(sys::PM_ERR_AGAIN)
@@ -699,18 +740,10 @@ unsafe extern "C" fn cb_attribute(
             let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, len as usize) };
             String::from_utf8_lossy(bytes.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
         };
+        // `ctx` is e_context, the PDU's sender, as libpcp_pmda passes it.
         with_state(|s| {
-            let c = s.clients.entry(ctx).or_insert_with(|| Client {
-                context: ctx,
-                ..Default::default()
-            });
-            match attr {
-                sys::PMDA_ATTR_USERID => c.uid = text.parse().ok(),
-                sys::PMDA_ATTR_GROUPID => c.gid = text.parse().ok(),
-                sys::PMDA_ATTR_USERNAME => c.user = Some(text.clone()),
-                sys::PMDA_ATTR_PROCESSID => c.pid = text.parse().ok(),
-                _ => {}
-            }
+            s.clients.attribute(ctx, s.pdu, attr, &text);
+            s.current = s.clients.get(ctx);
         });
         // SAFETY: forwarding pmcd's own arguments to the default (it only logs).
         unsafe { sys::pmdaAttribute(ctx, attr, value, len, ext) }
@@ -724,6 +757,9 @@ unsafe extern "C" fn cb_label(
     ext: *mut sys::pmdaExt,
 ) -> libc::c_int {
     guard("label", || {
+        with_state(|s| {
+            s.begin(ext);
+        });
         // SAFETY: forwarding pmcd's own arguments; for PM_LABEL_INSTANCES this calls
         // cb_instance_label per instance.
         let base = unsafe { sys::pmdaLabel(ident, ty, lp, ext) };
@@ -763,8 +799,10 @@ unsafe extern "C" fn cb_instance_label(
 
 unsafe extern "C" fn cb_end_context(ctx: libc::c_int) {
     guard("end context", || {
+        // `ctx` is e_context: the context pmcd's PM_ERR_NOTCONN notice names.
         with_state(|s| {
-            s.clients.remove(&ctx);
+            s.clients.end(ctx);
+            s.current = s.clients.get(ctx);
             s.agent.end_context(ctx);
         });
         0
@@ -901,11 +939,12 @@ impl Pmda {
             indoms: HashMap::new(),
             indom_table: Vec::new(),
             tree: std::ptr::null_mut(),
-            clients: HashMap::new(),
-            fetching: Client::default(),
+            clients: Clients::default(),
+            pdu: 0,
+            current: Client::default(),
+            type_refused: HashSet::new(),
             text_buf: CString::default(),
-            ready_sent: false,
-            send_ready: self.opts.send_ready,
+            ready_logged: false,
             connected: false,
         };
         state.install_table(metrics, indoms)?;
@@ -920,10 +959,23 @@ impl Pmda {
             STATE.with(|c| c.borrow_mut().take());
             return Err(SetupError::Pcp(format!("pmdaConnect failed: {st}")));
         }
+        // Ready at once, before the agent's slow start (which runs off this thread): while
+        // pmcd holds an agent "not ready" it drops its end-of-context notices
+        // (NotifyEndContext, pmcd client.c), so a context number could change hands unseen
+        // and keep its last owner's credentials, and it refuses every new authenticated
+        // client with PM_ERR_AGAIN (DoAttributes, pmcd config.c). Metrics of modules still
+        // loading answer PM_ERR_AGAIN meanwhile.
+        if self.opts.send_ready {
+            // SAFETY: connected dispatch, between PDUs: this error PDU is the first we send.
+            unsafe { sys::pmdaSendError(d, sys::PM_ERR_PMDAREADY) };
+            info!("connected to pmcd, ready to process requests");
+        } else {
+            info!("connected (ready not announced: started without notready)");
+        }
         with_state(|s| {
             s.connected = true;
             s.agent.start(&mut s.ctl);
-            s.apply(false);
+            s.apply();
         });
 
         // SAFETY: initialised and connected dispatch.
@@ -974,10 +1026,11 @@ impl Pmda {
             if SIG_HUP.swap(false, Ordering::SeqCst) {
                 with_state(|s| {
                     s.agent.hangup(&mut s.ctl);
-                    s.apply(false);
+                    s.apply();
                 });
             }
             if fds[0].revents != 0 {
+                with_state(|s| s.pdu += 1);
                 // SAFETY: connected dispatch; processes exactly one PDU, calling our callbacks.
                 if unsafe { sys::__pmdaMainPDU(d) } < 0 {
                     info!("pmcd closed the channel");
@@ -987,14 +1040,14 @@ impl Pmda {
             if fds[1].revents != 0 && waker.drain() {
                 with_state(|s| {
                     s.agent.wake(&mut s.ctl);
-                    s.apply(false);
+                    s.apply();
                 });
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + tick;
                 with_state(|s| {
                     s.agent.tick(&mut s.ctl);
-                    s.apply(false);
+                    s.apply();
                 });
             }
         }
@@ -1017,5 +1070,63 @@ impl Pmda {
         }
         warn!("exiting");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(ty: i32, v: Value) -> (Result<i32, i32>, sys::pmAtomValue) {
+        let mut atom = sys::pmAtomValue { ull: 0 };
+        let r = value_to_atom(ty, v, &mut atom);
+        (r, atom)
+    }
+
+    #[test]
+    fn values_of_the_declared_type_are_served() {
+        let (r, a) = put(sys::PM_TYPE_U64, Value::U64(u64::MAX - 1));
+        assert_eq!(r, Ok(sys::PMDA_FETCH_STATIC));
+        // SAFETY: the member value_to_atom wrote.
+        assert_eq!(unsafe { a.ull }, u64::MAX - 1);
+        let (r, a) = put(sys::PM_TYPE_32, Value::I32(-7));
+        assert_eq!(r, Ok(sys::PMDA_FETCH_STATIC));
+        // SAFETY: as above.
+        assert_eq!(unsafe { a.l }, -7);
+        let (r, a) = put(sys::PM_TYPE_STRING, Value::String("a\0b".into()));
+        assert_eq!(r, Ok(sys::PMDA_FETCH_DYNAMIC));
+        // SAFETY: a strdup'ed C string we own now.
+        unsafe {
+            assert_eq!(CStr::from_ptr(a.cp).to_str(), Ok("a b"));
+            libc::free(a.cp.cast());
+        }
+    }
+
+    #[test]
+    fn a_value_of_another_type_is_refused_not_cast() {
+        // Narrowing would wrap, widening would hide the agent's bug: both refused.
+        for (ty, v) in [
+            (sys::PM_TYPE_U32, Value::U64(1 << 32)),
+            (sys::PM_TYPE_U64, Value::U32(5)),
+            (sys::PM_TYPE_32, Value::U32(u32::MAX)),
+            (sys::PM_TYPE_U64, Value::I64(-1)),
+            (sys::PM_TYPE_DOUBLE, Value::Float(0.5)),
+            (sys::PM_TYPE_U64, Value::String("12".into())),
+            (sys::PM_TYPE_STRING, Value::U64(12)),
+        ] {
+            let (r, a) = put(ty, v.clone());
+            assert_eq!(r, Err(sys::PM_ERR_TYPE), "{v:?} as {}", type_name(ty));
+            // SAFETY: the atom's initial value: nothing was written.
+            assert_eq!(unsafe { a.ull }, 0, "{v:?} touched the atom");
+        }
+    }
+
+    #[test]
+    fn the_pdu_context_comes_from_the_ext() {
+        // SAFETY: all-zero is a valid pmdaExt for reading one field.
+        let mut ext: sys::pmdaExt = unsafe { std::mem::zeroed() };
+        ext.e_context = 12;
+        assert_eq!(pdu_context(&mut ext), 12);
+        assert_eq!(pdu_context(std::ptr::null_mut()), -1);
     }
 }

@@ -11,6 +11,9 @@ pub mod histogram;
 pub mod selftest;
 pub mod tcplife;
 
+#[cfg(test)]
+mod pmids;
+
 use crate::module::ModuleSpec;
 use std::sync::OnceLock;
 

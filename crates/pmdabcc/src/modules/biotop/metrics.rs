@@ -1,6 +1,9 @@
 //! The biotop metric table. Items are part of the PMID: never renumber them.
 //! Names follow PCP's disk.dev.* (read, write, read_bytes, write_bytes, discard, discard_bytes,
-//! flush), as siblings of the original's `proc.io.perdev`, which stays a leaf.
+//! flush), as siblings of the original pcp-bcc-pmda's `proc.io.perdev`, which stays a leaf.
+//! PCP's Python biotop (PCP 6.x) numbered 149.10.0-8 by position in its list (perdev.pid,
+//! comm, direction, major, minor, disk, io, bytes, duration); we serve none of those, so every
+//! item here is one it never used.
 
 use crate::module::{IndomSpec, MetricSpec};
 use pcp_pmda::{IndomKind, Semantics, Type, Units};
@@ -8,18 +11,18 @@ use pcp_pmda::{IndomKind, Semantics, Type, Units};
 /// The (disk, process) instance domain.
 pub const INDOM_PAIRS: u32 = 0;
 
-pub const PERDEV: u32 = 0;
-pub const READ_BYTES: u32 = 1;
-pub const WRITE_BYTES: u32 = 2;
-pub const READS: u32 = 3;
-pub const WRITES: u32 = 4;
-pub const DISCARD_BYTES: u32 = 5;
-pub const DISCARDS: u32 = 6;
-pub const FLUSHES: u32 = 7;
-pub const COMM: u32 = 8;
 pub const DROPPED: u32 = 9;
 pub const UNATTRIBUTED: u32 = 10;
 pub const UNSEEN: u32 = 11;
+pub const PERDEV: u32 = 12;
+pub const READ_BYTES: u32 = 13;
+pub const WRITE_BYTES: u32 = 14;
+pub const READS: u32 = 15;
+pub const WRITES: u32 = 16;
+pub const DISCARD_BYTES: u32 = 17;
+pub const DISCARDS: u32 = 18;
+pub const FLUSHES: u32 = 19;
+pub const COMM: u32 = 20;
 
 pub static INDOMS: &[IndomSpec] = &[IndomSpec {
     id: INDOM_PAIRS,

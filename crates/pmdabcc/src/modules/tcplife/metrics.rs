@@ -1,19 +1,25 @@
 //! The tcplife metric tables, one per `layout`. Items are part of the PMID: never renumber
-//! them. Both layouts live in the same cluster: `layout = process` (default) serves the
-//! original pcp-bcc-pmda's per-process counters (items 0 and 1, `bcc.proc.io.net.tcp.rx`/
-//! `.tx`), `layout = sessions` the table of recent sessions of PCP's later Python tcplife
-//! (items 0-8 as it numbered them, the names the grafana-pcp "eBPF/BCC Overview" dashboard
-//! queries). The two share names (rx, tx), so only one can be served at a time.
+//! them, and never give one item two meanings, in any layout (PCP clients and archives take
+//! a PMID's descriptor as fixed). Both layouts live in the same cluster:
+//! - `layout = sessions`: the table of recent sessions of PCP's Python tcplife (PCP 6.x),
+//!   items 0-8 as it numbered them (positions in its metric list), the names the grafana-pcp
+//!   "eBPF/BCC Overview" dashboard queries.
+//! - `layout = process` (default): the original pcp-bcc-pmda's per-process counters
+//!   (`bcc.proc.io.net.tcp.rx`/`.tx`) and our session counts, on items upstream never used
+//!   in this cluster (it used 0-8).
+//!
+//! The two layouts share the names rx and tx (with different PMIDs), so only one layout is
+//! served at a time.
 
 use crate::module::{IndomSpec, MetricSpec};
 use pcp_pmda::{IndomKind, Semantics, Type, Units};
 
-// layout = process
-pub const RX: u32 = 0;
-pub const TX: u32 = 1;
+// layout = process (items upstream never used in cluster 3)
 pub const OPENED: u32 = 10;
 pub const CLOSED: u32 = 11;
 pub const ACTIVE: u32 = 12;
+pub const RX: u32 = 13;
+pub const TX: u32 = 14;
 // layout = sessions (the Python module's list positions)
 pub const S_PID: u32 = 0;
 pub const S_COMM: u32 = 1;
@@ -115,8 +121,9 @@ pub static PROCESS_METRICS: &[MetricSpec] = &[
         Some(INDOM_PROCESS),
         false,
         "bytes received over TCP, per process",
-        "Bytes received (tcp_sock.bytes_received: payload, without headers or retransmitted \
-duplicates) by the TCP sessions the process owned, IPv4 and IPv6, since the agent started. \
+        "Payload bytes received (tcp_sock.bytes_received, less the one the peer's FIN takes: \
+without headers, retransmitted duplicates or the FIN) by the TCP sessions the process owned, \
+IPv4 and IPv6, since the agent started. \
 A closed session counts with its final value, taken at TCP_CLOSE \
 (sock:inet_sock_set_state). An open session counts with its value as sampled at the fetch \
 (a BPF iterator over TCP sockets where the kernel supports it, otherwise at the session's \
@@ -138,8 +145,9 @@ credited to the wrong one (e.g. the client of a loopback session).",
         Some(INDOM_PROCESS),
         false,
         "bytes sent over TCP, per process",
-        "Bytes sent and acknowledged by the peer (tcp_sock.bytes_acked; may include one for \
-the FIN) by the TCP sessions the process owned, IPv4 and IPv6, since the agent started. \
+        "Payload bytes sent and acknowledged by the peer (tcp_sock.bytes_acked, less the \
+sequence numbers the SYN and FIN take) by the TCP sessions the process owned, IPv4 and IPv6, \
+since the agent started. \
 Counted when as proc.io.net.tcp.rx: final values at TCP_CLOSE, open sessions as sampled at \
 the fetch; the same ownership rules and limits apply.",
     ),
@@ -192,8 +200,8 @@ pub static SESSION_METRICS: &[MetricSpec] = &[
     m(S_LPORT, "proc.io.net.tcp.lport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "local port", "Local TCP port of the closed session."),
     m(S_DADDR, "proc.io.net.tcp.daddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination address", "Remote IPv4 or IPv6 address of the closed session."),
     m(S_DPORT, "proc.io.net.tcp.dport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination port", "Remote TCP port of the closed session."),
-    m(S_TX, "proc.io.net.tcp.tx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "transmitted data", "Bytes sent and acknowledged over the closed session (tcp_sock.bytes_acked at TCP_CLOSE)."),
-    m(S_RX, "proc.io.net.tcp.rx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "received data", "Bytes received over the closed session (tcp_sock.bytes_received at TCP_CLOSE)."),
+    m(S_TX, "proc.io.net.tcp.tx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "transmitted data", "Payload bytes sent and acknowledged over the closed session (tcp_sock.bytes_acked at TCP_CLOSE, less the SYN and FIN)."),
+    m(S_RX, "proc.io.net.tcp.rx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "received data", "Payload bytes received over the closed session (tcp_sock.bytes_received at TCP_CLOSE, less the FIN)."),
     m(
         S_DURATION,
         "proc.io.net.tcp.duration",

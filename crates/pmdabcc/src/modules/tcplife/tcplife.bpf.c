@@ -5,7 +5,7 @@
  *
  * - sock:inet_sock_set_state (classic tracepoint, IPv4 and IPv6): a session is remembered
  *   from SYN_SENT (connect side) or SYN_RECV (accepted side) in the `sessions` map, keyed by
- *   the socket's address; at TCP_CLOSE its final tcp_sock.bytes_received/bytes_acked go to
+ *   the socket's address; at TCP_CLOSE its final payload byte counts (payload_bytes) go to
  *   user space in a CLOSE record over the `events` ring buffer.
  * - Owner: the current task, but only at changes a system call of the owner makes, never
  *   at those made in a softirq on receipt of a packet (the passive side's handshake, FIN
@@ -105,12 +105,38 @@ static __always_inline bool set_owner(struct tcplife_session *s)
 	return true;
 }
 
-static __always_inline void sample_bytes(struct tcplife_session *s, __u64 sk)
+/*
+ * Payload bytes of a session, from counters of sequence space, where the SYN and the FIN
+ * take one number each:
+ * - tcp_sock.bytes_received counts rcv_nxt's advances, the peer's FIN included once it
+ *   arrived; tcp_fin() then also sets SOCK_DONE (the SYN is not counted: rcv_nxt starts
+ *   past it).
+ * - tcp_sock.bytes_acked counts snd_una's advances: on the connecting side from the ISN, so
+ *   the acked SYN counts; an accepted socket starts at ISN + 1. Our FIN counts once acked:
+ *   it was queued (FIN_WAIT1/LAST_ACK, then tcp_send_fin adds it to write_seq) and snd_una
+ *   reached write_seq. An abort (RST) sends no FIN.
+ */
+static __always_inline void payload_bytes(__u64 sk, __u32 flags, __u64 *rx, __u64 *tx)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct sock *s = (struct sock *)sk;
+	__u64 r = BPF_CORE_READ(tp, bytes_received);
+	__u64 t = BPF_CORE_READ(tp, bytes_acked);
 
-	s->rx = BPF_CORE_READ(tp, bytes_received);
-	s->tx = BPF_CORE_READ(tp, bytes_acked);
+	if ((BPF_CORE_READ(s, __sk_common.skc_flags) & (1UL << SOCK_DONE)) && r > 0)
+		r--;
+	if (!(flags & TCPLIFE_F_PASSIVE) && t > 0)
+		t--;
+	if ((flags & TCPLIFE_F_FIN_SENT) && t > 0 &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		t--;
+	*rx = r;
+	*tx = t;
+}
+
+static __always_inline void sample_bytes(struct tcplife_session *s, __u64 sk)
+{
+	payload_bytes(sk, s->flags, &s->rx, &s->tx);
 }
 
 /* Sends the OPEN record once the session is both established and owned. */
@@ -188,6 +214,8 @@ int tcplife_state(struct trace_event_raw_inet_sock_set_state *args)
 		return 0;
 	if (newstate == S_ESTABLISHED)
 		s->flags |= TCPLIFE_F_ESTABLISHED;
+	if (newstate == S_FIN_WAIT1 || newstate == S_LAST_ACK)
+		s->flags |= TCPLIFE_F_FIN_SENT;
 
 	if (newstate != S_CLOSE) {
 		/* close()/shutdown() of a session nobody has used yet: its owner acts */
@@ -228,12 +256,7 @@ int tcplife_state(struct trace_event_raw_inet_sock_set_state *args)
 	e->pid = s->pid;
 	e->flags = s->flags;
 	__builtin_memcpy(e->comm, s->comm, sizeof(e->comm));
-	{
-		struct tcp_sock *tp = (struct tcp_sock *)sk;
-
-		e->rx = BPF_CORE_READ(tp, bytes_received);
-		e->tx = BPF_CORE_READ(tp, bytes_acked);
-	}
+	payload_bytes(sk, s->flags, &e->rx, &e->tx);
 	e->family = args->family;
 	e->lport = args->sport;
 	e->dport = args->dport;
@@ -303,8 +326,7 @@ int tcplife_iter(struct bpf_iter__tcp *ctx)
 	s = bpf_map_lookup_elem(&sessions, &sk);
 	if (!s)
 		return 0;
-	s->rx = tp->bytes_received;
-	s->tx = tp->bytes_acked;
+	sample_bytes(s, sk);
 	return 0;
 }
 

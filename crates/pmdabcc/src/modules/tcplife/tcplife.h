@@ -17,13 +17,14 @@ enum tcplife_flag {
 	TCPLIFE_F_PASSIVE = 4,     /* accepted (server) side */
 	TCPLIFE_F_GUESSED = 8,     /* owner taken from a softirq context at close: may be wrong */
 	TCPLIFE_F_OPEN_LOST = 16,  /* the OPEN record could not be reserved */
+	TCPLIFE_F_FIN_SENT = 32,   /* went to FIN_WAIT1 or LAST_ACK: our FIN is queued */
 };
 
 /* One open session, keyed by the socket's kernel address. */
 struct tcplife_session {
 	__u64 start_ns; /* first state before FIN_WAIT1 (SYN_SENT or SYN_RECV) */
-	__u64 rx;       /* tcp_sock.bytes_received, last sampled */
-	__u64 tx;       /* tcp_sock.bytes_acked, last sampled */
+	__u64 rx;       /* payload received, last sampled (see payload_bytes) */
+	__u64 tx;       /* payload sent and acked, last sampled */
 	__u32 pid;      /* owner (thread group id); 0 while not known */
 	__u32 flags;    /* enum tcplife_flag bits */
 	char comm[TCPLIFE_COMM_LEN];
@@ -33,8 +34,8 @@ struct tcplife_session {
 struct tcplife_event {
 	__u64 sk;          /* socket address: with start_ns, the session's identity */
 	__u64 start_ns;
-	__u64 rx;          /* CLOSE: final bytes received */
-	__u64 tx;          /* CLOSE: final bytes acked (sent) */
+	__u64 rx;          /* CLOSE: final payload received */
+	__u64 tx;          /* CLOSE: final payload sent and acked */
 	__u64 duration_ns; /* CLOSE: start_ns to TCP_CLOSE */
 	__u32 pid;
 	__u32 flags;
