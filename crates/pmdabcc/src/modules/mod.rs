@@ -35,6 +35,7 @@ pub fn all() -> &'static [&'static ModuleSpec] {
             &tcplife::SPEC,
             spec_module!("runqlat"),
             spec_module!("biolatency"),
+            spec_module!("netproc"),
             &selftest::SPEC,
         ]
     })
