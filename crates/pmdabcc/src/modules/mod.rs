@@ -10,6 +10,7 @@ pub mod biotop;
 pub mod histogram;
 pub mod selftest;
 pub mod tcplife;
+pub mod tcptop;
 
 use crate::module::ModuleSpec;
 use std::sync::OnceLock;
@@ -36,6 +37,7 @@ pub fn all() -> &'static [&'static ModuleSpec] {
             spec_module!("runqlat"),
             spec_module!("biolatency"),
             spec_module!("netproc"),
+            &tcptop::SPEC,
             &selftest::SPEC,
         ]
     })
