@@ -31,12 +31,16 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 	if (ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return;
 	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	/* BPF_CORE_READ_INTO reads sizeof(*dst): pass whole-array pointers or typed values. */
 	if (k.family == AF_INET) {
-		BPF_CORE_READ_INTO(k.saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(k.daddr, sk, __sk_common.skc_daddr);
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		__builtin_memcpy(k.saddr, &s, 4);
+		__builtin_memcpy(k.daddr, &d, 4);
 	} else if (k.family == AF_INET6) {
-		BPF_CORE_READ_INTO(k.saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(k.daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&k.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&k.daddr, sk, __sk_common.skc_v6_daddr);
 	} else {
 		return;
 	}
