@@ -18,6 +18,7 @@ pub enum Decoder {
     String,
     Pid,
     PidComm,
+    PidCmd,
     Disk,
     Ksym,
     Syscall,
@@ -49,6 +50,7 @@ impl Decoder {
             "string" => Decoder::String,
             "pid" => Decoder::Pid,
             "pid_comm" => Decoder::PidComm,
+            "pid_cmd" => Decoder::PidCmd,
             "disk" => Decoder::Disk,
             "ksym" => Decoder::Ksym,
             "syscall" => Decoder::Syscall,
@@ -107,6 +109,10 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
             Decoder::PidComm => {
                 let pid = uint(b);
                 format!("{pid:06} {}", comm_of(pid).unwrap_or_else(|| "?".into()))
+            }
+            Decoder::PidCmd => {
+                let pid = uint(b);
+                format!("{pid:06} {}", cmd_of(pid).unwrap_or_else(|| "?".into()))
             }
             Decoder::Disk => disk_name(uint(b) as u32),
             Decoder::Ksym => ksym(uint(b)),
@@ -168,6 +174,19 @@ fn hex(b: &[u8]) -> String {
 pub fn comm_of(pid: u64) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(s.trim_end().to_string())
+}
+
+/// A process as PCP's proc PMDA names its instances (after `%06d `): the first word of
+/// argv[0], or `(comm)` when there is no command line (kernel threads), so a client that
+/// lists both agents sees one name per process.
+pub fn cmd_of(pid: u64) -> Option<String> {
+    let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv0 = c.split(|b| *b == 0).next().unwrap_or(&[]);
+    let word = String::from_utf8_lossy(argv0).split(' ').next().unwrap_or("").to_string();
+    if word.is_empty() {
+        return comm_of(pid).map(|c| format!("({c})"));
+    }
+    Some(word)
 }
 
 /// Kernel name of block device `dev` (kernel dev_t encoding, major << 20 | minor).
@@ -320,6 +339,10 @@ mod tests {
     fn system_lookups() {
         let me = std::process::id() as u64;
         assert!(Decoder::PidComm.decode(&me.to_ne_bytes()).starts_with(&format!("{me:06} ")));
+        // argv[0] of this test binary, as the proc PMDA would name it; kthreadd has none.
+        let argv0 = std::env::args().next().unwrap();
+        assert_eq!(Decoder::PidCmd.decode(&me.to_ne_bytes()), format!("{me:06} {argv0}"));
+        assert_eq!(Decoder::PidCmd.decode(&2u32.to_ne_bytes()), "000002 (kthreadd)");
         assert_eq!(disk_name((1 << 20) | 3), "1:3"); // /dev/null: a char device
         // The root cgroup's id is its directory's inode.
         use std::os::unix::fs::MetadataExt;

@@ -84,6 +84,8 @@ pub enum Plan {
     Keyed {
         indom: u32,
         key: Vec<KeyPlan>,
+        /// The key field that is the instance id (a fixed indom), if the spec names one.
+        instance_id: Option<Loc>,
         metrics: Vec<MetricPlan>,
     },
     Histogram {
@@ -369,12 +371,26 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
             let v = value()?;
             (Plan::Counters { metrics: metric_plans(spec, metrics, v, &what)? }, v.size)
         }
-        MapKind::Keyed { indom, key, metrics } => {
+        MapKind::Keyed { indom, key, instance_id, metrics } => {
             let v = value()?;
+            let instance_id = match instance_id {
+                None => None,
+                Some((name, at)) => {
+                    let kl = ml.key.as_ref().ok_or_else(|| err_at(spec, at, format!("map {} declares no key type", m.name)))?;
+                    let plain = name == "key" && kl.field("key").is_none();
+                    let f = field_of(spec, at, kl, (!plain).then_some(name.as_str()), &format!("the key of map {}", m.name))?;
+                    // PCP instance ids are non-negative 32-bit integers.
+                    if !matches!(f.kind, FieldKind::Int { .. }) || f.size > 4 {
+                        return Err(err_at(spec, at, format!("instance_id {name:?} must be an integer key field of at most 4 bytes (a pid, an index)")));
+                    }
+                    Some(Loc::of(f))
+                }
+            };
             (
                 Plan::Keyed {
                     indom: indom.id,
                     key: key_plans(spec, key, ml.key.as_ref(), &m.name, &m.at)?,
+                    instance_id,
                     metrics: metric_plans(spec, metrics, v, &what)?,
                 },
                 v.size,
@@ -595,7 +611,9 @@ fn indom_table(spec: &Spec) -> Vec<IndomSpec> {
     for m in &spec.maps {
         match &m.kind {
             MapKind::Counters { .. } => {}
-            MapKind::Keyed { indom, .. } => out.push(mk(indom, IndomKind::Cached)),
+            MapKind::Keyed { indom, instance_id, .. } => {
+                out.push(mk(indom, if instance_id.is_some() { IndomKind::Fixed } else { IndomKind::Cached }))
+            }
             MapKind::Histogram(h) => {
                 out.push(mk(&h.indom, if h.key.is_empty() { IndomKind::Fixed } else { IndomKind::Cached }));
                 if let Some(k) = &h.key_indom {

@@ -91,6 +91,23 @@ fn key_labels(key: &[KeyPlan], k: &[u8]) -> String {
         .join(",")
 }
 
+/// The instance id of a key: its `instance_id` field, when PCP can take it (0..=i32::MAX).
+fn id_of(loc: &Loc, k: &[u8]) -> Option<u32> {
+    u32::try_from(int_of(loc, k)).ok().filter(|id| *id <= i32::MAX as u32)
+}
+
+/// Members of a keyed map's fixed indom: (the key's id field, the decoded key), one per id
+/// (the first key wins: the field is meant to identify the entry alone).
+pub(super) fn fixed_members(key: &[KeyPlan], id: &Loc, rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<(u32, String)> {
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<(u32, String)> = rows
+        .iter()
+        .filter_map(|(k, _)| id_of(id, k).filter(|i| seen.insert(*i)).map(|i| (i, key_name(key, k))))
+        .collect();
+    out.sort();
+    out
+}
+
 /// Bounds of bucket `i`: log2 as the original pmdabcc named them, or linear of `width`.
 fn bounds(linear: Option<u64>, i: usize) -> (u64, u64) {
     match linear {
@@ -230,15 +247,26 @@ impl Served {
                     values.insert((mp.item, SINGULAR), read_metric(mp, &copies));
                 }
             }
-            Plan::Keyed { indom, key, metrics } => {
-                inst.hide_all(*indom);
+            Plan::Keyed { indom, key, instance_id, metrics } => {
                 let map = l.map(&plan.name).ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
                 let mut rows = Vec::new();
-                crate::bpf::for_each_entry(&map, |k, v| rows.push((key_name(key, k), v.to_vec())))
+                crate::bpf::for_each_entry(&map, |k, v| rows.push((k.to_vec(), v.to_vec())))
                     .map_err(|e| ModuleError::Other(format!("read {}: {e}", plan.name)))?;
-                for (name, v) in rows {
-                    let Ok(id) = inst.add(*indom, &name) else { continue };
-                    let copies = self.copies(plan, &v);
+                let ids: Vec<Option<u32>> = match instance_id {
+                    Some(loc) => {
+                        let members = fixed_members(key, loc, &rows);
+                        inst.set_fixed(*indom, &members);
+                        let mut seen = BTreeSet::new();
+                        rows.iter().map(|(k, _)| id_of(loc, k).filter(|id| seen.insert(*id))).collect()
+                    }
+                    None => {
+                        inst.hide_all(*indom);
+                        rows.iter().map(|(k, _)| inst.add(*indom, &key_name(key, k)).ok()).collect()
+                    }
+                };
+                for ((_, v), id) in rows.iter().zip(ids) {
+                    let Some(id) = id else { continue };
+                    let copies = self.copies(plan, v);
                     for mp in metrics {
                         values.insert((mp.item, id), read_metric(mp, &copies));
                     }

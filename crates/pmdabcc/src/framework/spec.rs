@@ -156,7 +156,14 @@ pub struct EventSpec {
 #[derive(Clone, Debug)]
 pub enum MapKind {
     Counters { metrics: Vec<FieldMetric> },
-    Keyed { indom: IndomDef, key: Vec<KeyField>, metrics: Vec<FieldMetric> },
+    Keyed {
+        indom: IndomDef,
+        key: Vec<KeyField>,
+        /// A key field whose integer is the instance id (`"key"` for a plain integer key),
+        /// e.g. a PID, so the ids agree with other agents'; `None`: ids chosen by name.
+        instance_id: Option<(String, Pos)>,
+        metrics: Vec<FieldMetric>,
+    },
     Histogram(HistSpec),
     Events(EventSpec),
 }
@@ -784,6 +791,7 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
         "keyed" => MapKind::Keyed {
             indom: req_indom(t, "indom", &what)?,
             key: key_fields(t)?,
+            instance_id: t.str("instance_id")?.map(|f| (f, t.pos("instance_id"))),
             metrics: field_metrics(t, "metric")?,
         },
         "histogram" => {

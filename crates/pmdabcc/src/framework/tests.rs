@@ -65,6 +65,51 @@ fn option_enabled_maps_leave_the_table() {
     assert_eq!(i.len(), 1);
 }
 
+/// A keyed map whose instance ids are a key field (biolatency's per-disk map, keyed by a
+/// plain `__u32`, served as if its key were a pid).
+const BY_ID_SPEC: &str = r#"[module]
+name = "t"
+summary = "t"
+cluster = 99
+[[map]]
+name = "disks"
+kind = "keyed"
+indom = 1
+key = [ { decoder = "pid" } ]
+instance_id = "key"
+[[map.metric]]
+field = "count"
+item = 0
+name = "t.count"
+oneline = "o"
+help = "h"
+"#;
+
+#[test]
+fn instance_ids_from_a_key_field() {
+    let p = program(BY_ID_SPEC, BIOLAT_OBJ).unwrap();
+    assert_eq!(p.indoms.len(), 1);
+    assert_eq!(p.indoms[0].kind, pcp_pmda::IndomKind::Fixed);
+    let Plan::Keyed { key, instance_id: Some(id), .. } = &p.maps[0].plan else { panic!("{:?}", p.maps[0].plan) };
+    // Ids are the keys (one per id, above i32::MAX refused), names the decoded keys.
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = [42u32, 7, 42, u32::MAX, 0]
+        .iter()
+        .map(|k| (k.to_ne_bytes().to_vec(), vec![]))
+        .collect();
+    assert_eq!(
+        serve::fixed_members(key, id, &rows),
+        vec![(0, "000000".to_string()), (7, "000007".into()), (42, "000042".into())]
+    );
+    // Without instance_id the indom stays name-cached.
+    let p = program(&BY_ID_SPEC.replace("instance_id = \"key\"\n", ""), BIOLAT_OBJ).unwrap();
+    assert_eq!(p.indoms[0].kind, pcp_pmda::IndomKind::Cached);
+    // A field the key lacks, or one that is not a small integer, names the line.
+    let e = program(&BY_ID_SPEC.replace("instance_id = \"key\"", "instance_id = \"tgid\""), BIOLAT_OBJ).unwrap_err();
+    assert_eq!(e.line, 10, "{e}");
+    let e = program(&BY_ID_SPEC.replace("name = \"disks\"", "name = \"hist\"").replace("kind = \"keyed\"", "kind = \"keyed\"\n"), BIOLAT_OBJ).unwrap_err();
+    assert!(e.msg.contains("does not fit its kind"), "{e}");
+}
+
 /// A valid spec with one line dropped, duplicated, or its value replaced.
 fn mutated(base: &'static str) -> impl Strategy<Value = String> {
     let n = base.lines().count();

@@ -10,6 +10,7 @@ pub mod biotop;
 pub mod histogram;
 pub mod selftest;
 pub mod tcplife;
+pub mod tcptop;
 
 #[cfg(test)]
 mod pmids;
@@ -38,6 +39,8 @@ pub fn all() -> &'static [&'static ModuleSpec] {
             &tcplife::SPEC,
             spec_module!("runqlat"),
             spec_module!("biolatency"),
+            spec_module!("netproc"),
+            &tcptop::SPEC,
             &selftest::SPEC,
         ]
     })

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcptop: TCP bytes sent and received per connection and process, cumulative; the agent
+ * turns them into the busiest connections of each interval. Hooks: the socket layer's
+ * sock_send_length / sock_recv_length tracepoints (6.3+), in the caller's context (the
+ * original used tcp_sendmsg / tcp_cleanup_rbuf kprobes).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "tcptop.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define MSG_PEEK 2
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tcptop_key);
+	__type(value, struct tcptop_bytes);
+} conns SEC(".maps");
+
+static __always_inline void account(struct sock *sk, int ret, bool send)
+{
+	struct tcptop_key k = {}; /* zeroed: keys are hashed byte for byte */
+	struct tcptop_bytes zero = {}, *v;
+
+	if (ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return;
+	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	/* BPF_CORE_READ_INTO reads sizeof(*dst): pass whole-array pointers or typed values. */
+	if (k.family == AF_INET) {
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		__builtin_memcpy(k.saddr, &s, 4);
+		__builtin_memcpy(k.daddr, &d, 4);
+	} else if (k.family == AF_INET6) {
+		BPF_CORE_READ_INTO(&k.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&k.daddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		return;
+	}
+	k.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k.dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	k.pid = bpf_get_current_pid_tgid() >> 32;
+	v = bpf_map_lookup_elem(&conns, &k);
+	if (!v) {
+		bpf_map_update_elem(&conns, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&conns, &k);
+		if (!v)
+			return; /* map full */
+	}
+	/* shared by all CPUs */
+	if (send)
+		__sync_fetch_and_add(&v->tx, ret);
+	else
+		__sync_fetch_and_add(&v->rx, ret);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tcptop_send_btf, struct sock *sk, int ret, int flags)
+{
+	account(sk, ret, true);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tcptop_recv_btf, struct sock *sk, int ret, int flags)
+{
+	/* A peek leaves the data queued: the read that takes it counts. */
+	if (!(flags & MSG_PEEK))
+		account(sk, ret, false);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int tcptop_send_tp(struct trace_event_raw_sock_msg_length *ctx)
+{
+	account(ctx->sk, ctx->ret, true);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int tcptop_recv_tp(struct trace_event_raw_sock_msg_length *ctx)
+{
+	if (!(ctx->flags & MSG_PEEK))
+		account(ctx->sk, ctx->ret, false);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
