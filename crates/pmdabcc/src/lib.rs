@@ -4,10 +4,12 @@
 //! - [`module`]: the module interface; [`modules`]: one folder per module
 //! - [`agent`]: runs the modules behind the PMDA layer (the `pcp-pmda` crate)
 //! - [`bpf`]: BPF plumbing shared by the modules
+//! - [`probe`]: `pmdabcc --probe`, the modules' start on this kernel without pmcd
 
 pub mod agent;
 pub mod bpf;
 pub mod config;
 pub mod module;
 pub mod modules;
+pub mod probe;
 pub mod process;

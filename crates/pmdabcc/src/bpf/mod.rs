@@ -8,6 +8,10 @@ use std::mem::MaybeUninit;
 
 use std::os::fd::AsRawFd;
 
+mod force;
+pub use force::{force_hook, Forcing};
+use force::{forced_among, note_choice};
+
 /// Routes libbpf's messages into the agent's log (which is the PCP log file).
 pub fn bridge_libbpf_log() {
     fn print(level: PrintLevel, msg: String) {
@@ -52,14 +56,17 @@ impl Hook {
 
 /// Tries `load` with each hook in turn and returns the first that loads and attaches,
 /// with a status line naming the choice and why earlier ones were passed over.
+/// Under `pmdabcc --probe --all-hooks` only the hook [`force_hook`] names is tried.
 pub fn first_working<T>(
     hooks: &[Hook],
     mut load: impl FnMut(Hook) -> Result<T, ModuleError>,
 ) -> Result<(T, Hook, String), ModuleError> {
+    let hooks = forced_among(hooks)?;
     let mut skipped = Vec::new();
-    for &h in hooks {
+    for h in hooks {
         match load(h) {
             Ok(t) => {
+                note_choice(h);
                 let mut status = h.as_str().to_string();
                 if !skipped.is_empty() {
                     status.push_str(&format!(" (passed over: {})", skipped.join("; ")));

@@ -1,0 +1,46 @@
+#!/bin/sh
+# The known work the kernel matrix's modules must count (pmdabcc --probe --workload runs it
+# after loading them). Prints its own quantities as `truth` records; the checker compares
+# each module's count with them (lower bounds) and with the kernel's counts (upper bounds).
+# Environment: DISK (a block device name under /dev to read, e.g. nullb0 or loop3),
+# BB (busybox, for dd and nc), TRUE (an external program that exits 0).
+set -eu
+: "${DISK:?DISK names the block device to read}"
+BB=${BB:-busybox}
+TRUE=${TRUE:-/usr/bin/true}
+FORKS=40     # fork + exec of an external program
+READS=1000   # O_DIRECT 4 KiB reads, one request each
+SESSIONS=3   # loopback TCP sessions
+PORT=7531
+OPENS=20
+truth() { printf 'truth\t%s\t%s\n' "$1" "$2"; }
+truth FORKS $FORKS
+truth READS $READS
+truth SESSIONS $SESSIONS
+truth PORT $PORT
+truth DISK "$DISK"
+
+i=0
+while [ $i -lt $FORKS ]; do "$TRUE"; i=$((i + 1)); done
+
+$BB dd if="/dev/$DISK" of=/dev/null bs=4096 count=$READS iflag=direct 2>/dev/null
+
+i=0
+while [ $i -lt $SESSIONS ]; do
+    $BB nc -l -p $PORT >/dev/null &
+    server=$!
+    # Until the server listens; refused attempts are no sessions (they never reach
+    # ESTABLISHED) and only raise the kernel's count, the upper bound.
+    n=0
+    until echo hello | $BB nc 127.0.0.1 $PORT 2>/dev/null; do
+        n=$((n + 1))
+        [ $n -lt 100 ] || { echo "workload: no TCP server on port $PORT" >&2; exit 1; }
+        sleep 0.05
+    done
+    wait $server
+    i=$((i + 1))
+done
+
+i=0
+while [ $i -lt $OPENS ]; do : <"/dev/$DISK"; i=$((i + 1)); done
+truth OPENS $OPENS
