@@ -26,6 +26,8 @@ OUT=${PCP_BCC_MATRIX_OUT:-$TARGET/kernel-matrix}
 VM_TIMEOUT=${PCP_BCC_VM_TIMEOUT:-300}
 PROBE_ARGS=(--probe -c /etc/matrix.conf --all-hooks --workload /etc/workload.sh)
 
+# The first of its arguments that exists (globs that match nothing stay as they are).
+first() { local f; for f in "$@"; do [ -e "$f" ] && { echo "$f"; return 0; }; done; return 0; }
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'matrix: error: %s\n' "$*" >&2; exit 2; }
 
@@ -119,9 +121,7 @@ apt_cache_k() {
     apt-cache -o Dir::Etc::sourcelist="$APT_K/sources.list" -o Dir::Etc::sourceparts=- \
         -o Dir::State::Lists="$APT_K/lists" -o Dir::Cache="$APT_K/cache" "$@"
 }
-APT_K_FRESH=0
 apt_k_update() {
-    ((APT_K_FRESH)) && return 0
     mkdir -p "$APT_K"/lists/partial "$APT_K"/cache/archives/partial
     local s new; new=$(mktemp)
     for s in $(grep -v '^#' "$HERE/kernels.tsv" | awk -F'\t' 'NF>=2 {print $2}'); do
@@ -130,14 +130,14 @@ apt_k_update() {
             *) echo "deb http://deb.debian.org/debian $s main" ;;
         esac
     done >"$new"
-    mv "$new" "$APT_K/sources.list"
-    # Once a day is enough: the archive keeps one kernel ABI per suite.
-    if [ -z "$(find "$APT_K/lists" -maxdepth 1 -name '*_Packages' -mmin -1440 2>/dev/null | head -1)" ] \
-        || [ "$APT_K/sources.list" -nt "$APT_K/lists" ]; then
+    cmp -s "$new" "$APT_K/sources.list" && rm -f "$new" || mv "$new" "$APT_K/sources.list"
+    # Once a day is enough: the archive keeps one kernel ABI per suite. ($APT_K/updated is
+    # touched after each update; this runs in command substitutions, so no variable keeps it.)
+    if [ -z "$(find "$APT_K/updated" -mmin -1440 2>/dev/null)" ] \
+        || [ "$APT_K/sources.list" -nt "$APT_K/updated" ]; then
         say "apt-get update (kernel suites)"
-        apt_k update -qq -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false >/dev/null 2>&1 && touch "$APT_K/lists" || return 1
+        apt_k update -qq -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false >/dev/null 2>&1 && touch "$APT_K/updated" || return 1
     fi
-    APT_K_FRESH=1
 }
 
 # Downloads and unpacks the current cloud kernel of a suite; prints its directory.
@@ -166,7 +166,7 @@ fetch_kernel() {
         say "$name: downloading ${pkgs[*]}"
         (cd "$CACHE/debs" && apt_k download "${pkgs[@]}" >/dev/null) || die "apt-get download ${pkgs[*]} failed"
         local p
-        for p in "${pkgs[@]}"; do dpkg-deb -x "$(ls "$CACHE/debs/${p}"_*.deb | tail -1)" "$dir"; done
+        for p in "${pkgs[@]}"; do dpkg-deb -x "$(first "$CACHE/debs/${p}"_*.deb)" "$dir"; done
         touch "$dir/.done"
     fi
     echo "$dir" >"$last"
@@ -202,7 +202,7 @@ build_common() {
 # dependencies first; /etc/modules lists them in load order.
 build_modules() {
     local kdir=$1 out=$2 root; root=$(mktemp -d)
-    local mdir; mdir=$(ls -d "$kdir"/lib/modules/* "$kdir"/usr/lib/modules/* 2>/dev/null | head -1)
+    local mdir; mdir=$(first "$kdir"/lib/modules/* "$kdir"/usr/lib/modules/*)
     mkdir -p "$root/lib/modules" "$root/etc"
     local order=() seen=" "
     add_mod() {
@@ -238,7 +238,7 @@ pick_accel() {
 # boot NAME KERNEL_DIR: runs the VM; results in $OUT/NAME.results.
 boot() {
     local name=$1 kdir=$2 accel; accel=$(pick_accel)
-    local vmlinuz; vmlinuz=$(ls "$kdir"/boot/vmlinuz-* "$kdir"/usr/lib/modules/*/vmlinuz 2>/dev/null | head -1)
+    local vmlinuz; vmlinuz=$(first "$kdir"/boot/vmlinuz-* "$kdir"/usr/lib/modules/*/vmlinuz)
     [ -n "$vmlinuz" ] || die "$name: no vmlinuz in $kdir"
     build_modules "$kdir" "$OUT/$name.modules.cpio.gz"
     cat "$OUT/common.cpio.gz" "$OUT/$name.modules.cpio.gz" >"$OUT/$name.initramfs"
