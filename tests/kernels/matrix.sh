@@ -6,8 +6,8 @@
 #   tests/kernels/matrix.sh [--update] [KERNEL...]
 #
 # KERNEL: host (the running kernel, no VM), a name from kernels.tsv (bullseye, bookworm,
-# trixie, trixie-backports), `quick` (what ./test.sh runs: host, the oldest, bookworm and
-# the newest) or `all` (the default: host and every kernel of kernels.tsv).
+# trixie, trixie-backports), oldest, newest, `quick` (what ./test.sh runs: host, the oldest,
+# bookworm and the newest) or `all` (the default: host and every kernel of kernels.tsv).
 # --update writes the rows of expected.tsv for the kernels run from what was seen (review
 # the diff!), instead of failing on a difference.
 #
@@ -36,7 +36,7 @@ WANT=()
 for a in "$@"; do
     case $a in
         --update) UPDATE=1 ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
         -*) die "unknown option $a" ;;
         *) WANT+=("$a") ;;
     esac
@@ -51,6 +51,8 @@ for w in "${WANT[@]}"; do
     case $w in
         all) RUN+=(host "${NAMES[@]}") ;;
         quick) RUN+=(host "${NAMES[0]}" bookworm "${NAMES[-1]}") ;;
+        oldest) RUN+=("${NAMES[0]}") ;;
+        newest) RUN+=("${NAMES[-1]}") ;;
         host) RUN+=(host) ;;
         *) [ -n "$(suite_of "$w")" ] || die "unknown kernel $w (known: host ${NAMES[*]})"; RUN+=("$w") ;;
     esac
@@ -178,7 +180,15 @@ fetch_kernel() {
 # and one per kernel (its modules), concatenated: the kernel unpacks both.
 lib_closure() { ldd "$@" 2>/dev/null | awk '/=> \// {print $3} /^\t\/lib.*ld-linux/ {print $1}' | sort -u; }
 build_common() {
-    local root=$OUT/initramfs-common
+    local root=$OUT/initramfs-common f
+    # Up to date when newer than everything it is made of.
+    if [ -s "$OUT/common.cpio.gz" ]; then
+        local stale=0
+        for f in "$AGENT" "$HERE"/matrix.conf "$HERE"/workload.sh "$HERE"/vm-init.sh "$0" /bin/busybox; do
+            [ "$f" -nt "$OUT/common.cpio.gz" ] && stale=1
+        done
+        ((stale)) || return 0
+    fi
     rm -rf "$root" && mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,usr/bin,lib/modules}
     cp /bin/busybox "$root/bin/busybox"
     strip -o "$root/bin/pmdabcc" "$AGENT"

@@ -286,3 +286,29 @@ impl Instances {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // pmdaCache works without pmcd: what `pmdabcc --probe` relies on.
+    #[test]
+    fn standalone_instances_list_active_members_only() {
+        let mut i = Instances::standalone(300, &[(1, IndomKind::Cached), (2, IndomKind::Fixed)]);
+        let a = i.add(1, "a").unwrap();
+        let b = i.add(1, "b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(i.add(1, "a").unwrap(), a, "the same name keeps its id");
+        i.hide(1, "a");
+        assert_eq!(i.members(1), vec![(b, "b".to_string())]);
+        i.set_fixed(2, &[(0, "x".into()), (5, "y".into())]);
+        assert_eq!(i.members(2), vec![(0, "x".into()), (5, "y".into())]);
+        assert!(
+            i.members(3).is_empty(),
+            "an unregistered indom has no members"
+        );
+        // Another domain has caches of its own.
+        let other = Instances::standalone(301, &[(1, IndomKind::Cached)]);
+        assert!(other.members(1).is_empty());
+    }
+}
