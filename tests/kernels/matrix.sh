@@ -258,14 +258,17 @@ boot() {
     if [ "$accel" = kvm ]; then cpu=(-cpu host -accel kvm); t=60; fi
     say "$name: booting $(basename "$vmlinuz") under QEMU ($accel)"
     local t0=$SECONDS rc=0
-    timeout --foreground -k 5 "$t" qemu-system-x86_64 "${cpu[@]}" -m 1024 -smp 2 \
+    # In a subshell of its own, so the shell's note of a crashed qemu goes to the log too.
+    (timeout --foreground -k 5 "$t" qemu-system-x86_64 "${cpu[@]}" -m 1024 -smp 2 \
         -nographic -no-reboot -nodefaults -monitor none \
         -kernel "$vmlinuz" -initrd "$OUT/$name.initramfs" \
         -append "console=ttyS0 panic=-1 quiet" \
-        -serial "file:$con" -serial "file:$res" </dev/null >"$OUT/$name.qemu.log" 2>&1 || rc=$?
-    if [ "$accel" = kvm ] && ! grep -q '^matrix-done' "$res" 2>/dev/null; then
-        # Nested KVM can fail mid-boot (emulation failure): note it, and use TCG from now on.
-        say "$name: KVM did not work here (see $OUT/$name.qemu.log); TCG from now on"
+        -serial "file:$con" -serial "file:$res" </dev/null; exit $?) >"$OUT/$name.qemu.log" 2>&1 || rc=$?
+    if [ "$accel" = kvm ] && ! grep -q '^boot' "$res" 2>/dev/null; then
+        # Nested KVM can fail before the guest's init runs (an MSR qemu cannot set, an
+        # emulation failure): note it, and use TCG from now on.
+        mv "$OUT/$name.qemu.log" "$OUT/$name.kvm.log"
+        say "$name: KVM did not work here (see $OUT/$name.kvm.log); TCG from now on"
         echo broken >"$KVM_VERDICT"
         boot "$@"
         return
