@@ -126,7 +126,7 @@ impl Evidence {
             if let Some((head, rest)) = msg.split_once("-- BEGIN PROG LOAD LOG --") {
                 // The verifier's verdict is at the end of its log; the start is preamble.
                 ev.rejected = true;
-                plain.push(format!("{}verifier log, last lines:", head.trim_end()));
+                plain.push(format!("{} verifier log, last lines:", head.trim_end()));
                 let body = rest.split("-- END PROG LOAD LOG --").next().unwrap_or("");
                 let meaningful: Vec<&str> = body
                     .lines()
