@@ -88,6 +88,10 @@ deploy_install() {
     install -m 0755 "${CARGO_TARGET_DIR:-target}/release/pmdabcc" "$BCC_DIR/pmdabcc.new" && mv -f "$BCC_DIR/pmdabcc.new" "$BCC_DIR/pmdabcc"
     install -m 0755 pmda/Install pmda/Remove "$BCC_DIR/"
     install -m 0644 pmda/root_bcc pmda/domain.h pmda/pmdabcc.1 pmda/bcc.conf "$BCC_DIR/" 2>/dev/null || true
+    # What user modules build against, and where their objects and specs go.
+    install -d -m 0755 "$BCC_DIR/include" "$BCC_DIR/modules"
+    install -m 0644 crates/pmdabcc/src/bpf/vmlinux.h crates/pmdabcc/src/bpf/bits.bpf.h \
+        crates/pmdabcc/src/bpf/hist.bpf.h crates/pmdabcc/src/bpf/maps.bpf.h "$BCC_DIR/include/"
     mv -f "$BCC_DIR/bcc.conf" "$BCC_DIR/bcc.conf.default"
     if [ -n "${BCC_CONF:-}" ]; then
         install -m 0644 "$BCC_CONF" "$BCC_DIR/bcc.conf"

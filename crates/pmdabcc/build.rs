@@ -35,8 +35,8 @@ fn main() {
             continue;
         }
         println!("cargo:rerun-if-changed={}", dir.display());
-        SkeletonBuilder::new()
-            .source(&src)
+        let mut b = SkeletonBuilder::new();
+        b.source(&src)
             .obj(out.join(format!("{name}.bpf.o")))
             .clang_args([
                 format!("-I{}", common.display()),
@@ -44,8 +44,56 @@ fn main() {
                 format!("-D__TARGET_ARCH_{arch}"),
                 "-Wall".to_string(),
                 "-Wno-unused-function".to_string(),
-            ])
-            .build_and_generate(out.join(format!("{name}.skel.rs")))
-            .unwrap_or_else(|e| panic!("building BPF for module {name} ({}): {e:#}\n(is clang installed? ./install.sh installs it)", src.display()));
+            ]);
+        // A spec module (`<m>.toml` beside it) embeds the object; the rest use a skeleton.
+        let built = if dir.join(format!("{name}.toml")).exists() {
+            b.build()
+        } else {
+            b.build_and_generate(out.join(format!("{name}.skel.rs")))
+        };
+        built.unwrap_or_else(|e| panic!("building BPF for module {name} ({}): {e:#}\n(is clang installed? ./install.sh installs it)", src.display()));
     }
+    write_names(&out);
+}
+
+/// Syscall and errno names for the decoders, from the build host's kernel UAPI headers
+/// (linux-libc-dev): the monitored host needs none. Missing headers leave a table empty
+/// (the decoders then print numbers).
+fn write_names(out: &Path) {
+    fn defines(path: &str, prefix: &str) -> Vec<(i64, String)> {
+        println!("cargo:rerun-if-changed={path}");
+        let mut v: Vec<(i64, String)> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next()? == "#define").then_some(())?;
+                let name = it.next()?.strip_prefix(prefix)?;
+                let n: i64 = it.next()?.parse().ok()?;
+                Some((n, name.to_string()))
+            })
+            .collect();
+        v.sort();
+        v.dedup_by_key(|e| e.0);
+        v
+    }
+    let unistd = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") | Err(_) => "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+        Ok(_) => "/usr/include/asm-generic/unistd.h",
+    };
+    let sys = defines(unistd, "__NR_");
+    let mut errno = defines("/usr/include/asm-generic/errno-base.h", "");
+    errno.extend(defines("/usr/include/asm-generic/errno.h", ""));
+    errno.retain(|(_, n)| n.starts_with('E'));
+    errno.sort();
+    errno.dedup_by_key(|e| e.0);
+    let table = |name: &str, v: &[(i64, String)]| {
+        let rows: String = v.iter().map(|(n, s)| format!("({n}, {s:?}),")).collect();
+        format!("pub static {name}: &[(i64, &str)] = &[{rows}];\n")
+    };
+    std::fs::write(
+        out.join("names.rs"),
+        table("SYSCALLS", &sys) + &table("ERRNOS", &errno),
+    )
+    .expect("write names.rs");
 }

@@ -4,11 +4,14 @@
 //! - [`module`]: the module interface; [`modules`]: one folder per module
 //! - [`agent`]: runs the modules behind the PMDA layer (the `pcp-pmda` crate)
 //! - [`bpf`]: BPF plumbing shared by the modules
+//! - [`framework`]: modules as a BPF object plus a spec (built-in and user modules)
 //! - [`probe`]: `pmdabcc --probe`, the modules' start on this kernel without pmcd
 
 pub mod agent;
 pub mod bpf;
 pub mod config;
+pub mod docs;
+pub mod framework;
 pub mod module;
 pub mod modules;
 pub mod probe;

@@ -123,12 +123,19 @@ fn main() {
 fn run() -> Result<()> {
     let started = Instant::now();
     let args = parse_args()?;
+    // libbpf's messages go to the log (and to status lines on failure), never to stdout.
+    pmdabcc::bpf::bridge_libbpf_log();
     if args.list {
-        for m in pmdabcc::modules::ALL {
+        for m in pmdabcc::modules::all() {
             println!(
-                "{:<12} cluster {:>3}  {}",
-                m.name, m.default_cluster, m.summary
+                "{:<12} cluster {:>4}  {}",
+                m.name,
+                m.default_cluster.map_or("-".into(), |c| c.to_string()),
+                m.summary
             );
+            for o in m.options {
+                println!("    {:<18} {} (default {:?})", o.key, o.kind.describe(), o.default);
+            }
         }
         return Ok(());
     }
@@ -148,7 +155,6 @@ fn run() -> Result<()> {
         send_ready: args.send_ready,
     })?;
     pcp_pmda::init_logger("pmdabcc", log::LevelFilter::Info);
-    pmdabcc::bpf::bridge_libbpf_log();
     log::info!(
         "pmdabcc {} starting, config {}",
         env!("CARGO_PKG_VERSION"),

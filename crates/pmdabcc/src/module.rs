@@ -11,7 +11,7 @@ use pcp_pmda::{IndomKind, Instances, PmdaError, Semantics, Type, Units, Value};
 
 /// One metric of a module. `name` is relative to the module's prefix (`proc.sysfork` with
 /// prefix `bcc.` is `bcc.proc.sysfork`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MetricSpec {
     pub item: u32,
     pub name: &'static str,
@@ -28,7 +28,7 @@ pub struct MetricSpec {
 }
 
 /// One instance domain of a module.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct IndomSpec {
     /// Module-local id; the PCP serial is derived from the module's cluster and this id.
     pub id: u32,
@@ -37,10 +37,42 @@ pub struct IndomSpec {
     pub help: &'static str,
 }
 
-/// A module option, for the documentation and `--list-modules`.
-#[derive(Debug)]
+/// The type of a module option: parsing, errors and the docs follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionKind {
+    Bool,
+    Integer { min: i64, max: i64 },
+    Enum(&'static [&'static str]),
+    /// Comma-separated words.
+    List,
+    /// Comma-separated port numbers.
+    Ports,
+    /// The shared process filter (PIDs, names, regular expressions).
+    Process,
+    Text,
+}
+
+impl OptionKind {
+    /// How the docs describe the values.
+    pub fn describe(&self) -> String {
+        match self {
+            OptionKind::Bool => "True or False".into(),
+            OptionKind::Integer { min, max } => format!("{min} to {max}"),
+            OptionKind::Enum(v) => v.join(" | "),
+            OptionKind::List => "comma-separated list".into(),
+            OptionKind::Ports => "comma-separated ports".into(),
+            OptionKind::Process => "PIDs, names or regular expressions, comma-separated".into(),
+            OptionKind::Text => "text".into(),
+        }
+    }
+}
+
+/// A module option: its key, type, default (as bcc.conf writes it; "" for none) and doc.
+#[derive(Clone, Copy, Debug)]
 pub struct OptionSpec {
     pub key: &'static str,
+    pub kind: OptionKind,
+    pub default: &'static str,
     pub doc: &'static str,
 }
 
@@ -49,13 +81,19 @@ pub struct ModuleSpec {
     /// The value of `module =` in bcc.conf.
     pub name: &'static str,
     pub summary: &'static str,
-    /// Cluster used when the section has no `cluster =` (the original pmdabcc's numbers).
-    pub default_cluster: u32,
+    /// Cluster used when the section has no `cluster =` (the original pmdabcc's numbers);
+    /// a user module without one needs `cluster =` in its section.
+    pub default_cluster: Option<u32>,
     pub metrics: &'static [MetricSpec],
     pub indoms: &'static [IndomSpec],
     pub options: &'static [OptionSpec],
-    /// Parses the section's options; no BPF work here.
-    pub create: fn(&ModuleConfig) -> Result<Box<dyn Module>, ConfigError>,
+    /// Other metric tables an option can choose (e.g. tcplife's `layout = sessions`), by
+    /// option setting: for the descriptor golden file and its one-PMID-one-descriptor check.
+    pub layouts: &'static [(&'static str, &'static [MetricSpec], &'static [IndomSpec])],
+    /// Parses the section's options (the agent has refused unknown keys); no BPF work here.
+    pub create: fn(&'static ModuleSpec, &ModuleConfig) -> Result<Box<dyn Module>, ConfigError>,
+    /// A spec module's program (spec + object); `None` for modules written in Rust.
+    pub program: Option<&'static crate::framework::Program>,
 }
 
 /// PCP serial of a module-local indom: 6 bits of local id under the 12-bit cluster, so
@@ -172,7 +210,7 @@ pub trait Module: Send {
     }
     /// The metric table and instance domains served, when an option chose a layout other
     /// than the spec's own (e.g. tcplife's `layout = sessions`); `None`: the spec's.
-    fn layout(&self) -> Option<(&'static [MetricSpec], &'static [IndomSpec])> {
+    fn layout(&self) -> Option<(&[MetricSpec], &[IndomSpec])> {
         None
     }
 }

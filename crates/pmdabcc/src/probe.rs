@@ -34,7 +34,7 @@ use regex::Regex;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// What `--probe` was asked to do.
@@ -71,23 +71,7 @@ impl State {
     }
 }
 
-/// libbpf's warnings since the last [`take_libbpf_log`] (the probe installs the callback).
-static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn capture_libbpf(level: libbpf_rs::PrintLevel, msg: String) {
-    if level == libbpf_rs::PrintLevel::Warn {
-        LIBBPF_LOG
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(msg);
-    }
-}
-
-fn take_libbpf_log() -> Vec<String> {
-    std::mem::take(&mut *LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// What libbpf's messages say about a failed start.
+/// What libbpf's messages (and a failed start's error) say about the failure.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Evidence {
     /// Hooks the kernel does not have (`btf:NAME`, `tracepoint:CAT/NAME`, `raw_tp:NAME`).
@@ -97,7 +81,7 @@ pub struct Evidence {
     pub rejected: bool,
     /// The field or type a CO-RE relocation could not find.
     pub core: Option<String>,
-    /// The lines worth showing: libbpf's first ones, the verifier's last ones.
+    /// The lines worth showing: libbpf's first failures, the verifier's last lines.
     pub lines: Vec<String>,
 }
 
@@ -113,55 +97,84 @@ static RE_RAW: LazyLock<Regex> = LazyLock::new(|| {
 static RE_CORE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"failed to resolve CO-RE relocation <[^>]+> \[\d+\] (.+?) \(").unwrap()
 });
+/// The framework's own check of a program's section (`tp_btf/x is missing on this kernel`).
+static RE_SECTION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(\S+/\S+) is missing on this kernel").unwrap());
 
 /// Most libbpf lines and verifier lines shown per start.
 const LIBBPF_LINES: usize = 6;
 const VERIFIER_LINES: usize = 3;
+const VERIFIER_WIDTH: usize = 160;
+
+/// `missing:` names for a program section: `tp_btf/x` -> `btf:x`, `tracepoint/c/x` ->
+/// `tracepoint:c/x`, as libbpf's messages give them.
+fn section_hook(section: &str) -> String {
+    match section.split_once('/') {
+        Some(("tp_btf", r)) => format!("btf:{r}"),
+        Some(("raw_tp" | "raw_tracepoint", r)) => format!("raw_tp:{r}"),
+        Some(("tracepoint" | "tp", r)) => format!("tracepoint:{r}"),
+        _ => section.to_string(),
+    }
+}
 
 impl Evidence {
-    pub fn from_log(messages: &[String]) -> Evidence {
+    /// From libbpf's messages (multi-line ones are split) and the start's error.
+    pub fn from_log(messages: &[String], err: Option<&ModuleError>) -> Evidence {
         let mut ev = Evidence::default();
         let mut plain = Vec::new();
-        for msg in messages {
-            if let Some((head, rest)) = msg.split_once("-- BEGIN PROG LOAD LOG --") {
-                // The verifier's verdict is at the end of its log; the start is preamble.
-                ev.rejected = true;
-                plain.push(format!("{} verifier log, last lines:", head.trim_end()));
-                let body = rest.split("-- END PROG LOAD LOG --").next().unwrap_or("");
-                let meaningful: Vec<&str> = body
-                    .lines()
-                    .map(str::trim_end)
-                    .filter(|l| {
-                        !l.is_empty()
-                            && !l.starts_with("processed ")
-                            && !l.starts_with("verification time")
-                            && !l.starts_with("stack depth")
-                    })
-                    .collect();
-                let from = meaningful.len().saturating_sub(VERIFIER_LINES);
-                plain.extend(meaningful[from..].iter().map(|l| format!("  {l}")));
-                if let Some(c) = body.lines().find_map(|l| RE_CORE.captures(l)) {
-                    ev.core = Some(c[1].to_string());
+        let mut verifier: Option<Vec<String>> = None;
+        for line in messages
+            .iter()
+            .flat_map(|m| m.lines())
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty())
+        {
+            if let Some(v) = verifier.as_mut() {
+                if line.contains("-- END PROG LOAD LOG --") {
+                    // The verifier's verdict is at the end of its log; the start is preamble.
+                    let v = verifier.take().unwrap_or_default();
+                    let from = v.len().saturating_sub(VERIFIER_LINES);
+                    plain.extend(v[from..].iter().map(|l| format!("  {l}")));
+                } else if !line.starts_with("processed ")
+                    && !line.starts_with("verification time")
+                    && !line.starts_with("stack depth")
+                {
+                    if let Some(c) = RE_CORE.captures(line) {
+                        ev.core = Some(c[1].to_string());
+                    }
+                    // Register dumps run to hundreds of characters: their start says enough.
+                    v.push(line.chars().take(VERIFIER_WIDTH).collect());
                 }
                 continue;
             }
-            for line in msg.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-                if let Some(c) = RE_BTF.captures(line) {
-                    ev.missing.push(format!("btf:{}", &c[1]));
-                } else if let Some(c) = RE_TP.captures(line) {
-                    ev.missing.push(format!("tracepoint:{}", &c[1]));
-                } else if let Some(c) = RE_RAW.captures(line) {
-                    ev.missing.push(format!("raw_tp:{}", &c[1]));
-                } else if let Some(c) = RE_CORE.captures(line) {
-                    ev.core = Some(c[1].to_string());
-                    ev.rejected = true;
-                } else if line.contains("BPF program load failed") {
-                    ev.rejected = true;
-                }
-                if plain.len() < LIBBPF_LINES {
-                    plain.push(line.to_string());
-                }
+            if let Some(head) = line.strip_suffix("-- BEGIN PROG LOAD LOG --") {
+                ev.rejected = true;
+                plain.push(format!("{} verifier log, last lines:", head.trim_end()));
+                verifier = Some(Vec::new());
+                continue;
             }
+            if let Some(c) = RE_BTF.captures(line) {
+                ev.missing.push(format!("btf:{}", &c[1]));
+            } else if let Some(c) = RE_TP.captures(line) {
+                ev.missing.push(format!("tracepoint:{}", &c[1]));
+            } else if let Some(c) = RE_RAW.captures(line) {
+                ev.missing.push(format!("raw_tp:{}", &c[1]));
+            } else if let Some(c) = RE_CORE.captures(line) {
+                ev.core = Some(c[1].to_string());
+                ev.rejected = true;
+            } else if line.contains("BPF program load failed") {
+                ev.rejected = true;
+            }
+            // libbpf's informational lines (the bridge captures those too) say nothing here.
+            let failure = ["fail", "error", "invalid", "-E"].iter().any(|w| line.contains(w));
+            if failure && plain.len() < LIBBPF_LINES {
+                plain.push(line.to_string());
+            }
+        }
+        if let Some(e @ ModuleError::NoHook(_)) = err {
+            let msg = e.to_string();
+            ev.missing
+                .extend(RE_SECTION.captures_iter(&msg).map(|c| section_hook(&c[1])));
         }
         ev.missing.sort();
         ev.missing.dedup();
@@ -170,10 +183,10 @@ impl Evidence {
     }
 }
 
-/// State and HOOKS column of a start that returned `err`, with libbpf's `ev`idence.
+/// State and HOOKS column of a start that returned `err`, with libbpf's `ev`idence: a
+/// missing hook is `unsupported`, a program the kernel refused (or anything else) `failed`.
 pub fn classify_failure(err: &ModuleError, ev: &Evidence) -> (State, String) {
-    let hook_error = matches!(err, ModuleError::NoHook(_) | ModuleError::Bpf { .. });
-    if hook_error && !ev.rejected && ev.core.is_none() {
+    if !ev.rejected && ev.core.is_none() && !matches!(err, ModuleError::Config(_)) {
         if !ev.missing.is_empty() {
             return (
                 State::Unsupported,
@@ -205,7 +218,7 @@ struct Live {
     label: String,
     cluster: u32,
     prefix: String,
-    metrics: &'static [MetricSpec],
+    metrics: Vec<MetricSpec>,
     module: Box<dyn Module>,
     inst: Instances,
 }
@@ -235,7 +248,7 @@ impl Live {
     /// Every value: (metric, instance or "-") -> (value, counter?).
     fn values(&self) -> BTreeMap<(String, String), (Value, bool)> {
         let mut out = BTreeMap::new();
-        for m in self.metrics {
+        for m in &self.metrics {
             let name = format!("{}{}", self.prefix, m.name);
             let counter = m.sem == Semantics::Counter;
             let insts: Vec<(Option<u32>, String)> = match m.indom {
@@ -372,7 +385,8 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
         // The agent refuses such a file; the probe was asked for it explicitly by root.
         eprintln!("pmdabcc: warning: {e}");
     }
-    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, capture_libbpf)));
+    // libbpf's messages go to the log (none here: no logger) and to the captures below.
+    bpf::bridge_libbpf_log();
     if let Err(e) = bpf::ensure_tracefs() {
         eprintln!("pmdabcc: {e}");
     }
@@ -425,21 +439,21 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
             let (Some(spec), Some(mut module)) = (slot.spec, slot.module) else {
                 continue;
             };
-            take_libbpf_log();
             bpf::force_hook(forced);
             let t0 = Instant::now();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.start()))
-                .unwrap_or_else(|_| Err(ModuleError::Other("panic while loading".into())));
+            let (result, log) = bpf::capture_libbpf(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.start()))
+                    .unwrap_or_else(|_| Err(ModuleError::Other("panic while loading".into())))
+            });
             let ms = t0.elapsed().as_millis();
             let forcing = bpf::force_hook(None);
-            let log = take_libbpf_log();
             if forced.is_some() && forcing.not_offered {
                 continue;
             }
             if forced.is_none() && forcing.consulted {
                 chosen.insert(slot.section.clone(), forcing.chosen);
             }
-            let ev = Evidence::from_log(&log);
+            let ev = Evidence::from_log(&log, result.as_ref().err());
             match result {
                 Ok(status) => {
                     running += 1;
@@ -461,15 +475,19 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
                     for l in &ev.lines {
                         out.rec(&["log", &label, l]);
                     }
-                    let (metrics, indoms) = module.layout().unwrap_or((spec.metrics, spec.indoms));
+                    // Copies: the layout borrows from the module, which moves below.
+                    let (metrics, kinds) = {
+                        let (m, i) = module.layout().unwrap_or((spec.metrics, spec.indoms));
+                        let kinds: Vec<(u32, pcp_pmda::IndomKind)> = i
+                            .iter()
+                            .map(|i| (indom_serial(slot.cluster, i.id), i.kind))
+                            .collect();
+                        (m.to_vec(), kinds)
+                    };
                     let domain = live.len() as u32 + 1;
                     if domain > pcp_pmda::MAX_DOMAIN {
                         continue; // more modules than pmdaCache domains: counted, not watched
                     }
-                    let kinds: Vec<(u32, pcp_pmda::IndomKind)> = indoms
-                        .iter()
-                        .map(|i| (indom_serial(slot.cluster, i.id), i.kind))
-                        .collect();
                     live.push(Live {
                         label,
                         cluster: slot.cluster,
@@ -623,7 +641,7 @@ mod tests {
         let ev = Evidence::from_log(&msgs(&[
             "libbpf: prog 'btf_io_start': failed to find kernel BTF type ID of 'block_io_start': -ESRCH\n",
             "libbpf: prog 'btf_io_start': failed to prepare load attributes: -ESRCH\n",
-        ]));
+        ]), None);
         assert_eq!(ev.missing, vec!["btf:block_io_start"]);
         assert!(!ev.rejected);
         let e = ModuleError::NoHook("tp_btf: BPF load failed: No such process (os error 3)".into());
@@ -634,21 +652,54 @@ mod tests {
     }
 
     #[test]
-    fn missing_classic_tracepoint_is_unsupported() {
+    fn missing_classic_tracepoint_is_unsupported_but_a_config_error_is_not() {
         let ev = Evidence::from_log(&msgs(&[
             "libbpf: failed to determine tracepoint 'block/block_io_start' perf event ID: -ENOENT\n",
             "libbpf: prog 'tp_io_start': failed to create tracepoint 'block/block_io_start' perf event: -ENOENT\n",
-        ]));
+        ]), None);
         assert_eq!(ev.missing, vec!["tracepoint:block/block_io_start"]);
-        let e = ModuleError::Other("x".into());
-        // Not a hook error: a missing tracepoint does not excuse it.
+        // The framework reports a failed attach as Other, with libbpf's summary.
+        let e = ModuleError::Other("BPF attach failed: ...".into());
+        assert_eq!(
+            classify_failure(&e, &ev),
+            (State::Unsupported, "missing:tracepoint:block/block_io_start".into())
+        );
+        let e = ModuleError::Config(crate::config::ConfigError {
+            file: "x".into(),
+            line: 1,
+            section: None,
+            key: None,
+            msg: "bad".into(),
+        });
         assert_eq!(classify_failure(&e, &ev).0, State::Failed);
+    }
+
+    #[test]
+    fn the_frameworks_own_hook_check_names_the_hook() {
+        let e = ModuleError::NoHook(
+            "program x_io: tp_btf/block_io_start is missing on this kernel".into(),
+        );
+        let ev = Evidence::from_log(&[], Some(&e));
+        assert_eq!(
+            classify_failure(&e, &ev),
+            (State::Unsupported, "missing:btf:block_io_start".into())
+        );
+    }
+
+    // As the agent's libbpf bridge captures it: one line at a time.
+    #[test]
+    fn line_by_line_capture_reads_the_same() {
+        let log = "libbpf: prog 'p': BPF program load failed: -EACCES\nlibbpf: prog 'p': -- BEGIN PROG LOAD LOG --\n0: (07) r1 += 8\ndereference of modified ctx ptr R1 off=8 disallowed\nprocessed 2 insns\n-- END PROG LOAD LOG --\nlibbpf: prog 'p': failed to load: -EACCES";
+        let whole = Evidence::from_log(&msgs(&[log]), None);
+        let lines: Vec<String> = log.lines().map(str::to_string).collect();
+        assert_eq!(Evidence::from_log(&lines, None), whole);
+        assert!(whole.rejected);
     }
 
     #[test]
     fn core_relocation_failure_is_a_failure_with_the_field() {
         let log = "libbpf: prog 'tcplife_send': BPF program load failed: -EINVAL\nlibbpf: prog 'tcplife_send': -- BEGIN PROG LOAD LOG --\nreg type unsupported for arg#0 function tcplife_send#270\n0: R1=ctx(off=0,imm=0) R10=fp0\n; __u64 sk = (__u64)args->sk;\n0: <invalid CO-RE relocation>\nfailed to resolve CO-RE relocation <byte_off> [268] struct trace_event_raw_sock_msg_length.sk (0:1 @ offset 8)\nprocessed 1 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n-- END PROG LOAD LOG --\n";
-        let ev = Evidence::from_log(&msgs(&[log]));
+        let ev = Evidence::from_log(&msgs(&[log]), None);
         assert!(ev.rejected);
         assert_eq!(
             ev.core.as_deref(),
@@ -676,7 +727,7 @@ mod tests {
             "libbpf: failed to determine tracepoint 'x/y' perf event ID: -ENOENT\n",
             "libbpf: prog 'selftest_verifier': BPF program load failed: -EACCES\n",
             "libbpf: prog 'selftest_verifier': -- BEGIN PROG LOAD LOG --\n0: (07) r1 += 65536\n1: (61) r0 = *(u32 *)(r1 +0)\ndereference of modified ctx ptr R1 off=65536 disallowed\nprocessed 2 insns\n-- END PROG LOAD LOG --\n",
-        ]));
+        ]), None);
         let e = ModuleError::Bpf {
             stage: "load",
             source: libbpf_rs::Error::from_raw_os_error(libc::EACCES),

@@ -15,7 +15,9 @@ pub mod bpfstats;
 pub mod metrics;
 
 use crate::config::{check_prefix, check_trusted, Config, ModuleConfig};
-use crate::module::{indom_serial, Module, ModuleError, ModuleInstances, ModuleSpec};
+use crate::module::{
+    indom_serial, IndomSpec, MetricSpec, Module, ModuleError, ModuleInstances, ModuleSpec,
+};
 use crate::modules;
 use log::{error, info, warn};
 use pcp_pmda::{Agent, Client, Control, Indom, LabelTarget, Metric, PmdaError, Pmid, Value, Waker};
@@ -290,32 +292,43 @@ impl BccAgent {
             slot.status = e.to_string();
             return slot;
         }
-        let kind = section
-            .keys
-            .get("module")
-            .map_or(name, |e| e.value.as_str());
-        let Some(spec) = modules::find(kind) else {
-            let line = section.keys.get("module").map_or(section.line, |e| e.line);
-            let known: Vec<&str> = modules::ALL.iter().map(|m| m.name).collect();
-            slot.status = format!(
-                "{}:{line}: [{name}] module: unknown module {kind:?} (known: {})",
-                config.file.display(),
-                known.join(", ")
-            );
-            return slot;
-        };
-        slot.spec = Some(spec);
-        let probe = ModuleConfig::new(&config.file, section, kind, 0, "", 0);
-        slot.cluster = match probe.get_u64(
-            "cluster",
-            spec.default_cluster as u64,
-            0..=(AGENT_CLUSTER as u64 - 1),
-        ) {
-            Ok(c) => c as u32,
-            Err(e) => {
-                slot.status = e.to_string();
+        let spec = match module_of(config, name, section) {
+            Ok(s) => s,
+            Err(why) => {
+                slot.status = why;
                 return slot;
             }
+        };
+        let kind = spec.name;
+        slot.spec = Some(spec);
+        let probe = ModuleConfig::new(&config.file, section, kind, 0, "", 0);
+        let unknown: Vec<String> = section
+            .keys
+            .keys()
+            .filter(|k| {
+                !crate::framework::spec::RESERVED_KEYS.contains(&k.as_str())
+                    && !spec.options.iter().any(|o| o.key == *k)
+            })
+            .map(|k| probe.error(k, "unknown option for this module").to_string())
+            .collect();
+        if !unknown.is_empty() {
+            slot.status = unknown.join("; ");
+            return slot;
+        }
+        slot.cluster = match (probe.get("cluster"), spec.default_cluster) {
+            (None, None) => {
+                slot.status = probe
+                    .error("cluster", "required: the module's spec has no default cluster")
+                    .to_string();
+                return slot;
+            }
+            (_, d) => match probe.get_u64("cluster", d.unwrap_or(0) as u64, 0..=(AGENT_CLUSTER as u64 - 1)) {
+                Ok(c) => c as u32,
+                Err(e) => {
+                    slot.status = e.to_string();
+                    return slot;
+                }
+            },
         };
         if let Some(other) = used.get(&slot.cluster) {
             slot.status = probe
@@ -351,7 +364,7 @@ impl BccAgent {
             &slot.prefix,
             config.pmda.process_refresh,
         );
-        match (spec.create)(&cfg) {
+        match (spec.create)(spec, &cfg) {
             Ok(m) => {
                 used.insert(slot.cluster, name.to_string());
                 slot.module = Some(m);
@@ -397,7 +410,7 @@ impl BccAgent {
             let spec = slot.spec.expect("running slot has a spec");
             let mut mine = Vec::new();
             let mut my_indoms = Vec::new();
-            let (table, table_indoms) = slot
+            let (table, table_indoms): (&[MetricSpec], &[IndomSpec]) = slot
                 .module
                 .as_ref()
                 .and_then(|m| m.layout())
@@ -718,6 +731,58 @@ impl BccAgent {
     }
 }
 
+/// The module kind of a section: a built-in one by `module =` (default: the section name),
+/// or a user module from its `object =` and `spec =` files (relative to
+/// `$PCP_PMDAS_DIR/bcc/modules/`), checked against each other.
+fn module_of(
+    config: &Config,
+    name: &str,
+    section: &crate::config::Section,
+) -> Result<&'static ModuleSpec, String> {
+    let key = |k: &str| section.keys.get(k);
+    let here = |k: &str| {
+        let line = key(k).map_or(section.line, |e| e.line);
+        format!("{}:{line}: [{name}] {k}", config.file.display())
+    };
+    match (key("object"), key("spec")) {
+        (None, None) => {}
+        (Some(o), Some(s)) => {
+            let dir = user_module_dir();
+            let (obj, spec) = (dir.join(&o.value), dir.join(&s.value));
+            for (k, p) in [("object", &obj), ("spec", &spec)] {
+                if let Err(e) = check_trusted(p) {
+                    return Err(format!("{}: {e}", here(k)));
+                }
+            }
+            let p = crate::framework::Program::from_files(&spec, &obj)
+                .map_err(|e| format!("{}: {e}", here("spec")))?;
+            if let Some(m) = key("module") {
+                if m.value != p.spec.name {
+                    return Err(format!("{}: {:?} is not the spec's module name {:?}", here("module"), m.value, p.spec.name));
+                }
+            }
+            return Ok(crate::framework::module_spec(p));
+        }
+        (Some(_), None) => return Err(format!("{}: a user module needs spec = too", here("object"))),
+        (None, Some(_)) => return Err(format!("{}: a user module needs object = too", here("spec"))),
+    }
+    let kind = key("module").map_or(name, |e| e.value.as_str());
+    modules::find(kind).ok_or_else(|| {
+        let known: Vec<&str> = modules::all().iter().map(|m| m.name).collect();
+        format!(
+            "{}: unknown module {kind:?} (known: {}; or a user module with object = and spec =)",
+            here("module"),
+            known.join(", ")
+        )
+    })
+}
+
+/// Where user modules' objects and specs live.
+pub fn user_module_dir() -> std::path::PathBuf {
+    let dir = pcp_pmda::config_var("PCP_PMDAS_DIR").unwrap_or_else(|| "/var/lib/pcp/pmdas".into());
+    Path::new(&dir).join("bcc").join("modules")
+}
+
 fn add_spec_metrics(
     out: &mut Vec<Metric>,
     indoms: &mut Vec<Indom>,
@@ -816,7 +881,7 @@ impl Agent for BccAgent {
             .ok_or(PmdaError::UnknownMetric)?;
         let slot = &self.slots[i];
         let spec = slot.spec.ok_or(PmdaError::UnknownMetric)?;
-        let table = slot
+        let table: &[MetricSpec] = slot
             .module
             .as_ref()
             .and_then(|m| m.layout())

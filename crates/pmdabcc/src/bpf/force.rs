@@ -65,3 +65,29 @@ pub(super) fn forced_among(hooks: &[Hook]) -> Result<Vec<Hook>, ModuleError> {
 pub(super) fn note_choice(h: Hook) {
     forcing().chosen = Some(h);
 }
+
+/// For the framework's twin programs (`<base>_btf/_raw/_tp`): the one hook kind to keep
+/// ("tp_btf", "raw_tp", "tracepoint") when a hook is forced, given the kinds the object has
+/// twins of; `None`: keep them all.
+pub fn forced_twin(offered: &[&str]) -> Option<&'static str> {
+    let mut f = forcing();
+    if offered.is_empty() {
+        return None;
+    }
+    f.consulted = true;
+    let h = f.hook?;
+    if !offered.contains(&h.as_str()) {
+        f.not_offered = true;
+    }
+    Some(h.as_str())
+}
+
+/// The framework chose `kind` for every twin group.
+pub fn note_twin_choice(kind: &str) {
+    let h = [Hook::TpBtf, Hook::RawTp, Hook::Tracepoint]
+        .into_iter()
+        .find(|h| h.as_str() == kind);
+    if let Some(h) = h {
+        note_choice(h);
+    }
+}

@@ -9,13 +9,60 @@ use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 
 mod force;
-pub use force::{force_hook, Forcing};
+pub use force::{force_hook, forced_twin, note_twin_choice, Forcing};
 use force::{forced_among, note_choice};
 
-/// Routes libbpf's messages into the agent's log (which is the PCP log file).
+thread_local! {
+    /// libbpf's messages on this thread while [`capture_libbpf`] runs.
+    static CAPTURE: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, collecting what libbpf says meanwhile on this thread (libbpf calls its print
+/// callback on the thread that called it), e.g. the verifier's log of a failed load.
+pub fn capture_libbpf<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let outer = CAPTURE.with(|c| c.borrow_mut().replace(Vec::new()));
+    let t = f();
+    let lines = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    // Nested (`pmdabcc --probe` around a module's own capture): the enclosing one sees them too.
+    if let Some(mut o) = outer {
+        o.extend(lines.iter().cloned());
+        CAPTURE.with(|c| *c.borrow_mut() = Some(o));
+    }
+    (t, lines)
+}
+
+/// The lines of a failed load worth showing a user: what failed, and the verifier's first
+/// and last lines (its verdict is at the end).
+pub fn load_failure_summary(lines: &[String]) -> String {
+    let failed = lines.iter().filter(|l| l.contains("failed") || l.contains("error")).take(2);
+    let log: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| !l.contains("BEGIN PROG LOAD LOG"))
+        .skip(1)
+        .take_while(|l| !l.contains("END PROG LOAD LOG"))
+        .collect();
+    let mut out: Vec<String> = failed.map(|l| l.trim().to_string()).collect();
+    if log.len() > 4 {
+        out.extend(log[..2].iter().map(|l| l.trim().to_string()));
+        out.push("...".into());
+        out.extend(log[log.len() - 2..].iter().map(|l| l.trim().to_string()));
+    } else {
+        out.extend(log.iter().map(|l| l.trim().to_string()));
+    }
+    out.dedup();
+    out.join(" | ")
+}
+
+/// Routes libbpf's messages into the agent's log (which is the PCP log file), and to a
+/// running [`capture_libbpf`].
 pub fn bridge_libbpf_log() {
     fn print(level: PrintLevel, msg: String) {
         let msg = msg.trim_end();
+        CAPTURE.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.extend(msg.lines().map(str::to_string));
+            }
+        });
         match level {
             PrintLevel::Warn => log::warn!("libbpf: {msg}"),
             PrintLevel::Info => log::info!("libbpf: {msg}"),
@@ -91,15 +138,121 @@ pub fn kernel_has_tracepoint(category: &str, name: &str) -> bool {
     paths.iter().any(|p| std::path::Path::new(p).exists())
 }
 
-/// Reads a plain `#[repr(C)]` value of a skeleton type from map bytes.
-pub fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> T {
+/// Plain data shared with BPF: a `#[repr(C)]` type of integers and arrays of them, for which
+/// every bit pattern is a valid value.
+///
+/// # Safety
+/// Implement it only for such types (the skeleton's types generated from BTF), next to an
+/// assertion of the type's size.
+pub unsafe trait Pod: Copy + Default + 'static {}
+
+// SAFETY: integers: every bit pattern is valid.
+unsafe impl Pod for u64 {}
+// SAFETY: as above.
+unsafe impl Pod for u32 {}
+
+/// Declares a skeleton type [`Pod`] with its size pinned: the one reviewed place where a
+/// module's BPF-shared type gets the marker (modules themselves contain no `unsafe`).
+macro_rules! pod {
+    ($t:ty, $size:expr) => {
+        const _: () = assert!(std::mem::size_of::<$t>() == $size);
+        // SAFETY: libbpf-cargo generates these types from the object's BTF as repr(C)
+        // structs of integers and arrays of integers; every bit pattern is valid, and the
+        // size assertion above fails the build if the BPF side changes shape.
+        #[allow(unsafe_code)]
+        unsafe impl $crate::bpf::Pod for $t {}
+    };
+}
+pub(crate) use pod;
+
+/// Reads a value of a BPF-shared type from map bytes (default when too short).
+pub fn from_bytes<T: Pod>(bytes: &[u8]) -> T {
     if bytes.len() < std::mem::size_of::<T>() {
         return T::default();
     }
-    // SAFETY: T is a Copy, repr(C) plain-data type generated from BTF (integers and arrays of
-    // them), for which every bit pattern is valid; the length was checked above and
+    // SAFETY: T: Pod, so any bit pattern is a valid T; the length was checked above and
     // read_unaligned copes with any alignment.
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+/// The bytes of a BPF-shared value (a map key to write or delete).
+pub fn as_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T: Pod is plain data with no padding-dependent invariants; the slice covers
+    // exactly the value and lives as long as the borrow.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// Whether the running kernel has a BTF tracepoint (`btf_trace_<name>`, what tp_btf and
+/// raw_tp programs attach to); `None` without kernel BTF. The names are read once.
+pub fn kernel_has_btf_tracepoint(name: &str) -> Option<bool> {
+    static NAMES: std::sync::OnceLock<Option<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
+            Some(
+                btf.type_by_kind::<libbpf_rs::btf::types::Typedef>()
+                    .filter_map(|t| t.name()?.to_str()?.strip_prefix("btf_trace_").map(str::to_string))
+                    .collect(),
+            )
+        })
+        .as_ref()
+        .map(|s| s.contains(name))
+}
+
+fn sysconf(name: libc::c_int, default: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(name) };
+    if v > 0 {
+        v as u64
+    } else {
+        default
+    }
+}
+
+/// USER_HZ: the unit of /proc's clock-tick fields (asked once).
+pub fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| sysconf(libc::_SC_CLK_TCK, 100))
+}
+
+pub fn page_size() -> u32 {
+    sysconf(libc::_SC_PAGESIZE, 4096) as u32
+}
+
+/// How often a perf event samples.
+#[derive(Clone, Copy, Debug)]
+pub enum Sample {
+    /// Samples per second.
+    Frequency(u64),
+    /// One sample every so many events (nanoseconds of a clock event).
+    Period(u64),
+}
+
+/// Opens a software perf event (`PERF_COUNT_SW_*`) on `cpu`, for perf_event programs.
+pub fn perf_event_open_sw(config: u64, sample: Sample, cpu: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut attr: libbpf_sys::perf_event_attr = Default::default();
+    attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
+    attr.size = std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32;
+    attr.config = config;
+    match sample {
+        Sample::Frequency(f) => {
+            attr.__bindgen_anon_1.sample_freq = f;
+            attr.set_freq(1);
+        }
+        Sample::Period(p) => attr.__bindgen_anon_1.sample_period = p,
+    }
+    // SAFETY: perf_event_open with a zero-initialised attr of the right size; pid -1 with a
+    // cpu counts every task on that CPU; the fd returned is owned by the caller.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_perf_event_open, &attr as *const _, -1, cpu, -1, libbpf_sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The sum over CPUs of u64 slot `key` of a per-CPU array map.
@@ -120,7 +273,12 @@ pub fn for_each_entry(
 ) -> Result<usize, std::io::Error> {
     const BATCH: u32 = 256;
     let ksz = map.key_size() as usize;
-    let vsz = map.value_size() as usize;
+    // Per-CPU maps return every possible CPU's copy, each rounded up to 8 bytes.
+    let vsz = if map.map_type().is_percpu() {
+        (map.value_size() as usize).div_ceil(8) * 8 * libbpf_rs::num_possible_cpus().unwrap_or(1)
+    } else {
+        map.value_size() as usize
+    };
     let fd = map.as_fd().as_raw_fd();
     let mut keys = vec![0u8; ksz * BATCH as usize];
     let mut vals = vec![0u8; vsz * BATCH as usize];
@@ -206,13 +364,19 @@ pub fn loaded_programs(obj: &libbpf_rs::Object) -> Vec<crate::module::ProgInfo> 
         .collect()
 }
 
-/// A named map, for the self-metrics.
-pub fn map_info(name: &str, map: &impl MapCore) -> crate::module::MapInfo {
-    crate::module::MapInfo {
-        name: name.to_string(),
-        fd: map.as_fd().as_raw_fd(),
-    }
+/// Every loaded program and every map of an object, for the self-metrics.
+pub fn object_infos(obj: &libbpf_rs::Object) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
+    use std::os::fd::AsFd;
+    let maps = obj
+        .maps()
+        .map(|m| crate::module::MapInfo {
+            name: m.name().to_string_lossy().into_owned(),
+            fd: m.as_fd().as_raw_fd(),
+        })
+        .collect();
+    (loaded_programs(obj), maps)
 }
+
 
 /// Classic tracepoints are attached through tracefs (libbpf reads each event's id there).
 /// Where it is not mounted (some minimal systems and containers), mount it, as perf and

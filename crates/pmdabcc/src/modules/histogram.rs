@@ -82,7 +82,7 @@ impl Hist {
 
 /// The histogram in slot 0 of a per-CPU array, summed over CPUs (one lookup returns every
 /// CPU's copy). `T` is the BPF side's record; `add` adds one CPU's copy.
-pub fn read_percpu<T: Copy + Default>(
+pub fn read_percpu<T: crate::bpf::Pod>(
     map: &impl libbpf_rs::MapCore,
     add: impl Fn(&mut Hist, &T),
 ) -> Result<Hist, crate::module::ModuleError> {

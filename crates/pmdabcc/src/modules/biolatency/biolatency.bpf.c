@@ -10,7 +10,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "bits.bpf.h"
+#include "hist.bpf.h"
 #include "biolatency.h"
 
 /* Set by user space before load. */
@@ -23,7 +23,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct biolat_hist);
+	__type(value, struct hist);
 } hist SEC(".maps");
 
 /* Per disk (dev_t, kernel encoding major << 20 | minor), updated atomically. */
@@ -31,7 +31,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
 	__type(key, __u32);
-	__type(value, struct biolat_hist);
+	__type(value, struct hist);
 } disks SEC(".maps");
 
 /* Requests in flight: when they started. */
@@ -41,9 +41,6 @@ struct {
 	__type(key, struct biolat_rq_key);
 	__type(value, __u64);
 } start SEC(".maps");
-
-/* Initial value of a new disk's histogram (too big for the 512-byte stack). */
-struct biolat_hist zero_hist = {};
 
 /*
  * CO-RE shim: the disk of a request. Commit f3fa33acca9f ("block: remove the ->rq_disk field
@@ -90,7 +87,7 @@ static __always_inline void rq_start(struct biolat_rq_key *key)
 static __always_inline void rq_done(struct biolat_rq_key *key, __u32 dev)
 {
 	__u64 *tsp, now, delta, slot;
-	struct biolat_hist *h;
+	struct hist *h;
 	__u32 zero = 0;
 
 	tsp = bpf_map_lookup_elem(&start, key);
@@ -100,29 +97,17 @@ static __always_inline void rq_done(struct biolat_rq_key *key, __u32 dev)
 	delta = now > *tsp ? now - *tsp : 0;
 	bpf_map_delete_elem(&start, key);
 
-	slot = log2l(delta / 1000);
-	if (slot >= BIOLAT_SLOTS) /* cannot happen; keeps the verifier sure of the bound */
-		slot = BIOLAT_SLOTS - 1;
+	/* buckets in microseconds, the sum exact in nanoseconds */
+	slot = hist_log2_slot(delta / 1000);
 	h = bpf_map_lookup_elem(&hist, &zero);
-	if (h) {
-		/* per-CPU slot; the tracing-program recursion guard keeps nested runs out */
-		h->slots[slot]++;
-		h->count++;
-		h->sum_ns += delta;
-	}
+	/* per-CPU slot; the tracing-program recursion guard keeps nested runs out */
+	if (h)
+		hist_add(h, slot, delta);
 	if (!targ_per_disk || !dev)
 		return;
-	h = bpf_map_lookup_elem(&disks, &dev);
-	if (!h) {
-		bpf_map_update_elem(&disks, &dev, &zero_hist, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&disks, &dev);
-		if (!h)
-			return;
-	}
-	/* shared by all CPUs */
-	__sync_fetch_and_add(&h->slots[slot], 1);
-	__sync_fetch_and_add(&h->count, 1);
-	__sync_fetch_and_add(&h->sum_ns, delta);
+	h = hist_lookup_or_init(&disks, &dev);
+	if (h) /* shared by all CPUs */
+		hist_add_atomic(h, slot, delta);
 }
 
 /*

@@ -219,36 +219,3 @@ many.",
         sensitive: false,
     },
 ];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// PMIDs are a contract with archives and dashboards: 149.10.0 is bcc.proc.io.perdev, as
-    /// in the original pmdabcc.
-    #[test]
-    fn pmids_are_pinned() {
-        let pinned: Vec<(u32, &str)> = METRICS.iter().map(|m| (m.item, m.name)).collect();
-        assert_eq!(
-            pinned,
-            vec![
-                (0, "proc.io.perdev"),
-                (1, "proc.io.perdev_read_bytes"),
-                (2, "proc.io.perdev_write_bytes"),
-                (3, "proc.io.perdev_read"),
-                (4, "proc.io.perdev_write"),
-                (5, "proc.io.perdev_discard_bytes"),
-                (6, "proc.io.perdev_discard"),
-                (7, "proc.io.perdev_flush"),
-                (8, "proc.io.perdev_comm"),
-                (9, "proc.io.perdev_dropped"),
-                (10, "proc.io.perdev_unattributed_bytes"),
-                (11, "proc.io.perdev_unseen"),
-            ]
-        );
-        assert_eq!(super::super::SPEC.default_cluster, 10);
-        assert_eq!(crate::module::indom_serial(10, INDOM_PAIRS), 640);
-        assert!(METRICS.iter().all(|m| m.sensitive == (m.item == COMM)));
-        crate::module::check_table(&super::super::SPEC).unwrap();
-    }
-}

@@ -9,8 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "bits.bpf.h"
-#include "runqlat.h"
+#include "hist.bpf.h"
 
 #define TASK_RUNNING 0
 
@@ -21,7 +20,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct runqlat_hist);
+	__type(value, struct hist);
 } hist SEC(".maps");
 
 /* When each runnable task (thread id) was enqueued. */
@@ -82,18 +81,12 @@ static __always_inline void enqueue(__u32 id, __u32 pid)
 static __always_inline void record(__u64 delta_ns)
 {
 	__u32 zero = 0;
-	struct runqlat_hist *h = bpf_map_lookup_elem(&hist, &zero);
-	__u64 slot;
+	struct hist *h = bpf_map_lookup_elem(&hist, &zero);
 
-	if (!h)
-		return;
-	slot = log2l(delta_ns / 1000);
-	if (slot >= RUNQLAT_SLOTS) /* cannot happen; keeps the verifier sure of the bound */
-		slot = RUNQLAT_SLOTS - 1;
-	/* per-CPU slot, and sched_switch runs with preemption off: no other writer */
-	h->slots[slot]++;
-	h->count++;
-	h->sum_ns += delta_ns;
+	/* per-CPU slot, and sched_switch runs with preemption off: no other writer;
+	 * buckets in microseconds, the sum exact in nanoseconds */
+	if (h)
+		hist_add(h, hist_log2_slot(delta_ns / 1000), delta_ns);
 }
 
 static __always_inline void run(__u32 pid)

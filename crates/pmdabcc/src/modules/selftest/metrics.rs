@@ -45,23 +45,3 @@ allowed_groups may fetch it; others get a permission error.",
         sensitive: true,
     },
 ];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pmids_are_pinned() {
-        let got: Vec<(u32, &str)> = METRICS.iter().map(|m| (m.item, m.name)).collect();
-        assert_eq!(
-            got,
-            vec![
-                (0, "selftest.forks"),
-                (1, "selftest.last_comm"),
-                (2, "selftest.last_pid")
-            ]
-        );
-        assert_eq!(super::super::SPEC.default_cluster, 4000);
-        crate::module::check_table(&super::super::SPEC).unwrap();
-    }
-}

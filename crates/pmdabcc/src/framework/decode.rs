@@ -1,0 +1,331 @@
+//! Decoders: how the bytes of a key or record field become an instance name or a string
+//! value (`docs/MODULE-SPEC.md`, "Decoders"). Lookups that need the system (disk names,
+//! kernel symbols, cgroup paths, command names) are cached.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Mutex, OnceLock};
+
+mod names {
+    include!(concat!(env!("OUT_DIR"), "/names.rs"));
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoder {
+    Uint,
+    Int,
+    Hex,
+    String,
+    Pid,
+    PidComm,
+    Disk,
+    Ksym,
+    Syscall,
+    Errno,
+    Ipv4,
+    Ipv6,
+    Port,
+    Cgroup,
+    Static(BTreeMap<i64, String>),
+}
+
+/// What a decoder needs of a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// An integer of 1-8 bytes.
+    Int,
+    /// A `char` array.
+    Text,
+    /// Exactly this many bytes.
+    Bytes(usize),
+}
+
+impl Decoder {
+    pub fn parse(name: &str, values: Option<BTreeMap<i64, String>>) -> Result<Decoder, String> {
+        let d = match name {
+            "uint" => Decoder::Uint,
+            "int" => Decoder::Int,
+            "hex" => Decoder::Hex,
+            "string" => Decoder::String,
+            "pid" => Decoder::Pid,
+            "pid_comm" => Decoder::PidComm,
+            "disk" => Decoder::Disk,
+            "ksym" => Decoder::Ksym,
+            "syscall" => Decoder::Syscall,
+            "errno" => Decoder::Errno,
+            "ipv4" => Decoder::Ipv4,
+            "ipv6" => Decoder::Ipv6,
+            "port" => Decoder::Port,
+            "cgroup" => Decoder::Cgroup,
+            "static" => {
+                return values
+                    .map(Decoder::Static)
+                    .ok_or_else(|| "the static decoder needs values = { \"0\" = \"name\", … }".into())
+            }
+            o => {
+                return Err(format!(
+                    "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
+syscall, errno, ipv4, ipv6, port, cgroup, static)"
+                ))
+            }
+        };
+        if values.is_some() {
+            return Err("values = { … } goes with decoder = \"static\" only".into());
+        }
+        Ok(d)
+    }
+
+    pub fn need(&self) -> Need {
+        match self {
+            Decoder::String => Need::Text,
+            Decoder::Ipv6 => Need::Bytes(16),
+            _ => Need::Int,
+        }
+    }
+
+    /// Decodes a field's bytes (native byte order, as the BPF program wrote them).
+    pub fn decode(&self, b: &[u8]) -> String {
+        match self {
+            Decoder::String => text(b),
+            Decoder::Ipv6 => match <[u8; 16]>::try_from(b) {
+                Ok(a) => Ipv6Addr::from(a).to_string(),
+                Err(_) => hex(b),
+            },
+            Decoder::Ipv4 => match <[u8; 4]>::try_from(b) {
+                // Network order: the bytes are the address as written.
+                Ok(a) => Ipv4Addr::from(a).to_string(),
+                Err(_) => hex(b),
+            },
+            Decoder::Port => match <[u8; 2]>::try_from(b) {
+                Ok(a) => u16::from_be_bytes(a).to_string(),
+                Err(_) => uint(b).to_string(),
+            },
+            Decoder::Uint => uint(b).to_string(),
+            Decoder::Int => int(b).to_string(),
+            Decoder::Hex => format!("{:#x}", uint(b)),
+            Decoder::Pid => format!("{:06}", uint(b)),
+            Decoder::PidComm => {
+                let pid = uint(b);
+                format!("{pid:06} {}", comm_of(pid).unwrap_or_else(|| "?".into()))
+            }
+            Decoder::Disk => disk_name(uint(b) as u32),
+            Decoder::Ksym => ksym(uint(b)),
+            Decoder::Syscall => {
+                let n = int(b);
+                lookup(names::SYSCALLS, n).map_or_else(|| format!("syscall_{n}"), str::to_string)
+            }
+            Decoder::Errno => {
+                let n = int(b).abs();
+                lookup(names::ERRNOS, n).map_or_else(|| n.to_string(), str::to_string)
+            }
+            Decoder::Cgroup => cgroup_path(uint(b)),
+            Decoder::Static(m) => {
+                let n = int(b);
+                m.get(&n).cloned().unwrap_or_else(|| n.to_string())
+            }
+        }
+    }
+}
+
+fn lookup(table: &[(i64, &'static str)], n: i64) -> Option<&'static str> {
+    table
+        .binary_search_by_key(&n, |(k, _)| *k)
+        .ok()
+        .map(|i| table[i].1)
+}
+
+/// An unsigned integer of up to 8 bytes, native order.
+pub fn uint(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    if cfg!(target_endian = "little") {
+        a[..n].copy_from_slice(&b[..n]);
+        u64::from_le_bytes(a)
+    } else {
+        a[8 - n..].copy_from_slice(&b[..n]);
+        u64::from_be_bytes(a)
+    }
+}
+
+/// A signed integer of up to 8 bytes, native order, sign-extended.
+pub fn int(b: &[u8]) -> i64 {
+    let n = b.len().clamp(1, 8);
+    let shift = 64 - 8 * n as u32;
+    ((uint(b) << shift) as i64) >> shift
+}
+
+/// Text up to the first NUL, invalid UTF-8 replaced.
+pub fn text(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Command name of a process, from /proc.
+pub fn comm_of(pid: u64) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(s.trim_end().to_string())
+}
+
+/// Kernel name of block device `dev` (kernel dev_t encoding, major << 20 | minor).
+pub fn disk_name(dev: u32) -> String {
+    static CACHE: OnceLock<Mutex<HashMap<u32, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(n) = cache.lock().ok().and_then(|c| c.get(&dev).cloned()) {
+        return n;
+    }
+    let (major, minor) = (dev >> 20, dev & 0xf_ffff);
+    let found = std::fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let name = found.clone().unwrap_or_else(|| format!("{major}:{minor}"));
+    if found.is_some() {
+        if let Ok(mut c) = cache.lock() {
+            c.insert(dev, name.clone());
+        }
+    }
+    name
+}
+
+/// The kernel symbol at or before `addr` (`name+0x10` inside a function).
+fn ksym(addr: u64) -> String {
+    static SYMS: OnceLock<Vec<(u64, String)>> = OnceLock::new();
+    let syms = SYMS.get_or_init(|| {
+        let mut v: Vec<(u64, String)> = std::fs::read_to_string("/proc/kallsyms")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let a = u64::from_str_radix(it.next()?, 16).ok()?;
+                let _ty = it.next()?;
+                Some((a, it.next()?.to_string()))
+            })
+            .filter(|(a, _)| *a != 0)
+            .collect();
+        v.sort_unstable();
+        v
+    });
+    match syms.partition_point(|(a, _)| *a <= addr) {
+        0 => format!("{addr:#x}"),
+        i => {
+            let (a, n) = &syms[i - 1];
+            if *a == addr {
+                n.clone()
+            } else {
+                format!("{n}+{:#x}", addr - a)
+            }
+        }
+    }
+}
+
+/// The cgroup v2 path of a cgroup id (the inode number of its directory).
+fn cgroup_path(id: u64) -> String {
+    static CACHE: OnceLock<Mutex<HashMap<u64, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(p) = cache.lock().ok().and_then(|c| c.get(&id).cloned()) {
+        return p;
+    }
+    // A miss re-walks the hierarchy (new cgroups appear); bounded by the tree's size.
+    let mut found = HashMap::new();
+    if let Some(root) = cgroup2_root() {
+        if let Ok(m) = std::fs::metadata(&root) {
+            use std::os::unix::fs::MetadataExt;
+            walk_cgroups(&root, "/", m.dev(), &mut found, 0);
+        }
+    }
+    let p = found.get(&id).cloned().unwrap_or_else(|| format!("cgroup_{id}"));
+    if let Ok(mut c) = cache.lock() {
+        *c = found;
+    }
+    p
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `…/unified` on hybrid
+/// systems): BPF's cgroup ids are its inode numbers.
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+        })
+}
+
+/// Records the directories of the cgroup v2 file system (`dev`) under `dir`: a cgroup v1
+/// hierarchy mounted below is another file system, with inode numbers of its own.
+fn walk_cgroups(dir: &std::path::Path, rel: &str, dev: u64, out: &mut HashMap<u64, String>, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    if depth > 32 {
+        return;
+    }
+    match std::fs::metadata(dir) {
+        Ok(m) if m.dev() == dev => {
+            out.insert(m.ino(), rel.to_string());
+        }
+        _ => return,
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let sub = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+            walk_cgroups(&e.path(), &sub, dev, out, depth + 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_and_text() {
+        assert_eq!(Decoder::Uint.decode(&7u32.to_ne_bytes()), "7");
+        assert_eq!(Decoder::Int.decode(&(-2i16).to_ne_bytes()), "-2");
+        assert_eq!(Decoder::Hex.decode(&255u64.to_ne_bytes()), "0xff");
+        assert_eq!(Decoder::Pid.decode(&42u32.to_ne_bytes()), "000042");
+        assert_eq!(Decoder::String.decode(b"bash\0junk"), "bash");
+        assert_eq!(Decoder::String.decode(b"full"), "full");
+    }
+
+    #[test]
+    fn network_fields() {
+        assert_eq!(Decoder::Ipv4.decode(&[127, 0, 0, 1]), "127.0.0.1");
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert_eq!(Decoder::Ipv6.decode(&v6), "::1");
+        assert_eq!(Decoder::Port.decode(&8080u16.to_be_bytes()), "8080");
+    }
+
+    #[test]
+    fn names_from_tables() {
+        assert_eq!(Decoder::Errno.decode(&(-2i32).to_ne_bytes()), "ENOENT");
+        assert_eq!(Decoder::Errno.decode(&13i32.to_ne_bytes()), "EACCES");
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(Decoder::Syscall.decode(&257u32.to_ne_bytes()), "openat");
+            assert_eq!(Decoder::Syscall.decode(&59u64.to_ne_bytes()), "execve");
+        }
+        let s = Decoder::parse("static", Some([(0, "read".to_string())].into())).unwrap();
+        assert_eq!(s.decode(&0u8.to_ne_bytes()), "read");
+        assert_eq!(s.decode(&5u8.to_ne_bytes()), "5");
+        assert!(Decoder::parse("static", None).is_err());
+        assert!(Decoder::parse("colour", None).unwrap_err().contains("unknown decoder"));
+    }
+
+    #[test]
+    fn system_lookups() {
+        let me = std::process::id() as u64;
+        assert!(Decoder::PidComm.decode(&me.to_ne_bytes()).starts_with(&format!("{me:06} ")));
+        assert_eq!(disk_name((1 << 20) | 3), "1:3"); // /dev/null: a char device
+        // The root cgroup's id is its directory's inode.
+        use std::os::unix::fs::MetadataExt;
+        if let Some(m) = cgroup2_root().and_then(|r| std::fs::metadata(r).ok()) {
+            assert_eq!(Decoder::Cgroup.decode(&m.ino().to_ne_bytes()), "/");
+        }
+        assert!(!Decoder::Ksym.decode(&0u64.to_ne_bytes()).is_empty());
+    }
+}

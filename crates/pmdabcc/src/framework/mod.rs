@@ -1,0 +1,803 @@
+//! The module framework: a module as a BPF object plus a spec (`docs/MODULE-SPEC.md`).
+//!
+//! [`Program`] is a spec checked against its object's BTF; [`module_spec`] turns it into the
+//! agent's [`ModuleSpec`] (metric table, indoms, options); [`SpecModule`] runs it: `load`
+//! opens, configures, loads and attaches the object, `serve` turns its maps into values.
+//! The built-in `sysfork`, `runqlat` and `biolatency` are spec modules compiled into the
+//! binary; user modules come from `bcc.conf` (`object =`, `spec =`).
+
+pub mod decode;
+pub mod events;
+pub mod layout;
+pub mod load;
+pub mod serve;
+pub mod spec;
+
+use crate::config::{ConfigError, ModuleConfig};
+use crate::module::{
+    IndomSpec, Module, ModuleError, ModuleInstances, ModuleSpec, OptionKind, OptionSpec,
+};
+use decode::{Decoder, Need};
+use layout::{Field, FieldKind, Layout, ObjectLayout};
+use pcp_pmda::{IndomKind, PmdaError, Type, Value};
+use spec::{MapKind, MetricDef, OptKind, Spec, SpecError};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+// BPF_MAP_TYPE_* values the map kinds accept.
+const HASH: u32 = 1;
+const ARRAY: u32 = 2;
+const PERCPU_HASH: u32 = 5;
+const PERCPU_ARRAY: u32 = 6;
+const LRU_HASH: u32 = 9;
+const LRU_PERCPU_HASH: u32 = 10;
+const RINGBUF: u32 = 27;
+
+fn is_percpu(t: u32) -> bool {
+    matches!(t, PERCPU_HASH | PERCPU_ARRAY | LRU_PERCPU_HASH)
+}
+
+/// Where a value lives in a key, value or record.
+#[derive(Clone, Debug)]
+pub struct Loc {
+    pub offset: usize,
+    pub size: usize,
+    pub kind: FieldKind,
+}
+
+impl Loc {
+    fn of(f: &Field) -> Loc {
+        Loc {
+            offset: f.offset,
+            size: f.size,
+            kind: f.kind.clone(),
+        }
+    }
+    pub fn bytes<'b>(&self, b: &'b [u8]) -> &'b [u8] {
+        b.get(self.offset..self.offset + self.size).unwrap_or(&[])
+    }
+}
+
+/// A metric with where its value comes from.
+#[derive(Clone, Debug)]
+pub struct MetricPlan {
+    pub item: u32,
+    pub ty: Type,
+    pub loc: Loc,
+    pub decoder: Option<Decoder>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyPlan {
+    pub loc: Loc,
+    pub decoder: Decoder,
+    pub label: String,
+}
+
+/// How one map is served, resolved against the object's layouts.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    Counters {
+        metrics: Vec<MetricPlan>,
+    },
+    Keyed {
+        indom: u32,
+        key: Vec<KeyPlan>,
+        metrics: Vec<MetricPlan>,
+    },
+    Histogram {
+        indom: u32,
+        key: Vec<KeyPlan>,
+        key_indom: Option<u32>,
+        buckets: Loc,
+        count: Option<Loc>,
+        sum: Option<Loc>,
+        sum_divisor: u64,
+        linear: Option<u64>,
+        items: (u32, Option<u32>, Option<u32>),
+    },
+    Events {
+        indom: u32,
+        slots: usize,
+        record_size: usize,
+        metrics: Vec<MetricPlan>,
+        lost: Option<(String, Loc, u32)>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct MapPlan {
+    pub name: String,
+    pub percpu: bool,
+    /// The value size as the kernel stores it (per CPU for per-CPU maps).
+    pub value_size: usize,
+    pub plan: Plan,
+}
+
+/// A spec and its object, checked against each other.
+#[derive(Debug)]
+pub struct Program {
+    pub spec: Spec,
+    pub object: Vec<u8>,
+    /// Where the object came from, for messages ("built in" or its path).
+    pub origin: String,
+    pub layout: ObjectLayout,
+    pub maps: Vec<MapPlan>,
+    /// Metric table and indoms, with types resolved.
+    pub metrics: Vec<crate::module::MetricSpec>,
+    pub indoms: Vec<IndomSpec>,
+    pub options: Vec<OptionSpec>,
+}
+
+impl Program {
+    /// Checks `spec` against `object` and resolves every layout.
+    pub fn new(spec: Spec, object: Vec<u8>, origin: String) -> Result<Program, SpecError> {
+        let layout = ObjectLayout::read(&object).map_err(|m| SpecError {
+            file: origin.clone().into(),
+            line: 0,
+            key: String::new(),
+            msg: m,
+        })?;
+        let mut maps = Vec::new();
+        for m in &spec.maps {
+            maps.push(resolve_map(&spec, &layout, m)?);
+        }
+        for o in &spec.options {
+            check_option(&spec, &layout, o)?;
+        }
+        let metrics = metric_table(&spec, &maps);
+        let indoms = indom_table(&spec);
+        let options = spec.options.iter().map(option_spec).collect();
+        Ok(Program {
+            spec,
+            object,
+            origin,
+            layout,
+            maps,
+            metrics,
+            indoms,
+            options,
+        })
+    }
+
+    /// Reads and checks a user module's spec and object files.
+    pub fn from_files(spec_path: &Path, object_path: &Path) -> Result<Program, SpecError> {
+        let text = std::fs::read_to_string(spec_path).map_err(|e| SpecError {
+            file: spec_path.into(),
+            line: 0,
+            key: String::new(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        let spec = Spec::parse(spec_path, &text)?;
+        let object = std::fs::read(object_path).map_err(|e| SpecError {
+            file: object_path.into(),
+            line: 0,
+            key: String::new(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        Program::new(spec, object, object_path.display().to_string())
+    }
+}
+
+fn err_at(spec: &Spec, at: &spec::Pos, msg: impl Into<String>) -> SpecError {
+    spec.error(at, msg)
+}
+
+/// A field of a layout by (optional) name: the plain value when `name` is None.
+fn field_of<'l>(
+    spec: &Spec,
+    at: &spec::Pos,
+    l: &'l Layout,
+    name: Option<&str>,
+    what: &str,
+) -> Result<&'l Field, SpecError> {
+    match name {
+        Some(n) => l.field(n).ok_or_else(|| {
+            err_at(
+                spec,
+                at,
+                format!(
+                    "{what} (struct {}) has no field {n:?} (fields: {})",
+                    l.name,
+                    l.field_names()
+                ),
+            )
+        }),
+        None => l.plain().ok_or_else(|| {
+            err_at(
+                spec,
+                at,
+                format!(
+                    "{what} is struct {} : name a field (fields: {})",
+                    l.name,
+                    l.field_names()
+                ),
+            )
+        }),
+    }
+}
+
+fn key_plans(
+    spec: &Spec,
+    keys: &[spec::KeyField],
+    l: Option<&Layout>,
+    map: &str,
+    at: &spec::Pos,
+) -> Result<Vec<KeyPlan>, SpecError> {
+    let Some(l) = l else {
+        return Err(err_at(spec, at, format!("map {map} declares no key type")));
+    };
+    if keys.is_empty() {
+        return Err(err_at(spec, at, format!("map {map}: a keyed map needs key = [{{ field = …, decoder = … }}]")));
+    }
+    keys.iter()
+        .map(|k| {
+            let f = field_of(spec, &k.at, l, k.field.as_deref(), &format!("the key of map {map}"))?;
+            check_need(spec, &k.at, f, &k.decoder)?;
+            Ok(KeyPlan {
+                loc: Loc::of(f),
+                decoder: k.decoder.clone(),
+                label: k.label.clone().unwrap_or_else(|| {
+                    k.field.clone().unwrap_or_else(|| "key".into())
+                }),
+            })
+        })
+        .collect()
+}
+
+fn check_need(spec: &Spec, at: &spec::Pos, f: &Field, d: &Decoder) -> Result<(), SpecError> {
+    let ok = match (d.need(), &f.kind) {
+        (Need::Int, FieldKind::Int { .. }) => f.size <= 8,
+        (Need::Text, FieldKind::Text) => true,
+        (Need::Bytes(n), _) => f.size == n,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(err_at(
+            spec,
+            at,
+            format!(
+                "decoder {d:?} does not fit field {:?} ({} bytes, {:?})",
+                f.name, f.size, f.kind
+            ),
+        ))
+    }
+}
+
+/// The metric type of a field: as declared, else u64/i64 for integers, string for text or a
+/// decoder that names things; a declared type must hold every value of the field.
+fn metric_type(spec: &Spec, d: &MetricDef, f: &Field, dec: Option<&Decoder>) -> Result<Type, SpecError> {
+    let numeric_decoder = matches!(dec, None | Some(Decoder::Uint) | Some(Decoder::Int));
+    if let Some(dec) = dec {
+        check_need(spec, &d.at, f, dec)?;
+    }
+    let natural = match (&f.kind, numeric_decoder) {
+        (FieldKind::Int { signed }, true) if f.size <= 8 => {
+            if *signed || matches!(dec, Some(Decoder::Int)) {
+                Type::I64
+            } else {
+                Type::U64
+            }
+        }
+        (FieldKind::Text, _) | (_, false) => Type::String,
+        _ => {
+            return Err(err_at(
+                spec,
+                &d.at,
+                format!("field {:?} ({} bytes, {:?}) cannot be a metric value", f.name, f.size, f.kind),
+            ))
+        }
+    };
+    let Some(ty) = d.ty else { return Ok(natural) };
+    let fits = match (ty, natural) {
+        (Type::String, Type::String) => true,
+        (Type::U64 | Type::I64, Type::U64 | Type::I64) => true,
+        (Type::U32 | Type::I32, Type::U64 | Type::I64) => f.size <= 4,
+        _ => false,
+    };
+    if !fits {
+        return Err(err_at(
+            spec,
+            &d.at,
+            format!(
+                "type {ty:?} does not fit field {:?} ({} bytes, {:?}{})",
+                f.name,
+                f.size,
+                f.kind,
+                dec.map(|d| format!(", decoder {d:?}")).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(ty)
+}
+
+fn metric_plans(
+    spec: &Spec,
+    ms: &[spec::FieldMetric],
+    l: &Layout,
+    what: &str,
+) -> Result<Vec<MetricPlan>, SpecError> {
+    ms.iter()
+        .map(|m| {
+            let f = field_of(spec, &m.field_at, l, m.field.as_deref(), what)?;
+            Ok(MetricPlan {
+                item: m.def.item,
+                ty: metric_type(spec, &m.def, f, m.decoder.as_ref())?,
+                loc: Loc::of(f),
+                decoder: m.decoder.clone(),
+            })
+        })
+        .collect()
+}
+
+fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapPlan, SpecError> {
+    let Some(ml) = ol.maps.get(&m.name) else {
+        let known: Vec<&str> = ol.maps.keys().map(String::as_str).collect();
+        return Err(err_at(
+            spec,
+            &m.at,
+            format!("the object has no map {:?} (maps: {})", m.name, known.join(", ")),
+        ));
+    };
+    let t = ml.map_type;
+    let kind_ok = match &m.kind {
+        MapKind::Counters { .. } => matches!(t, ARRAY | PERCPU_ARRAY),
+        MapKind::Keyed { .. } => matches!(t, HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH),
+        MapKind::Histogram(h) if h.key.is_empty() => matches!(t, ARRAY | PERCPU_ARRAY),
+        MapKind::Histogram(_) => matches!(t, HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH),
+        MapKind::Events(_) => t == RINGBUF,
+    };
+    if !kind_ok {
+        return Err(err_at(
+            spec,
+            &m.at,
+            format!("map {} has BPF map type {t}, which does not fit its kind (counters and unkeyed histograms: (per-CPU) array; keyed: (per-CPU/LRU) hash; events: ring buffer)", m.name),
+        ));
+    }
+    let value = || {
+        ml.value
+            .as_ref()
+            .ok_or_else(|| err_at(spec, &m.at, format!("map {} declares no value type (use __type(value, …))", m.name)))
+    };
+    let what = format!("the value of map {}", m.name);
+    let (plan, value_size) = match &m.kind {
+        MapKind::Counters { metrics } => {
+            let v = value()?;
+            (Plan::Counters { metrics: metric_plans(spec, metrics, v, &what)? }, v.size)
+        }
+        MapKind::Keyed { indom, key, metrics } => {
+            let v = value()?;
+            (
+                Plan::Keyed {
+                    indom: indom.id,
+                    key: key_plans(spec, key, ml.key.as_ref(), &m.name, &m.at)?,
+                    metrics: metric_plans(spec, metrics, v, &what)?,
+                },
+                v.size,
+            )
+        }
+        MapKind::Histogram(h) => {
+            let v = value()?;
+            let b = field_of(spec, &h.fields_at[0], v, Some(&h.buckets), &what)?;
+            let FieldKind::Array { elem: 8, .. } = b.kind else {
+                return Err(err_at(spec, &h.fields_at[0], format!("buckets field {:?} must be an array of __u64 (struct hist of hist.bpf.h)", h.buckets)));
+            };
+            let opt_field = |(name, named): &(String, bool), at: &spec::Pos| -> Result<Option<Loc>, SpecError> {
+                match v.field(name) {
+                    Some(f) if matches!(f.kind, FieldKind::Int { .. }) && f.size == 8 => Ok(Some(Loc::of(f))),
+                    Some(_) => Err(err_at(spec, at, format!("field {name:?} must be a __u64"))),
+                    None if *named => Err(err_at(spec, at, format!("{what} (struct {}) has no field {name:?} (fields: {})", v.name, v.field_names()))),
+                    None => Ok(None),
+                }
+            };
+            let count = opt_field(&h.count, &h.fields_at[1])?;
+            let sum = opt_field(&h.sum, &h.fields_at[2])?;
+            for (d, loc, f) in [(&h.count_metric, &count, "count"), (&h.sum_metric, &sum, "sum")] {
+                if let (Some(d), None) = (d, loc) {
+                    return Err(err_at(spec, &d.at, format!("{what} has no {f} field")));
+                }
+            }
+            let key = if h.key.is_empty() {
+                Vec::new()
+            } else {
+                key_plans(spec, &h.key, ml.key.as_ref(), &m.name, &m.at)?
+            };
+            (
+                Plan::Histogram {
+                    indom: h.indom.id,
+                    key,
+                    key_indom: h.key_indom.as_ref().map(|i| i.id),
+                    buckets: Loc::of(b),
+                    count,
+                    sum,
+                    sum_divisor: h.sum_divisor,
+                    linear: h.linear,
+                    items: (
+                        h.metric.item,
+                        h.count_metric.as_ref().map(|m| m.item),
+                        h.sum_metric.as_ref().map(|m| m.item),
+                    ),
+                },
+                v.size,
+            )
+        }
+        MapKind::Events(e) => {
+            let rec = ol.structs.get(&e.strukt).ok_or_else(|| {
+                err_at(spec, &m.at, format!("the object's BTF has no struct {:?} (keep it with `const struct {} *unused_{0} __attribute__((unused));`)", e.strukt, e.strukt))
+            })?;
+            let lost = match &e.lost {
+                None => None,
+                Some((map, field)) => {
+                    let lm = ol.maps.get(map).and_then(|l| l.value.as_ref()).ok_or_else(|| {
+                        err_at(spec, &m.at, format!("lost: the object has no map {map:?} with a value type"))
+                    })?;
+                    let f = field_of(spec, &m.at, lm, Some(field), &format!("the value of map {map}"))?;
+                    let item = e.lost_metric.as_ref().map(|d| d.item).ok_or_else(|| {
+                        err_at(spec, &m.at, "lost = { … } needs lost_metric = { item, name, … }")
+                    })?;
+                    Some((map.clone(), Loc::of(f), item))
+                }
+            };
+            (
+                Plan::Events {
+                    indom: e.indom.id,
+                    slots: e.slots,
+                    record_size: rec.size,
+                    metrics: metric_plans(spec, &e.metrics, rec, &format!("struct {}", e.strukt))?,
+                    lost,
+                },
+                rec.size,
+            )
+        }
+    };
+    Ok(MapPlan {
+        name: m.name.clone(),
+        percpu: is_percpu(t),
+        value_size,
+        plan,
+    })
+}
+
+fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(), SpecError> {
+    if let Some(g) = &o.global {
+        let Some((_, size)) = ol.rodata.get(g) else {
+            let known: Vec<&str> = ol.rodata.keys().map(String::as_str).collect();
+            return Err(err_at(
+                spec,
+                &o.at,
+                format!("the object has no read-only global {g:?} (const volatile; globals: {})", known.join(", ")),
+            ));
+        };
+        let fits = match &o.kind {
+            OptKind::Bool | OptKind::Process { .. } => (1..=8).contains(size),
+            OptKind::Integer { min, max } => {
+                let bits = 8 * *size as u32;
+                *size <= 8 && (bits == 64 || (*max as i128) < (1i128 << bits) && *min >= -(1i64 << (bits - 1).min(62)))
+            }
+            OptKind::Enum(v) => (1..=8).contains(size) && (v.len() as u64) < (1u64 << (8 * size.min(&7))),
+        };
+        if !fits {
+            return Err(err_at(spec, &o.at, format!("global {g:?} ({size} bytes) cannot hold this option's values")));
+        }
+    }
+    if let OptKind::Process { map } = &o.kind {
+        let key_ok = ol
+            .maps
+            .get(map)
+            .and_then(|m| m.key.as_ref())
+            .is_some_and(|k| k.size == 4);
+        if !key_ok {
+            return Err(err_at(spec, &o.at, format!("process filter map {map:?}: the object needs a hash map of that name keyed by __u32")));
+        }
+    }
+    Ok(())
+}
+
+fn metric_spec(d: &MetricDef, ty: Type, indom: Option<u32>) -> crate::module::MetricSpec {
+    crate::module::MetricSpec {
+        item: d.item,
+        name: leak(&d.name),
+        ty,
+        sem: d.sem,
+        units: d.units,
+        indom,
+        oneline: leak(&d.oneline),
+        help: leak(&d.help),
+        sensitive: d.sensitive,
+    }
+}
+
+/// The spec's metric table, types resolved by the plans.
+fn metric_table(spec: &Spec, plans: &[MapPlan]) -> Vec<crate::module::MetricSpec> {
+    let mut out = Vec::new();
+    for (m, p) in spec.maps.iter().zip(plans) {
+        let typed = |ms: &[spec::FieldMetric], ps: &[MetricPlan], indom: Option<u32>| -> Vec<crate::module::MetricSpec> {
+            ms.iter().zip(ps).map(|(m, p)| metric_spec(&m.def, p.ty, indom)).collect()
+        };
+        match (&m.kind, &p.plan) {
+            (MapKind::Counters { metrics }, Plan::Counters { metrics: ps }) => {
+                out.extend(typed(metrics, ps, None))
+            }
+            (MapKind::Keyed { metrics, indom, .. }, Plan::Keyed { metrics: ps, .. }) => {
+                out.extend(typed(metrics, ps, Some(indom.id)))
+            }
+            (MapKind::Histogram(h), _) => {
+                out.push(metric_spec(&h.metric, Type::U64, Some(h.indom.id)));
+                let per_key = h.key_indom.as_ref().map(|i| i.id);
+                for d in h.count_metric.iter().chain(h.sum_metric.iter()) {
+                    out.push(metric_spec(d, Type::U64, per_key));
+                }
+            }
+            (MapKind::Events(e), Plan::Events { metrics: ps, .. }) => {
+                out.extend(typed(&e.metrics, ps, Some(e.indom.id)));
+                if let Some(d) = &e.lost_metric {
+                    out.push(metric_spec(d, Type::U64, None));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn indom_table(spec: &Spec) -> Vec<IndomSpec> {
+    let mk = |d: &spec::IndomDef, kind| IndomSpec {
+        id: d.id,
+        kind,
+        oneline: leak(&d.oneline),
+        help: leak(&d.help),
+    };
+    let mut out = Vec::new();
+    for m in &spec.maps {
+        match &m.kind {
+            MapKind::Counters { .. } => {}
+            MapKind::Keyed { indom, .. } => out.push(mk(indom, IndomKind::Cached)),
+            MapKind::Histogram(h) => {
+                out.push(mk(&h.indom, if h.key.is_empty() { IndomKind::Fixed } else { IndomKind::Cached }));
+                if let Some(k) = &h.key_indom {
+                    out.push(mk(k, IndomKind::Cached));
+                }
+            }
+            MapKind::Events(e) => out.push(mk(&e.indom, IndomKind::Fixed)),
+        }
+    }
+    out
+}
+
+fn option_spec(o: &spec::OptSpec) -> OptionSpec {
+    OptionSpec {
+        key: leak(&o.key),
+        doc: leak(&o.doc),
+        default: leak(&o.default),
+        kind: match &o.kind {
+            OptKind::Bool => OptionKind::Bool,
+            OptKind::Integer { min, max } => OptionKind::Integer { min: *min, max: *max },
+            OptKind::Enum(v) => OptionKind::Enum(Box::leak(
+                v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice(),
+            )),
+            OptKind::Process { .. } => OptionKind::Process,
+        },
+    }
+}
+
+/// Spec texts live as long as the agent: a `ModuleSpec` is `'static`. Each distinct spec is
+/// leaked once (see [`module_spec`]'s cache), so reloads do not grow memory.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+/// The agent's view of a program: its `ModuleSpec`, made once per distinct (spec, object)
+/// content and kept for the life of the process.
+pub fn module_spec(p: Program) -> &'static ModuleSpec {
+    static CACHE: OnceLock<Mutex<HashMap<u64, &'static ModuleSpec>>> = OnceLock::new();
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", p.spec).hash(&mut h);
+    p.object.hash(&mut h);
+    let key = h.finish();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = c.get(&key) {
+        return s;
+    }
+    let p: &'static Program = Box::leak(Box::new(p));
+    let s: &'static ModuleSpec = Box::leak(Box::new(ModuleSpec {
+        name: leak(&p.spec.name),
+        summary: leak(&p.spec.summary),
+        default_cluster: p.spec.cluster,
+        metrics: &p.metrics,
+        indoms: &p.indoms,
+        options: &p.options,
+        layouts: &[],
+        create: create_spec_module,
+        program: Some(p),
+    }));
+    c.insert(key, s);
+    s
+}
+
+/// A built-in spec module: its spec text and object, compiled in.
+pub fn builtin(file: &str, spec: &str, object: &[u8]) -> &'static ModuleSpec {
+    let spec = Spec::parse(Path::new(file), spec).unwrap_or_else(|e| panic!("built-in spec: {e}"));
+    let p = Program::new(spec, object.to_vec(), "built in".into())
+        .unwrap_or_else(|e| panic!("built-in module {file}: {e}"));
+    module_spec(p)
+}
+
+/// Option values of a module section, typed by the spec's options.
+#[derive(Debug, Default)]
+pub struct OptionValues {
+    /// (rodata offset, size, value) to write before load.
+    pub globals: Vec<(usize, usize, u64)>,
+    /// Bool options' values by key.
+    pub flags: HashMap<String, bool>,
+    pub process: Option<(crate::process::ProcessFilter, String)>,
+    /// Maps enabled by an option that is false: kept at one entry, their metrics not served.
+    pub disabled_maps: Vec<String>,
+    pub slots_override: Option<usize>,
+}
+
+fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
+    let p = spec.program.expect("spec module has a program");
+    let mut v = OptionValues::default();
+    for o in &p.spec.options {
+        let rodata = |g: &Option<String>| g.as_ref().and_then(|g| p.layout.rodata.get(g)).copied();
+        match &o.kind {
+            OptKind::Bool => {
+                let d = crate::config::parse_bool(&o.default).unwrap_or(false);
+                let b = cfg.get_bool(&o.key, d)?;
+                v.flags.insert(o.key.clone(), b);
+                if let Some((off, size)) = rodata(&o.global) {
+                    v.globals.push((off, size, b as u64));
+                }
+                if !b {
+                    v.disabled_maps.extend(o.enables.iter().cloned());
+                }
+            }
+            OptKind::Integer { min, max } => {
+                let d: i64 = o.default.parse().unwrap_or(*min);
+                let n = match cfg.get(&o.key) {
+                    None => d,
+                    Some(s) => match s.trim().parse::<i64>() {
+                        Ok(n) if (*min..=*max).contains(&n) => n,
+                        _ => return Err(cfg.error(&o.key, format!("expected a whole number from {min} to {max}, got {s:?}"))),
+                    },
+                };
+                if let Some((off, size)) = rodata(&o.global) {
+                    v.globals.push((off, size, n as u64));
+                }
+            }
+            OptKind::Enum(names) => {
+                let s = cfg.get(&o.key).unwrap_or(&o.default).trim().to_string();
+                let i = names.iter().position(|n| n.eq_ignore_ascii_case(&s)).ok_or_else(|| {
+                    cfg.error(&o.key, format!("expected one of {}, got {s:?}", names.join(", ")))
+                })?;
+                if let Some((off, size)) = rodata(&o.global) {
+                    v.globals.push((off, size, i as u64));
+                }
+            }
+            OptKind::Process { map } => {
+                let f = crate::process::ProcessFilter::from_config(cfg, &o.key)?;
+                if let Some((off, size)) = rodata(&o.global) {
+                    v.globals.push((off, size, f.is_some() as u64));
+                }
+                match f {
+                    Some(f) => v.process = Some((f, map.clone())),
+                    None => v.disabled_maps.push(map.clone()),
+                }
+            }
+        }
+    }
+    if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { .. })) {
+        if let Some(n) = cfg.get("process_count") {
+            v.slots_override = Some(n.trim().parse::<usize>().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
+                cfg.error("process_count", format!("expected a whole number from 1 to 100000, got {n:?}"))
+            })?);
+        }
+    }
+    Ok(Box::new(SpecModule::new(p, v, cfg.process_refresh)))
+}
+
+/// A running spec module.
+pub struct SpecModule {
+    program: &'static Program,
+    opts: OptionValues,
+    process_refresh: u64,
+    /// The metric table served: the spec's, less the metrics of disabled maps.
+    metrics: Vec<crate::module::MetricSpec>,
+    indoms: Vec<IndomSpec>,
+    loaded: Option<load::Loaded>,
+    serve: serve::Served,
+}
+
+impl SpecModule {
+    fn new(program: &'static Program, opts: OptionValues, process_refresh: u64) -> Self {
+        let off: Vec<u32> = program
+            .spec
+            .maps
+            .iter()
+            .filter(|m| opts.disabled_maps.contains(&m.name))
+            .flat_map(|m| m.metrics().into_iter().map(|d| d.item))
+            .collect();
+        let metrics: Vec<_> = program.metrics.iter().filter(|m| !off.contains(&m.item)).cloned().collect();
+        let used: Vec<u32> = metrics.iter().filter_map(|m| m.indom).collect();
+        let indoms = program.indoms.iter().filter(|i| used.contains(&i.id)).cloned().collect();
+        SpecModule {
+            serve: serve::Served::new(program, &opts),
+            program,
+            opts,
+            process_refresh,
+            metrics,
+            indoms,
+            loaded: None,
+        }
+    }
+}
+
+impl Module for SpecModule {
+    fn start(&mut self) -> Result<String, ModuleError> {
+        let loaded = load::load(self.program, &self.opts)?;
+        let mut status = loaded.status.clone();
+        self.serve.start(&loaded)?;
+        if let Some((f, _)) = &mut self.opts.process {
+            let n = self.serve.sync_process(&loaded, f);
+            if n == 0 && self.process_refresh == 0 {
+                return Err(ModuleError::Other(
+                    "process filter: no process to attach found (and process_refresh is 0)".into(),
+                ));
+            }
+            status.push_str(&format!("; process filter: {n} processes"));
+        }
+        self.loaded = Some(loaded);
+        Ok(status)
+    }
+
+    fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
+        match &self.loaded {
+            Some(l) => self.serve.refresh(l, inst),
+            None => Ok(()),
+        }
+    }
+
+    fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
+        let m = self.metrics.iter().find(|m| m.item == item).ok_or(PmdaError::UnknownMetric)?;
+        self.serve.fetch(item, m.ty, inst)
+    }
+
+    fn tick(&mut self, _inst: &mut ModuleInstances) {
+        if let (Some((f, _)), Some(l)) = (&mut self.opts.process, &self.loaded) {
+            if f.due() {
+                self.serve.sync_process(l, f);
+            }
+        }
+    }
+
+    fn indom_labels(&self, local: u32) -> Option<String> {
+        self.serve.indom_labels(local)
+    }
+
+    fn instance_labels(&self, local: u32, inst: u32) -> Option<String> {
+        self.serve.instance_labels(local, inst)
+    }
+
+    fn bpf_objects(&self) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
+        self.loaded.as_ref().map(load::Loaded::objects).unwrap_or_default()
+    }
+
+    fn layout(&self) -> Option<(&[crate::module::MetricSpec], &[IndomSpec])> {
+        Some((&self.metrics, &self.indoms))
+    }
+}
+
+impl Drop for SpecModule {
+    fn drop(&mut self) {
+        // Consumer threads go before the object (and its ring buffers).
+        self.serve.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,409 @@
+//! Serving a spec module's maps: each refresh reads every map once (batched for hash maps,
+//! every CPU's copy for per-CPU maps) into a table of values; fetches read that table.
+
+use super::events::{Recent, Stream};
+use super::layout::FieldKind;
+use super::load::Loaded;
+use super::{decode, KeyPlan, Loc, MapPlan, MetricPlan, OptionValues, Plan, Program};
+use crate::module::{ModuleError, ModuleInstances};
+use crate::modules::histogram;
+use libbpf_rs::{MapCore, MapFlags};
+use pcp_pmda::{PmdaError, Type, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Instance key of singular metrics in the value table.
+const SINGULAR: u32 = u32::MAX;
+
+/// A number summed over CPUs, or text.
+#[derive(Clone, Debug)]
+enum Raw {
+    Int(i128),
+    Text(String),
+}
+
+impl Raw {
+    fn value(&self, ty: Type) -> Value {
+        match (self, ty) {
+            (Raw::Int(n), Type::U64) => Value::U64(*n as u64),
+            (Raw::Int(n), Type::U32) => Value::U32(*n as u32),
+            (Raw::Int(n), Type::I64) => Value::I64(*n as i64),
+            (Raw::Int(n), Type::I32) => Value::I32(*n as i32),
+            (Raw::Int(n), _) => Value::String(n.to_string()),
+            (Raw::Text(s), _) => Value::String(s.clone()),
+        }
+    }
+}
+
+struct MapState {
+    plan: &'static MapPlan,
+    /// Buckets served per key ("" unkeyed): only grows, so an instance keeps its meaning.
+    served: HashMap<String, usize>,
+    recent: Option<Arc<Mutex<Recent>>>,
+    stream: Option<Stream>,
+    slots: usize,
+}
+
+pub struct Served {
+    maps: Vec<MapState>,
+    values: HashMap<(u32, u32), Raw>,
+    /// Instance labels by (local indom, instance id).
+    labels: HashMap<(u32, u32), String>,
+    hist_indoms: BTreeSet<u32>,
+    /// Keys now in the process filter map.
+    targets: BTreeSet<u32>,
+    process_map_name: Option<String>,
+    ncpu: usize,
+}
+
+fn int_of(loc: &Loc, b: &[u8]) -> i128 {
+    let bytes = loc.bytes(b);
+    match loc.kind {
+        FieldKind::Int { signed: true } => decode::int(bytes) as i128,
+        _ => decode::uint(bytes) as i128,
+    }
+}
+
+fn read_metric(m: &MetricPlan, copies: &[&[u8]]) -> Raw {
+    match (&m.decoder, &m.loc.kind) {
+        (None | Some(decode::Decoder::Uint) | Some(decode::Decoder::Int), FieldKind::Int { .. }) => {
+            Raw::Int(copies.iter().map(|c| int_of(&m.loc, c)).sum())
+        }
+        (Some(d), _) => Raw::Text(d.decode(m.loc.bytes(copies.first().copied().unwrap_or(&[])))),
+        (None, _) => Raw::Text(decode::text(m.loc.bytes(copies.first().copied().unwrap_or(&[])))),
+    }
+}
+
+fn key_name(key: &[KeyPlan], k: &[u8]) -> String {
+    key.iter()
+        .map(|p| p.decoder.decode(p.loc.bytes(k)))
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+fn key_labels(key: &[KeyPlan], k: &[u8]) -> String {
+    key.iter()
+        .map(|p| {
+            let v = p.decoder.decode(p.loc.bytes(k)).replace(['"', '\\'], "_");
+            format!("\"{}\":\"{v}\"", p.label)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Bounds of bucket `i`: log2 as the original pmdabcc named them, or linear of `width`.
+fn bounds(linear: Option<u64>, i: usize) -> (u64, u64) {
+    match linear {
+        None => histogram::bounds(i),
+        Some(w) if i + 1 == histogram::SLOTS => (i as u64 * w, u64::MAX),
+        Some(w) => (i as u64 * w, (i as u64 + 1) * w - 1),
+    }
+}
+
+impl Served {
+    pub fn new(p: &'static Program, opts: &OptionValues) -> Served {
+        let maps = p
+            .maps
+            .iter()
+            .filter(|m| !opts.disabled_maps.contains(&m.name))
+            .map(|plan| MapState {
+                plan,
+                served: HashMap::new(),
+                recent: None,
+                stream: None,
+                slots: match plan.plan {
+                    Plan::Events { slots, .. } => opts.slots_override.unwrap_or(slots),
+                    _ => 0,
+                },
+            })
+            .collect();
+        let hist_indoms = p
+            .maps
+            .iter()
+            .filter_map(|m| match m.plan {
+                Plan::Histogram { indom, .. } => Some(indom),
+                _ => None,
+            })
+            .collect();
+        Served {
+            maps,
+            values: HashMap::new(),
+            labels: HashMap::new(),
+            hist_indoms,
+            targets: BTreeSet::new(),
+            process_map_name: opts.process.as_ref().map(|(_, m)| m.clone()),
+            ncpu: libbpf_rs::num_possible_cpus().unwrap_or(1),
+        }
+    }
+
+    /// Starts the event streams of a loaded object.
+    pub fn start(&mut self, l: &Loaded) -> Result<(), ModuleError> {
+        for m in &mut self.maps {
+            if let Plan::Events { .. } = m.plan.plan {
+                let map = l
+                    .map(&m.plan.name)
+                    .ok_or_else(|| ModuleError::Other(format!("map {} not loaded", m.plan.name)))?;
+                let recent = Recent::new(m.slots);
+                let sink = recent.clone();
+                m.stream = Some(Stream::start(&map, &m.plan.name, move |r| {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(r)
+                })?);
+                m.recent = Some(recent);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        for m in &mut self.maps {
+            if let Some(s) = &mut m.stream {
+                s.stop();
+            }
+        }
+    }
+
+    /// Every CPU's copy of a value (one for maps that are not per-CPU).
+    fn copies<'b>(&self, plan: &MapPlan, v: &'b [u8]) -> Vec<&'b [u8]> {
+        if !plan.percpu {
+            return vec![v];
+        }
+        let stride = plan.value_size.div_ceil(8) * 8;
+        v.chunks(stride).take(self.ncpu).collect()
+    }
+
+    pub fn refresh(&mut self, l: &Loaded, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
+        let mut values = HashMap::new();
+        let mut labels = HashMap::new();
+        let mut maps = std::mem::take(&mut self.maps);
+        let mut res = Ok(());
+        for m in &mut maps {
+            if let Err(e) = self.refresh_map(l, m, inst, &mut values, &mut labels) {
+                res = Err(e);
+            }
+        }
+        self.maps = maps;
+        self.values = values;
+        self.labels = labels;
+        res
+    }
+
+    fn read_slot0(&self, l: &Loaded, plan: &MapPlan) -> Result<Vec<u8>, ModuleError> {
+        let map = l
+            .map(&plan.name)
+            .ok_or_else(|| ModuleError::Other(format!("map {} not loaded", plan.name)))?;
+        let key = 0u32.to_ne_bytes();
+        if plan.percpu {
+            let cpus = map
+                .lookup_percpu(&key, MapFlags::ANY)
+                .map_err(ModuleError::bpf("read"))?
+                .unwrap_or_default();
+            let stride = plan.value_size.div_ceil(8) * 8;
+            let mut out = Vec::with_capacity(stride * cpus.len());
+            for c in cpus {
+                let mut c = c;
+                c.resize(stride, 0);
+                out.extend_from_slice(&c);
+            }
+            Ok(out)
+        } else {
+            Ok(map
+                .lookup(&key, MapFlags::ANY)
+                .map_err(ModuleError::bpf("read"))?
+                .unwrap_or_default())
+        }
+    }
+
+    fn refresh_map(
+        &self,
+        l: &Loaded,
+        m: &mut MapState,
+        inst: &mut ModuleInstances,
+        values: &mut HashMap<(u32, u32), Raw>,
+        labels: &mut HashMap<(u32, u32), String>,
+    ) -> Result<(), ModuleError> {
+        let plan = m.plan;
+        match &plan.plan {
+            Plan::Counters { metrics } => {
+                let v = self.read_slot0(l, plan)?;
+                let copies = self.copies(plan, &v);
+                for mp in metrics {
+                    values.insert((mp.item, SINGULAR), read_metric(mp, &copies));
+                }
+            }
+            Plan::Keyed { indom, key, metrics } => {
+                inst.hide_all(*indom);
+                let map = l.map(&plan.name).ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
+                let mut rows = Vec::new();
+                crate::bpf::for_each_entry(&map, |k, v| rows.push((key_name(key, k), v.to_vec())))
+                    .map_err(|e| ModuleError::Other(format!("read {}: {e}", plan.name)))?;
+                for (name, v) in rows {
+                    let Ok(id) = inst.add(*indom, &name) else { continue };
+                    let copies = self.copies(plan, &v);
+                    for mp in metrics {
+                        values.insert((mp.item, id), read_metric(mp, &copies));
+                    }
+                }
+            }
+            Plan::Histogram { indom, key, key_indom, buckets, count, sum, sum_divisor, linear, items } => {
+                let FieldKind::Array { len, .. } = buckets.kind else { return Ok(()) };
+                let len = len.min(histogram::SLOTS);
+                // (key name, key labels, summed buckets, count, sum)
+                let mut hists: Vec<(String, String, Vec<u64>, u64, u64)> = Vec::new();
+                let mut add = |name: String, lab: String, copies: Vec<&[u8]>| {
+                    let mut b = vec![0u64; len];
+                    let (mut c, mut s) = (0u64, 0u64);
+                    for cp in copies {
+                        let arr = buckets.bytes(cp);
+                        for (i, slot) in b.iter_mut().enumerate() {
+                            *slot = slot.wrapping_add(decode::uint(arr.get(i * 8..i * 8 + 8).unwrap_or(&[])));
+                        }
+                        c = c.wrapping_add(count.as_ref().map_or(0, |l| int_of(l, cp) as u64));
+                        s = s.wrapping_add(sum.as_ref().map_or(0, |l| int_of(l, cp) as u64));
+                    }
+                    hists.push((name, lab, b, c, s));
+                };
+                if key.is_empty() {
+                    let v = self.read_slot0(l, plan)?;
+                    add(String::new(), String::new(), self.copies(plan, &v));
+                } else {
+                    let map = l.map(&plan.name).ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
+                    let mut rows = Vec::new();
+                    crate::bpf::for_each_entry(&map, |k, v| {
+                        rows.push((key_name(key, k), key_labels(key, k), v.to_vec()))
+                    })
+                    .map_err(|e| ModuleError::Other(format!("read {}: {e}", plan.name)))?;
+                    for (n, lab, v) in rows {
+                        add(n, lab, self.copies(plan, &v));
+                    }
+                }
+                if key.is_empty() {
+                    let (_, _, b, c, s) = hists.pop().unwrap_or_default();
+                    let served = m.served.entry(String::new()).or_insert(1);
+                    *served = histogram::served(&b).max(*served).min(len);
+                    let members: Vec<(u32, String)> = (0..*served)
+                        .map(|i| {
+                            let (lo, hi) = bounds(*linear, i);
+                            labels.insert((*indom, i as u32), format!(r#"{{"lower_bound":{lo},"upper_bound":{hi}}}"#));
+                            (i as u32, format!("{lo}-{hi}"))
+                        })
+                        .collect();
+                    inst.set_fixed(*indom, &members);
+                    for (i, v) in b.iter().enumerate().take(*served) {
+                        values.insert((items.0, i as u32), Raw::Int(*v as i128));
+                    }
+                    if let Some(ci) = items.1 {
+                        values.insert((ci, SINGULAR), Raw::Int(c as i128));
+                    }
+                    if let Some(si) = items.2 {
+                        values.insert((si, SINGULAR), Raw::Int((s / sum_divisor) as i128));
+                    }
+                } else {
+                    for (name, lab, b, c, s) in hists {
+                        let served = m.served.entry(name.clone()).or_insert(1);
+                        *served = histogram::served(&b).max(*served).min(len);
+                        for (i, v) in b.iter().enumerate().take(*served) {
+                            let (lo, hi) = bounds(*linear, i);
+                            let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else { continue };
+                            labels.insert((*indom, id), format!(r#"{{{lab},"lower_bound":{lo},"upper_bound":{hi}}}"#));
+                            values.insert((items.0, id), Raw::Int(*v as i128));
+                        }
+                        if let Some(ki) = key_indom {
+                            let Ok(id) = inst.add(*ki, &name) else { continue };
+                            labels.insert((*ki, id), format!("{{{lab}}}"));
+                            if let Some(ci) = items.1 {
+                                values.insert((ci, id), Raw::Int(c as i128));
+                            }
+                            if let Some(si) = items.2 {
+                                values.insert((si, id), Raw::Int((s / sum_divisor) as i128));
+                            }
+                        }
+                    }
+                }
+            }
+            Plan::Events { indom, metrics, lost, .. } => {
+                let Some(recent) = &m.recent else { return Ok(()) };
+                let snapshot: Vec<Vec<u8>> = recent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .newest_first()
+                    .cloned()
+                    .collect();
+                let members: Vec<(u32, String)> =
+                    (0..snapshot.len()).map(|i| (i as u32, i.to_string())).collect();
+                inst.set_fixed(*indom, &members);
+                for (i, r) in snapshot.iter().enumerate() {
+                    for mp in metrics {
+                        values.insert((mp.item, i as u32), read_metric(mp, &[r.as_slice()]));
+                    }
+                }
+                if let Some((map, loc, item)) = lost {
+                    let lp = MapPlan {
+                        name: map.clone(),
+                        percpu: l.map(map).is_some_and(|m| m.map_type().is_percpu()),
+                        value_size: l.map(map).map_or(0, |m| m.value_size() as usize),
+                        plan: Plan::Counters { metrics: vec![] },
+                    };
+                    let v = self.read_slot0(l, &lp)?;
+                    let n: i128 = self.copies(&lp, &v).iter().map(|c| int_of(loc, c)).sum();
+                    values.insert((*item, SINGULAR), Raw::Int(n));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn fetch(&self, item: u32, ty: Type, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
+        match self.values.get(&(item, inst.unwrap_or(SINGULAR))) {
+            Some(r) => Ok(Some(r.value(ty))),
+            None if inst.is_some() => Err(PmdaError::UnknownInstance),
+            None => Ok(None),
+        }
+    }
+
+    pub fn indom_labels(&self, local: u32) -> Option<String> {
+        self.hist_indoms
+            .contains(&local)
+            .then(|| histogram::INDOM_LABELS.to_string())
+    }
+
+    pub fn instance_labels(&self, local: u32, inst: u32) -> Option<String> {
+        self.labels.get(&(local, inst)).cloned()
+    }
+
+    /// Brings the process filter map in line with the processes the filter matches now
+    /// (their process ids and thread ids: tp_btf programs see the one, tracepoints the
+    /// other). Returns how many processes match.
+    pub fn sync_process(&mut self, l: &Loaded, f: &mut crate::process::ProcessFilter) -> usize {
+        let pids = f.scan();
+        let mut want = BTreeSet::new();
+        for pid in &pids {
+            want.insert(*pid);
+            if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                want.extend(dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()));
+            }
+        }
+        let Some(map) = self.process_map(l) else { return pids.len() };
+        let one = {
+            let mut v = vec![0u8; map.value_size() as usize];
+            if let Some(b) = v.first_mut() {
+                *b = 1;
+            }
+            v
+        };
+        for gone in self.targets.difference(&want) {
+            let _ = map.delete(&gone.to_ne_bytes());
+        }
+        for new in want.difference(&self.targets) {
+            if let Err(e) = map.update(&new.to_ne_bytes(), &one, MapFlags::ANY) {
+                log::warn!("process filter: cannot add {new}: {e}");
+            }
+        }
+        self.targets = want;
+        pids.len()
+    }
+
+    fn process_map<'l>(&self, l: &'l Loaded) -> Option<libbpf_rs::Map<'l>> {
+        let name = self.process_map_name.as_deref()?;
+        l.map(name)
+    }
+}

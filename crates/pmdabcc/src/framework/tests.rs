@@ -1,0 +1,130 @@
+//! The framework against the built-in objects, and against random and mutated specs and
+//! objects: never a panic, and every spec error names the file and a line of it.
+
+use super::spec::Spec;
+use super::*;
+use proptest::prelude::*;
+
+const SYSFORK_SPEC: &str = include_str!("../modules/sysfork/sysfork.toml");
+const BIOLAT_SPEC: &str = include_str!("../modules/biolatency/biolatency.toml");
+const SYSFORK_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sysfork.bpf.o"));
+const BIOLAT_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/biolatency.bpf.o"));
+
+fn program(spec: &str, obj: &[u8]) -> Result<Program, SpecError> {
+    let s = Spec::parse(Path::new("m.toml"), spec)?;
+    Program::new(s, obj.to_vec(), "m.bpf.o".into())
+}
+
+#[test]
+fn layouts_come_from_btf() {
+    let p = program(BIOLAT_SPEC, BIOLAT_OBJ).unwrap();
+    let hist = &p.layout.maps["hist"];
+    assert_eq!(hist.map_type, PERCPU_ARRAY);
+    let v = hist.value.as_ref().unwrap();
+    assert_eq!(v.name, "hist");
+    assert_eq!(v.size, 66 * 8);
+    assert_eq!(v.field("count").unwrap().offset, 64 * 8);
+    assert_eq!(p.layout.maps["disks"].key.as_ref().unwrap().size, 4);
+    assert!(p.layout.rodata.contains_key("targ_per_disk"));
+}
+
+#[test]
+fn mismatches_with_the_object_name_the_spec_line() {
+    let bad = |from: &str, to: &str| {
+        let e = program(&BIOLAT_SPEC.replacen(from, to, 1), BIOLAT_OBJ).unwrap_err();
+        let line = BIOLAT_SPEC.replacen(from, to, 1).lines().position(|l| l.contains(to.lines().next().unwrap())).unwrap() + 1;
+        (e, line)
+    };
+    let (e, line) = bad("name = \"hist\"", "name = \"hst\"");
+    assert!(e.msg.contains("no map \"hst\""), "{e}");
+    assert_eq!(e.line, line, "{e}");
+    let (e, _) = bad("global = \"targ_queued\"", "global = \"targ_queue\"");
+    assert!(e.msg.contains("no read-only global \"targ_queue\""), "{e}");
+    let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"task\""), SYSFORK_OBJ).unwrap_err();
+    assert!(e.msg.contains("no field \"task\"") && e.msg.contains("tasks"), "{e}");
+    let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"tasks\"\ntype = \"u32\""), SYSFORK_OBJ).unwrap_err();
+    assert!(e.msg.contains("does not fit"), "{e}");
+    let keyed = "kind = \"keyed\"\nindom = 1\nkey = [{ decoder = \"uint\" }]";
+    let e = program(&SYSFORK_SPEC.replace("kind = \"counters\"", keyed), SYSFORK_OBJ).unwrap_err();
+    assert!(e.msg.contains("does not fit its kind"), "{e}");
+    let e = program(SYSFORK_SPEC, b"not an object").unwrap_err();
+    assert!(e.to_string().starts_with("m.bpf.o: "), "{e}");
+}
+
+#[test]
+fn option_enabled_maps_leave_the_table() {
+    let p: &'static Program = Box::leak(Box::new(program(BIOLAT_SPEC, BIOLAT_OBJ).unwrap()));
+    let opts = OptionValues {
+        disabled_maps: vec!["disks".into()],
+        ..Default::default()
+    };
+    let m = SpecModule::new(p, opts, 60);
+    let (t, i) = m.layout().unwrap();
+    assert_eq!(t.len(), 3);
+    assert!(t.iter().all(|m| m.name.starts_with("disk.all.")));
+    assert_eq!(i.len(), 1);
+}
+
+/// A valid spec with one line dropped, duplicated, or its value replaced.
+fn mutated(base: &'static str) -> impl Strategy<Value = String> {
+    let n = base.lines().count();
+    (0..n, 0..4u8, "[ -~]{0,12}").prop_map(move |(i, how, junk)| {
+        let mut lines: Vec<String> = base.lines().map(str::to_string).collect();
+        match how {
+            0 => {
+                lines.remove(i);
+            }
+            1 => {
+                let l = lines[i].clone();
+                lines.insert(i, l);
+            }
+            2 => {
+                if let Some((k, _)) = lines[i].split_once('=') {
+                    lines[i] = format!("{k}= {junk}");
+                }
+            }
+            _ => lines[i] = junk,
+        }
+        lines.join("\n")
+    })
+}
+
+fn check_error(text: &str, e: &SpecError) {
+    if e.file == Path::new("m.toml") {
+        let n = text.lines().count().max(1);
+        assert!(e.line >= 1 && e.line <= n + 1, "line {} of {n}: {e}", e.line);
+    } else {
+        assert_eq!(e.file, Path::new("m.bpf.o"), "{e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn random_specs_never_panic(text in "[\\[\\]a-z_.=\"0-9 \n{},]{0,300}") {
+        if let Err(e) = Spec::parse(Path::new("m.toml"), &text) {
+            check_error(&text, &e);
+        }
+    }
+
+    #[test]
+    fn mutated_specs_fail_with_a_line(text in mutated(BIOLAT_SPEC)) {
+        if let Err(e) = program(&text, BIOLAT_OBJ) {
+            check_error(&text, &e);
+        }
+    }
+
+    #[test]
+    fn mutated_objects_never_panic(at in 0usize..SYSFORK_OBJ.len(), byte in any::<u8>(), cut in any::<bool>()) {
+        let mut obj = SYSFORK_OBJ.to_vec();
+        if cut {
+            obj.truncate(at);
+        } else {
+            obj[at] = byte;
+        }
+        if let Err(e) = program(SYSFORK_SPEC, &obj) {
+            check_error(SYSFORK_SPEC, &e);
+        }
+    }
+}
