@@ -287,7 +287,9 @@ run_host() {
     local loopdev; loopdev=$(losetup -f --show "$dir/disk.img") || die "no loop device for the workload"
     say "host: probing the running kernel $(uname -r)"
     local t0=$SECONDS rc=0
-    DISK=${loopdev#/dev/} BB=/bin/busybox TRUE=/usr/bin/true \
+    # SKIP_PERCENT: this kernel sometimes runs no tracing program for a block completion
+    # (README, "Notes for these machines"); the VMs get none.
+    DISK=${loopdev#/dev/} BB=/bin/busybox TRUE=/usr/bin/true SKIP_PERCENT=2 \
         "$dir/pmdabcc-probe" --probe -c "$HERE/matrix.conf" --all-hooks --workload "$HERE/workload.sh" \
         >"$res" 2>"$OUT/host.stderr" || rc=$?
     losetup -d "$loopdev" || true
