@@ -175,6 +175,23 @@ fetch_kernel() {
     echo "$dir"
 }
 
+# ---- user modules -----------------------------------------------------------------------
+# The example user modules (examples/modules: a CO-RE object and a spec each), built as a
+# user would, go where the agent looks for them: $PCP_PMDAS_DIR/bcc/modules.
+USER_MODULES=$OUT/user-modules
+build_user_modules() {
+    local f stale=0
+    for f in "$ROOT"/examples/modules/*/* "$ROOT"/crates/pmdabcc/src/bpf/*.h; do
+        [ -e "$USER_MODULES/.done" ] && [ ! "$f" -nt "$USER_MODULES/.done" ] || stale=1
+    done
+    ((stale)) || return 0
+    rm -rf "$USER_MODULES" && mkdir -p "$USER_MODULES"
+    sh "$ROOT/examples/modules/build.sh" "$USER_MODULES" >"$OUT/user-modules.log" 2>&1 \
+        || { cat "$OUT/user-modules.log" >&2; die "the example user modules did not build"; }
+    chmod 0644 "$USER_MODULES"/*
+    touch "$USER_MODULES/.done"
+}
+
 # ---- initramfs --------------------------------------------------------------------------
 # One archive for every kernel (busybox, the agent and its libraries, the configuration)
 # and one per kernel (its modules), concatenated: the kernel unpacks both.
@@ -184,7 +201,7 @@ build_common() {
     # Up to date when newer than everything it is made of.
     if [ -s "$OUT/common.cpio.gz" ]; then
         local stale=0
-        for f in "$AGENT" "$HERE"/matrix.conf "$HERE"/workload.sh "$HERE"/vm-init.sh "$0" /bin/busybox; do
+        for f in "$AGENT" "$HERE"/matrix.conf "$HERE"/workload.sh "$HERE"/vm-init.sh "$0" /bin/busybox "$USER_MODULES/.done"; do
             [ "$f" -nt "$OUT/common.cpio.gz" ] && stale=1
         done
         ((stale)) || return 0
@@ -203,6 +220,8 @@ build_common() {
     cp "$HERE/matrix.conf" "$root/etc/matrix.conf"
     cp "$HERE/workload.sh" "$root/etc/workload.sh"
     cp "$HERE/vm-init.sh" "$root/init"
+    mkdir -p "$root/var/lib/pcp/pmdas/bcc/modules"
+    cp "$USER_MODULES"/*.bpf.o "$USER_MODULES"/*.toml "$root/var/lib/pcp/pmdas/bcc/modules/"
     chmod 0755 "$root/init" "$root/etc/workload.sh"
     printf '%s\n' "${PROBE_ARGS[@]}" >"$root/etc/probe-args"
     (cd "$root" && find . | busybox cpio -o -H newc -R 0:0 2>/dev/null | gzip -1) >"$OUT/common.cpio.gz"
@@ -283,13 +302,16 @@ boot() {
 run_host() {
     local res=$OUT/host.results dir; dir=$(mktemp -d)
     ln -s "$AGENT" "$dir/pmdabcc-probe"
+    # The user modules from a PCP_PMDAS_DIR of its own (the installed agent's stays as it is).
+    mkdir -p "$dir/pmdas/bcc/modules"
+    cp "$USER_MODULES"/*.bpf.o "$USER_MODULES"/*.toml "$dir/pmdas/bcc/modules/"
     truncate -s 16M "$dir/disk.img"
     local loopdev; loopdev=$(losetup -f --show "$dir/disk.img") || die "no loop device for the workload"
     say "host: probing the running kernel $(uname -r)"
     local t0=$SECONDS rc=0
     # SKIP_PERCENT: this kernel sometimes runs no tracing program for a block completion
     # (README, "Notes for these machines"); the VMs get none.
-    DISK=${loopdev#/dev/} BB=/bin/busybox TRUE=/usr/bin/true SKIP_PERCENT=2 \
+    DISK=${loopdev#/dev/} BB=/bin/busybox TRUE=/usr/bin/true SKIP_PERCENT=2 PCP_PMDAS_DIR=$dir/pmdas \
         "$dir/pmdabcc-probe" --probe -c "$HERE/matrix.conf" --all-hooks --workload "$HERE/workload.sh" \
         >"$res" 2>"$OUT/host.stderr" || rc=$?
     losetup -d "$loopdev" || true
@@ -299,6 +321,7 @@ run_host() {
 }
 
 ensure_tools
+build_user_modules
 failed=()
 NEED_VM=0
 for k in "${RUN[@]}"; do [ "$k" = host ] || NEED_VM=1; done

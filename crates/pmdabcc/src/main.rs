@@ -134,7 +134,12 @@ fn run() -> Result<()> {
                 m.summary
             );
             for o in m.options {
-                println!("    {:<18} {} (default {:?})", o.key, o.kind.describe(), o.default);
+                println!(
+                    "    {:<18} {} (default {:?})",
+                    o.key,
+                    o.kind.describe(),
+                    o.default
+                );
             }
         }
         return Ok(());

@@ -166,7 +166,9 @@ impl Evidence {
                 ev.rejected = true;
             }
             // libbpf's informational lines (the bridge captures those too) say nothing here.
-            let failure = ["fail", "error", "invalid", "-E"].iter().any(|w| line.contains(w));
+            let failure = ["fail", "error", "invalid", "-E"]
+                .iter()
+                .any(|w| line.contains(w));
             if failure && plain.len() < LIBBPF_LINES {
                 plain.push(line.to_string());
             }
@@ -295,13 +297,16 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// The kernel's own counts of what the modules count: (name, instance) -> count.
+/// The kernel's own counts of what the modules count: (name, instance) -> count. `processes`,
+/// `ctxt` and `intr` (all interrupts) from /proc/stat, `disk.reads` and `disk.requests`
+/// (completed) per disk from /proc/diskstats, `softirqs` per vector from /proc/softirqs,
+/// `tcp.opens` (active and passive) from /proc/net/snmp.
 pub fn kernel_counts() -> BTreeMap<(String, String), u64> {
     let mut out = BTreeMap::new();
     if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
         for l in stat.lines() {
             let mut f = l.split_whitespace();
-            if let (Some(k @ ("processes" | "ctxt")), Some(v)) = (f.next(), f.next()) {
+            if let (Some(k @ ("processes" | "ctxt" | "intr")), Some(v)) = (f.next(), f.next()) {
                 if let Ok(v) = v.parse() {
                     out.insert((k.to_string(), "-".to_string()), v);
                 }
@@ -323,6 +328,18 @@ pub fn kernel_counts() -> BTreeMap<(String, String), u64> {
                 ("disk.requests".into(), disk),
                 reads + writes + discards + flushes,
             );
+        }
+    }
+    if let Ok(soft) = std::fs::read_to_string("/proc/softirqs") {
+        // "NET_RX:  12  34": runs of each vector, per CPU.
+        for l in soft.lines().skip(1) {
+            if let Some((name, cpus)) = l.split_once(':') {
+                let n: u64 = cpus
+                    .split_whitespace()
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum();
+                out.insert(("softirqs".into(), name.trim().to_lowercase()), n);
+            }
         }
     }
     if let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") {
@@ -662,7 +679,10 @@ mod tests {
         let e = ModuleError::Other("BPF attach failed: ...".into());
         assert_eq!(
             classify_failure(&e, &ev),
-            (State::Unsupported, "missing:tracepoint:block/block_io_start".into())
+            (
+                State::Unsupported,
+                "missing:tracepoint:block/block_io_start".into()
+            )
         );
         let e = ModuleError::Config(crate::config::ConfigError {
             file: "x".into(),
