@@ -62,10 +62,7 @@ fn descriptor_line(domain: u32, cluster: u32, m: &MetricSpec, indoms: &[IndomSpe
                     pcp_pmda::IndomKind::Cached => "cached",
                     pcp_pmda::IndomKind::Fixed => "fixed",
                 });
-            format!(
-                "{domain}.{}({kind})",
-                crate::module::indom_serial(cluster, i)
-            )
+            format!("{domain}.{}({kind})", crate::module::indom_serial(cluster, i))
         }
         None => "none".into(),
     };
@@ -88,12 +85,7 @@ pub fn golden() -> String {
     let agent = crate::agent::AGENT_CLUSTER;
     lines.push("# agent".to_string());
     for m in crate::agent::metrics::METRICS {
-        lines.push(descriptor_line(
-            149,
-            agent,
-            m,
-            crate::agent::metrics::INDOMS,
-        ));
+        lines.push(descriptor_line(149, agent, m, crate::agent::metrics::INDOMS));
     }
     for spec in documented() {
         let c = spec.default_cluster.unwrap_or(0);
@@ -178,12 +170,7 @@ pub fn conf_sections() -> String {
         if !s.options.is_empty() {
             out.push_str("# Options:\n");
             for o in s.options {
-                let text = format!(
-                    "{} ({}; default {})",
-                    o.doc,
-                    o.kind.describe(),
-                    option_default(&o.kind, o.default)
-                );
+                let text = format!("{} ({}; default {})", o.doc, o.kind.describe(), option_default(&o.kind, o.default));
                 for (i, l) in wrap(&text, 66).iter().enumerate() {
                     let key = if i == 0 { o.key } else { "" };
                     out.push_str(&format!("#   {key:<18} {l}\n"));
@@ -223,22 +210,11 @@ pub fn man_modules() -> String {
             s.default_cluster.map_or("-".into(), |c| c.to_string()),
             roff(&capitalise(s.summary))
         ));
-        let names: Vec<String> = s
-            .metrics
-            .iter()
-            .map(|m| format!("\\f3bcc.{}\\f1", roff(m.name)))
-            .collect();
+        let names: Vec<String> = s.metrics.iter().map(|m| format!("\\f3bcc.{}\\f1", roff(m.name))).collect();
         out.push_str(&format!("Metrics: {}.\n", names.join(", ")));
         for (when, m, _) in s.layouts {
-            let names: Vec<String> = m
-                .iter()
-                .map(|m| format!("\\f3bcc.{}\\f1", roff(m.name)))
-                .collect();
-            out.push_str(&format!(
-                "With \\f3{}\\f1: {}.\n",
-                roff(when),
-                names.join(", ")
-            ));
+            let names: Vec<String> = m.iter().map(|m| format!("\\f3bcc.{}\\f1", roff(m.name))).collect();
+            out.push_str(&format!("With \\f3{}\\f1: {}.\n", roff(when), names.join(", ")));
         }
         for o in s.options {
             out.push_str(&format!(
@@ -255,20 +231,12 @@ pub fn man_modules() -> String {
 
 /// The README's module table.
 pub fn readme_table() -> String {
-    let mut out =
-        String::from("| module | cluster | what | metrics | options |\n|---|---|---|---|---|\n");
+    let mut out = String::from("| module | cluster | what | metrics | options |\n|---|---|---|---|---|\n");
     for s in documented() {
-        let names: Vec<String> = s
-            .metrics
-            .iter()
-            .map(|m| format!("`bcc.{}`", m.name))
-            .collect();
+        let names: Vec<String> = s.metrics.iter().map(|m| format!("`bcc.{}`", m.name)).collect();
         let mut metrics = names.join(", ");
         for (when, m, _) in s.layouts {
-            let n: Vec<String> = m
-                .iter()
-                .map(|m| format!("`{}`", m.name.rsplit('.').next().unwrap_or(m.name)))
-                .collect();
+            let n: Vec<String> = m.iter().map(|m| format!("`{}`", m.name.rsplit('.').next().unwrap_or(m.name))).collect();
             metrics.push_str(&format!("; with `{when}`: {}", n.join(", ")));
         }
         let opts: Vec<String> = s.options.iter().map(|o| format!("`{}`", o.key)).collect();
@@ -330,16 +298,8 @@ mod tests {
     fn descriptors_match_the_golden_file() {
         let g = golden();
         let conflicts = pmid_conflicts(&g);
-        check(
-            &root().join("crates/pmdabcc/metrics.golden"),
-            g,
-            "UPDATE_GOLDEN",
-        );
-        assert!(
-            conflicts.is_empty(),
-            "one PMID, two descriptors:\n{}",
-            conflicts.join("\n")
-        );
+        check(&root().join("crates/pmdabcc/metrics.golden"), g, "UPDATE_GOLDEN");
+        assert!(conflicts.is_empty(), "one PMID, two descriptors:\n{}", conflicts.join("\n"));
     }
 
     #[test]
@@ -351,8 +311,7 @@ mod tests {
         ] {
             let path = root().join(file);
             let doc = std::fs::read_to_string(&path).unwrap();
-            let want = splice(&doc, &gen)
-                .unwrap_or_else(|| panic!("{file} has no BEGIN MODULES / END MODULES markers"));
+            let want = splice(&doc, &gen).unwrap_or_else(|| panic!("{file} has no BEGIN MODULES / END MODULES markers"));
             check(&path, want, "UPDATE_DOCS");
         }
     }
@@ -366,9 +325,6 @@ mod tests {
     #[test]
     fn splice_keeps_the_markers() {
         let d = "a\n# BEGIN MODULES x\nold\n# END MODULES\nb\n";
-        assert_eq!(
-            splice(d, "new\n").unwrap(),
-            "a\n# BEGIN MODULES x\nnew\n# END MODULES\nb\n"
-        );
+        assert_eq!(splice(d, "new\n").unwrap(), "a\n# BEGIN MODULES x\nnew\n# END MODULES\nb\n");
     }
 }

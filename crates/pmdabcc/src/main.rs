@@ -134,12 +134,7 @@ fn run() -> Result<()> {
                 m.summary
             );
             for o in m.options {
-                println!(
-                    "    {:<18} {} (default {:?})",
-                    o.key,
-                    o.kind.describe(),
-                    o.default
-                );
+                println!("    {:<18} {} (default {:?})", o.key, o.kind.describe(), o.default);
             }
         }
         return Ok(());

@@ -34,10 +34,7 @@ pub fn capture_libbpf<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
 /// The lines of a failed load worth showing a user: what failed, and the verifier's first
 /// and last lines (its verdict is at the end).
 pub fn load_failure_summary(lines: &[String]) -> String {
-    let failed = lines
-        .iter()
-        .filter(|l| l.contains("failed") || l.contains("error"))
-        .take(2);
+    let failed = lines.iter().filter(|l| l.contains("failed") || l.contains("error")).take(2);
     let log: Vec<&String> = lines
         .iter()
         .skip_while(|l| !l.contains("BEGIN PROG LOAD LOG"))
@@ -195,12 +192,7 @@ pub fn kernel_has_btf_tracepoint(name: &str) -> Option<bool> {
             let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
             Some(
                 btf.type_by_kind::<libbpf_rs::btf::types::Typedef>()
-                    .filter_map(|t| {
-                        t.name()?
-                            .to_str()?
-                            .strip_prefix("btf_trace_")
-                            .map(str::to_string)
-                    })
+                    .filter_map(|t| t.name()?.to_str()?.strip_prefix("btf_trace_").map(str::to_string))
                     .collect(),
             )
         })
@@ -238,11 +230,7 @@ pub enum Sample {
 }
 
 /// Opens a software perf event (`PERF_COUNT_SW_*`) on `cpu`, for perf_event programs.
-pub fn perf_event_open_sw(
-    config: u64,
-    sample: Sample,
-    cpu: i32,
-) -> std::io::Result<std::os::fd::OwnedFd> {
+pub fn perf_event_open_sw(config: u64, sample: Sample, cpu: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let mut attr: libbpf_sys::perf_event_attr = Default::default();
     attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
@@ -258,14 +246,7 @@ pub fn perf_event_open_sw(
     // SAFETY: perf_event_open with a zero-initialised attr of the right size; pid -1 with a
     // cpu counts every task on that CPU; the fd returned is owned by the caller.
     let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const _,
-            -1,
-            cpu,
-            -1,
-            libbpf_sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
-        )
+        libc::syscall(libc::SYS_perf_event_open, &attr as *const _, -1, cpu, -1, libbpf_sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong)
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -384,9 +365,7 @@ pub fn loaded_programs(obj: &libbpf_rs::Object) -> Vec<crate::module::ProgInfo> 
 }
 
 /// Every loaded program and every map of an object, for the self-metrics.
-pub fn object_infos(
-    obj: &libbpf_rs::Object,
-) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
+pub fn object_infos(obj: &libbpf_rs::Object) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
     use std::os::fd::AsFd;
     let maps = obj
         .maps()
@@ -397,6 +376,7 @@ pub fn object_infos(
         .collect();
     (loaded_programs(obj), maps)
 }
+
 
 /// Classic tracepoints are attached through tracefs (libbpf reads each event's id there).
 /// Where it is not mounted (some minimal systems and containers), mount it, as perf and

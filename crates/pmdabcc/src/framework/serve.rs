@@ -66,14 +66,11 @@ fn int_of(loc: &Loc, b: &[u8]) -> i128 {
 
 fn read_metric(m: &MetricPlan, copies: &[&[u8]]) -> Raw {
     match (&m.decoder, &m.loc.kind) {
-        (
-            None | Some(decode::Decoder::Uint) | Some(decode::Decoder::Int),
-            FieldKind::Int { .. },
-        ) => Raw::Int(copies.iter().map(|c| int_of(&m.loc, c)).sum()),
+        (None | Some(decode::Decoder::Uint) | Some(decode::Decoder::Int), FieldKind::Int { .. }) => {
+            Raw::Int(copies.iter().map(|c| int_of(&m.loc, c)).sum())
+        }
         (Some(d), _) => Raw::Text(d.decode(m.loc.bytes(copies.first().copied().unwrap_or(&[])))),
-        (None, _) => Raw::Text(decode::text(
-            m.loc.bytes(copies.first().copied().unwrap_or(&[])),
-        )),
+        (None, _) => Raw::Text(decode::text(m.loc.bytes(copies.first().copied().unwrap_or(&[])))),
     }
 }
 
@@ -233,42 +230,22 @@ impl Served {
                     values.insert((mp.item, SINGULAR), read_metric(mp, &copies));
                 }
             }
-            Plan::Keyed {
-                indom,
-                key,
-                metrics,
-            } => {
+            Plan::Keyed { indom, key, metrics } => {
                 inst.hide_all(*indom);
-                let map = l
-                    .map(&plan.name)
-                    .ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
+                let map = l.map(&plan.name).ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
                 let mut rows = Vec::new();
                 crate::bpf::for_each_entry(&map, |k, v| rows.push((key_name(key, k), v.to_vec())))
                     .map_err(|e| ModuleError::Other(format!("read {}: {e}", plan.name)))?;
                 for (name, v) in rows {
-                    let Ok(id) = inst.add(*indom, &name) else {
-                        continue;
-                    };
+                    let Ok(id) = inst.add(*indom, &name) else { continue };
                     let copies = self.copies(plan, &v);
                     for mp in metrics {
                         values.insert((mp.item, id), read_metric(mp, &copies));
                     }
                 }
             }
-            Plan::Histogram {
-                indom,
-                key,
-                key_indom,
-                buckets,
-                count,
-                sum,
-                sum_divisor,
-                linear,
-                items,
-            } => {
-                let FieldKind::Array { len, .. } = buckets.kind else {
-                    return Ok(());
-                };
+            Plan::Histogram { indom, key, key_indom, buckets, count, sum, sum_divisor, linear, items } => {
+                let FieldKind::Array { len, .. } = buckets.kind else { return Ok(()) };
                 let len = len.min(histogram::SLOTS);
                 // (key name, key labels, summed buckets, count, sum)
                 let mut hists: Vec<(String, String, Vec<u64>, u64, u64)> = Vec::new();
@@ -278,9 +255,7 @@ impl Served {
                     for cp in copies {
                         let arr = buckets.bytes(cp);
                         for (i, slot) in b.iter_mut().enumerate() {
-                            *slot = slot.wrapping_add(decode::uint(
-                                arr.get(i * 8..i * 8 + 8).unwrap_or(&[]),
-                            ));
+                            *slot = slot.wrapping_add(decode::uint(arr.get(i * 8..i * 8 + 8).unwrap_or(&[])));
                         }
                         c = c.wrapping_add(count.as_ref().map_or(0, |l| int_of(l, cp) as u64));
                         s = s.wrapping_add(sum.as_ref().map_or(0, |l| int_of(l, cp) as u64));
@@ -291,9 +266,7 @@ impl Served {
                     let v = self.read_slot0(l, plan)?;
                     add(String::new(), String::new(), self.copies(plan, &v));
                 } else {
-                    let map = l
-                        .map(&plan.name)
-                        .ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
+                    let map = l.map(&plan.name).ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
                     let mut rows = Vec::new();
                     crate::bpf::for_each_entry(&map, |k, v| {
                         rows.push((key_name(key, k), key_labels(key, k), v.to_vec()))
@@ -310,10 +283,7 @@ impl Served {
                     let members: Vec<(u32, String)> = (0..*served)
                         .map(|i| {
                             let (lo, hi) = bounds(*linear, i);
-                            labels.insert(
-                                (*indom, i as u32),
-                                format!(r#"{{"lower_bound":{lo},"upper_bound":{hi}}}"#),
-                            );
+                            labels.insert((*indom, i as u32), format!(r#"{{"lower_bound":{lo},"upper_bound":{hi}}}"#));
                             (i as u32, format!("{lo}-{hi}"))
                         })
                         .collect();
@@ -333,19 +303,12 @@ impl Served {
                         *served = histogram::served(&b).max(*served).min(len);
                         for (i, v) in b.iter().enumerate().take(*served) {
                             let (lo, hi) = bounds(*linear, i);
-                            let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else {
-                                continue;
-                            };
-                            labels.insert(
-                                (*indom, id),
-                                format!(r#"{{{lab},"lower_bound":{lo},"upper_bound":{hi}}}"#),
-                            );
+                            let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else { continue };
+                            labels.insert((*indom, id), format!(r#"{{{lab},"lower_bound":{lo},"upper_bound":{hi}}}"#));
                             values.insert((items.0, id), Raw::Int(*v as i128));
                         }
                         if let Some(ki) = key_indom {
-                            let Ok(id) = inst.add(*ki, &name) else {
-                                continue;
-                            };
+                            let Ok(id) = inst.add(*ki, &name) else { continue };
                             labels.insert((*ki, id), format!("{{{lab}}}"));
                             if let Some(ci) = items.1 {
                                 values.insert((ci, id), Raw::Int(c as i128));
@@ -357,24 +320,16 @@ impl Served {
                     }
                 }
             }
-            Plan::Events {
-                indom,
-                metrics,
-                lost,
-                ..
-            } => {
-                let Some(recent) = &m.recent else {
-                    return Ok(());
-                };
+            Plan::Events { indom, metrics, lost, .. } => {
+                let Some(recent) = &m.recent else { return Ok(()) };
                 let snapshot: Vec<Vec<u8>> = recent
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .newest_first()
                     .cloned()
                     .collect();
-                let members: Vec<(u32, String)> = (0..snapshot.len())
-                    .map(|i| (i as u32, i.to_string()))
-                    .collect();
+                let members: Vec<(u32, String)> =
+                    (0..snapshot.len()).map(|i| (i as u32, i.to_string())).collect();
                 inst.set_fixed(*indom, &members);
                 for (i, r) in snapshot.iter().enumerate() {
                     for mp in metrics {
@@ -397,12 +352,7 @@ impl Served {
         Ok(())
     }
 
-    pub fn fetch(
-        &self,
-        item: u32,
-        ty: Type,
-        inst: Option<u32>,
-    ) -> Result<Option<Value>, PmdaError> {
+    pub fn fetch(&self, item: u32, ty: Type, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
         match self.values.get(&(item, inst.unwrap_or(SINGULAR))) {
             Some(r) => Ok(Some(r.value(ty))),
             None if inst.is_some() => Err(PmdaError::UnknownInstance),
@@ -429,15 +379,10 @@ impl Served {
         for pid in &pids {
             want.insert(*pid);
             if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                want.extend(
-                    dir.flatten()
-                        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
-                );
+                want.extend(dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()));
             }
         }
-        let Some(map) = self.process_map(l) else {
-            return pids.len();
-        };
+        let Some(map) = self.process_map(l) else { return pids.len() };
         let one = {
             let mut v = vec![0u8; map.value_size() as usize];
             if let Some(b) = v.first_mut() {

@@ -32,12 +32,7 @@ fn layouts_come_from_btf() {
 fn mismatches_with_the_object_name_the_spec_line() {
     let bad = |from: &str, to: &str| {
         let e = program(&BIOLAT_SPEC.replacen(from, to, 1), BIOLAT_OBJ).unwrap_err();
-        let line = BIOLAT_SPEC
-            .replacen(from, to, 1)
-            .lines()
-            .position(|l| l.contains(to.lines().next().unwrap()))
-            .unwrap()
-            + 1;
+        let line = BIOLAT_SPEC.replacen(from, to, 1).lines().position(|l| l.contains(to.lines().next().unwrap())).unwrap() + 1;
         (e, line)
     };
     let (e, line) = bad("name = \"hist\"", "name = \"hst\"");
@@ -45,27 +40,12 @@ fn mismatches_with_the_object_name_the_spec_line() {
     assert_eq!(e.line, line, "{e}");
     let (e, _) = bad("global = \"targ_queued\"", "global = \"targ_queue\"");
     assert!(e.msg.contains("no read-only global \"targ_queue\""), "{e}");
-    let e = program(
-        &SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"task\""),
-        SYSFORK_OBJ,
-    )
-    .unwrap_err();
-    assert!(
-        e.msg.contains("no field \"task\"") && e.msg.contains("tasks"),
-        "{e}"
-    );
-    let e = program(
-        &SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"tasks\"\ntype = \"u32\""),
-        SYSFORK_OBJ,
-    )
-    .unwrap_err();
+    let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"task\""), SYSFORK_OBJ).unwrap_err();
+    assert!(e.msg.contains("no field \"task\"") && e.msg.contains("tasks"), "{e}");
+    let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"tasks\"\ntype = \"u32\""), SYSFORK_OBJ).unwrap_err();
     assert!(e.msg.contains("does not fit"), "{e}");
     let keyed = "kind = \"keyed\"\nindom = 1\nkey = [{ decoder = \"uint\" }]";
-    let e = program(
-        &SYSFORK_SPEC.replace("kind = \"counters\"", keyed),
-        SYSFORK_OBJ,
-    )
-    .unwrap_err();
+    let e = program(&SYSFORK_SPEC.replace("kind = \"counters\"", keyed), SYSFORK_OBJ).unwrap_err();
     assert!(e.msg.contains("does not fit its kind"), "{e}");
     let e = program(SYSFORK_SPEC, b"not an object").unwrap_err();
     assert!(e.to_string().starts_with("m.bpf.o: "), "{e}");
@@ -112,11 +92,7 @@ fn mutated(base: &'static str) -> impl Strategy<Value = String> {
 fn check_error(text: &str, e: &SpecError) {
     if e.file == Path::new("m.toml") {
         let n = text.lines().count().max(1);
-        assert!(
-            e.line >= 1 && e.line <= n + 1,
-            "line {} of {n}: {e}",
-            e.line
-        );
+        assert!(e.line >= 1 && e.line <= n + 1, "line {} of {n}: {e}", e.line);
     } else {
         assert_eq!(e.file, Path::new("m.bpf.o"), "{e}");
     }

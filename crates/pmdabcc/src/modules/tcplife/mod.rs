@@ -12,9 +12,9 @@ mod metrics;
 
 use crate::bpf;
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{
-    IndomSpec, MapInfo, MetricSpec, Module, ModuleError, ModuleInstances, ModuleSpec, OptionKind,
-    OptionSpec, ProgInfo,
+use crate::module::{OptionKind, 
+    IndomSpec, MapInfo, MetricSpec, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec,
+    ProgInfo,
 };
 use crate::process::ProcessFilter;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -770,18 +770,15 @@ mod tests {
             Some(Some("buffer_page_count".into()))
         );
         assert_eq!(bad("dport", "http"), Some(Some("dport".into())));
-        assert!(create(
-            &SPEC,
-            &ModuleConfig::for_test(
-                "tcplife",
-                3,
-                &[
-                    ("layout", "sessions"),
-                    ("session_count", "5"),
-                    ("lport", "80,443")
-                ]
-            )
-        )
+        assert!(create(&SPEC, &ModuleConfig::for_test(
+            "tcplife",
+            3,
+            &[
+                ("layout", "sessions"),
+                ("session_count", "5"),
+                ("lport", "80,443")
+            ]
+        ))
         .is_ok());
     }
 }
