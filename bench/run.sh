@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
+# Bench-only packages, with the project's (whose libbpf-dev has the floor programs' headers):
+# perf for the scheduler workload. bpftool comes with DEB_PACKAGES, pmdabpf and the Python PCP
+# API (python3-pcp) with pcp, losetup with mount (priority required).
+DEB_PACKAGES="$DEB_PACKAGES linux-perf"
 ensure_deps
 [ -x /var/lib/pcp/pmdas/bpf/pmdabpf ] || die "PCP's pmdabpf is not in /var/lib/pcp/pmdas/bpf (Debian package pcp)"
 for t in perf bpftool losetup; do command -v $t >/dev/null || die "$t is needed (linux-perf, bpftool, mount)"; done
