@@ -311,7 +311,9 @@ run_host() {
     local t0=$SECONDS rc=0
     # SKIP_PERCENT: this kernel sometimes runs no tracing program for a block completion
     # (README, "Notes for these machines"); the VMs get none.
+    # IRQ_FILE: on the disk of the build (not tmpfs), for a device interrupt.
     DISK=${loopdev#/dev/} BB=/bin/busybox TRUE=/usr/bin/true SKIP_PERCENT=2 PCP_PMDAS_DIR=$dir/pmdas \
+        IRQ_FILE=$OUT/irq.tmp \
         "$dir/pmdabcc-probe" --probe -c "$HERE/matrix.conf" --all-hooks --workload "$HERE/workload.sh" \
         >"$res" 2>"$OUT/host.stderr" || rc=$?
     losetup -d "$loopdev" || true

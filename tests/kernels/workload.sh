@@ -4,7 +4,9 @@
 # each module's count with them (lower bounds) and with the kernel's counts (upper bounds).
 # Environment: DISK (a block device name under /dev to read, e.g. nullb0 or loop3),
 # BB (busybox, for dd and nc), TRUE (an external program that exits 0), SKIP_PERCENT (how
-# many of the block completions the kernel may run no BPF program for, in percent; 0).
+# many of the block completions the kernel may run no BPF program for, in percent; 0),
+# IRQ_FILE (a file on a real disk: one O_DIRECT write there makes a device interrupt; the
+# VMs' serial port, which the results go out on, makes theirs).
 set -eu
 : "${DISK:?DISK names the block device to read}"
 BB=${BB:-busybox}
@@ -20,6 +22,7 @@ truth READS $READS
 truth SESSIONS $SESSIONS
 truth PORT $PORT
 truth DISK "$DISK"
+truth CPUS "$(grep -c ^processor /proc/cpuinfo)"
 # The kernel skips tracing programs for some hits on some machines (see the README's notes):
 # that many completions may go uncounted.
 truth SKIPS $((READS * ${SKIP_PERCENT:-0} / 100))
@@ -44,6 +47,11 @@ while [ $i -lt $SESSIONS ]; do
     wait $server
     i=$((i + 1))
 done
+
+if [ -n "${IRQ_FILE:-}" ]; then
+    $BB dd if=/dev/zero of="$IRQ_FILE" bs=4096 count=1 oflag=direct conv=fsync 2>/dev/null
+    rm -f "$IRQ_FILE"
+fi
 
 i=0
 while [ $i -lt $OPENS ]; do : <"/dev/$DISK"; i=$((i + 1)); done

@@ -300,7 +300,7 @@ fn show(v: &Value) -> String {
 /// The kernel's own counts of what the modules count: (name, instance) -> count. `processes`,
 /// `ctxt` and `intr` (all interrupts) from /proc/stat, `disk.reads` and `disk.requests`
 /// (completed) per disk from /proc/diskstats, `softirqs` per vector from /proc/softirqs,
-/// `tcp.opens` (active and passive) from /proc/net/snmp.
+/// `tcp.opens` (active and passive) from /proc/net/snmp, `uptime.ms` from /proc/uptime.
 pub fn kernel_counts() -> BTreeMap<(String, String), u64> {
     let mut out = BTreeMap::new();
     if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
@@ -329,6 +329,13 @@ pub fn kernel_counts() -> BTreeMap<(String, String), u64> {
                 reads + writes + discards + flushes,
             );
         }
+    }
+    if let Some(secs) = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok())
+    {
+        // The window's length, for counts that grow with time (samples at a frequency).
+        out.insert(("uptime.ms".into(), "-".into()), (secs * 1000.0) as u64);
     }
     if let Ok(soft) = std::fs::read_to_string("/proc/softirqs") {
         // "NET_RX:  12  34": runs of each vector, per CPU.
