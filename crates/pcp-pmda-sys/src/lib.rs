@@ -86,6 +86,8 @@ pub const PMDA_CACHE_SAVE: c_int = 6;
 pub const PMDA_CACHE_ACTIVE: c_int = 8;
 pub const PMDA_CACHE_INACTIVE: c_int = 9;
 pub const PMDA_CACHE_SIZE_ACTIVE: c_int = 11;
+pub const PMDA_CACHE_WALK_REWIND: c_int = 14;
+pub const PMDA_CACHE_WALK_NEXT: c_int = 15;
 pub const PMDA_CACHE_CHECK: c_int = 16;
 pub const PMDA_CACHE_SYNC: c_int = 18;
 

@@ -229,6 +229,53 @@ impl Instances {
         self.fixed_dirty = true;
     }
 
+    /// Instances outside a PMDA (`pmdabcc --probe`): pmdaCache works without pmcd. Cached
+    /// indoms start empty and are never saved, so the agent's instance ids are neither read
+    /// nor changed. Each domain number has caches of its own.
+    pub fn standalone(domain: u32, indoms: &[(u32, IndomKind)]) -> Self {
+        let mut i = Instances::new(domain);
+        for &(serial, kind) in indoms {
+            i.kinds.insert(serial, kind);
+            if kind == IndomKind::Fixed {
+                i.fixed.entry(serial).or_default();
+            }
+        }
+        i
+    }
+
+    /// The active members of an indom as (id, name), for clients of [`Instances::standalone`].
+    pub fn members(&self, serial: u32) -> Vec<(u32, String)> {
+        match self.kind(serial) {
+            Some(IndomKind::Fixed) => self.fixed.get(&serial).map_or_else(Vec::new, |f| {
+                f.ids
+                    .iter()
+                    .zip(&f.names)
+                    .map(|(i, n)| (i.i_inst as u32, n.to_string_lossy().into_owned()))
+                    .collect()
+            }),
+            Some(IndomKind::Cached) => {
+                let raw = self.raw(serial);
+                let mut out = Vec::new();
+                // SAFETY: plain calls with an indom number; the walk visits active entries.
+                unsafe {
+                    sys::pmdaCacheOp(raw, sys::PMDA_CACHE_WALK_REWIND);
+                    loop {
+                        let inst = sys::pmdaCacheOp(raw, sys::PMDA_CACHE_WALK_NEXT);
+                        if inst < 0 {
+                            break;
+                        }
+                        if let Some(n) = self.name(serial, inst as u32) {
+                            out.push((inst as u32, n));
+                        }
+                    }
+                }
+                out.sort();
+                out
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Writes changed cached indoms to disk, so ids survive a restart.
     pub(crate) fn save(&mut self) {
         for serial in std::mem::take(&mut self.dirty_caches) {
@@ -237,5 +284,31 @@ impl Instances {
                 sys::pmdaCacheOp(self.raw(serial), sys::PMDA_CACHE_SAVE);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // pmdaCache works without pmcd: what `pmdabcc --probe` relies on.
+    #[test]
+    fn standalone_instances_list_active_members_only() {
+        let mut i = Instances::standalone(300, &[(1, IndomKind::Cached), (2, IndomKind::Fixed)]);
+        let a = i.add(1, "a").unwrap();
+        let b = i.add(1, "b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(i.add(1, "a").unwrap(), a, "the same name keeps its id");
+        i.hide(1, "a");
+        assert_eq!(i.members(1), vec![(b, "b".to_string())]);
+        i.set_fixed(2, &[(0, "x".into()), (5, "y".into())]);
+        assert_eq!(i.members(2), vec![(0, "x".into()), (5, "y".into())]);
+        assert!(
+            i.members(3).is_empty(),
+            "an unregistered indom has no members"
+        );
+        // Another domain has caches of its own.
+        let other = Instances::standalone(301, &[(1, IndomKind::Cached)]);
+        assert!(other.members(1).is_empty());
     }
 }

@@ -5,6 +5,7 @@
 //! - [`agent`]: runs the modules behind the PMDA layer (the `pcp-pmda` crate)
 //! - [`bpf`]: BPF plumbing shared by the modules
 //! - [`framework`]: modules as a BPF object plus a spec (built-in and user modules)
+//! - [`probe`]: `pmdabcc --probe`, the modules' start on this kernel without pmcd
 
 pub mod agent;
 pub mod bpf;
@@ -13,4 +14,5 @@ pub mod docs;
 pub mod framework;
 pub mod module;
 pub mod modules;
+pub mod probe;
 pub mod process;

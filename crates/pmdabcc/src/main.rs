@@ -17,10 +17,11 @@ struct Args {
     check: bool,
     list: bool,
     send_ready: bool,
+    probe: Option<pmdabcc::probe::Options>,
 }
 
 fn usage() -> String {
-    "usage: pmdabcc [-d domain] [-l logfile] [-c bcc.conf] [-D debug] [-N]\n       (-N: do not send PM_ERR_PMDAREADY; for dbpmda, which does not expect it)\n       pmdabcc --check [-c bcc.conf]   (validate the configuration and exit)\n       pmdabcc --list-modules".into()
+    "usage: pmdabcc [-d domain] [-l logfile] [-c bcc.conf] [-D debug] [-N]\n       (-N: do not send PM_ERR_PMDAREADY; for dbpmda, which does not expect it)\n       pmdabcc --check [-c bcc.conf]   (validate the configuration and exit)\n       pmdabcc --list-modules\n       pmdabcc --probe [-c bcc.conf] [--all-hooks] [--workload CMD | --watch SECONDS]\n       (start every module on this kernel without pmcd, report, release; see pmdabcc(1))".into()
 }
 
 fn parse_args() -> Result<Args> {
@@ -32,7 +33,9 @@ fn parse_args() -> Result<Args> {
         check: false,
         list: false,
         send_ready: true,
+        probe: None,
     };
+    let mut probe = pmdabcc::probe::Options::default();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |name: &str| {
@@ -49,9 +52,29 @@ fn parse_args() -> Result<Args> {
             "-N" | "--no-ready" => a.send_ready = false,
             "--check" => a.check = true,
             "--list-modules" => a.list = true,
+            "--probe" => a.probe = Some(Default::default()),
+            "--all-hooks" => probe.all_hooks = true,
+            "--workload" => probe.workload = Some(val("--workload")?),
+            "--watch" => {
+                let s: f64 = val("--watch")?
+                    .parse()
+                    .context("--watch: seconds must be a number")?;
+                probe.watch = Some(std::time::Duration::from_secs_f64(s.max(0.0)));
+            }
             "-h" | "--help" => bail!("{}", usage()),
             _ => bail!("unknown option {arg:?}\n{}", usage()),
         }
+    }
+    if let Some(p) = a.probe.as_mut() {
+        *p = pmdabcc::probe::Options {
+            config: a.config.clone(),
+            ..probe
+        };
+    } else if probe.all_hooks || probe.workload.is_some() || probe.watch.is_some() {
+        bail!(
+            "--all-hooks, --workload and --watch go with --probe\n{}",
+            usage()
+        );
     }
     if a.domain == 0 || a.domain > pcp_pmda::MAX_DOMAIN {
         bail!(
@@ -118,6 +141,10 @@ fn run() -> Result<()> {
     }
     if args.check {
         return check(&args.config);
+    }
+    if let Some(p) = &args.probe {
+        // A CLI mode, not under pmcd: stdout is the report.
+        std::process::exit(pmdabcc::probe::run(p)?);
     }
     // From here on stdout belongs to pmcd and stderr is the log file.
     let pmda = Pmda::new(PmdaOptions {

@@ -81,6 +81,13 @@ pub fn load_config(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| e.to_string())
 }
 
+/// The module slots of `config`, each module created but not started, and the problems
+/// with the file as a whole: what `pmdabcc --probe` starts without pmcd.
+pub fn build_slots(config: Config) -> (Vec<Slot>, Vec<String>) {
+    let a = BccAgent::new(config, Instant::now());
+    (a.slots, a.config_errors)
+}
+
 pub struct BccAgent {
     config: Config,
     /// Problems with the file as a whole or with [pmda] (shown in agent.config_status).

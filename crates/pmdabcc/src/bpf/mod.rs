@@ -8,6 +8,10 @@ use std::mem::MaybeUninit;
 
 use std::os::fd::AsRawFd;
 
+mod force;
+pub use force::{force_hook, forced_twin, note_twin_choice, Forcing};
+use force::{forced_among, note_choice};
+
 thread_local! {
     /// libbpf's messages on this thread while [`capture_libbpf`] runs.
     static CAPTURE: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
@@ -16,9 +20,14 @@ thread_local! {
 /// Runs `f`, collecting what libbpf says meanwhile on this thread (libbpf calls its print
 /// callback on the thread that called it), e.g. the verifier's log of a failed load.
 pub fn capture_libbpf<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let outer = CAPTURE.with(|c| c.borrow_mut().replace(Vec::new()));
     let t = f();
     let lines = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    // Nested (`pmdabcc --probe` around a module's own capture): the enclosing one sees them too.
+    if let Some(mut o) = outer {
+        o.extend(lines.iter().cloned());
+        CAPTURE.with(|c| *c.borrow_mut() = Some(o));
+    }
     (t, lines)
 }
 
@@ -94,14 +103,17 @@ impl Hook {
 
 /// Tries `load` with each hook in turn and returns the first that loads and attaches,
 /// with a status line naming the choice and why earlier ones were passed over.
+/// Under `pmdabcc --probe --all-hooks` only the hook [`force_hook`] names is tried.
 pub fn first_working<T>(
     hooks: &[Hook],
     mut load: impl FnMut(Hook) -> Result<T, ModuleError>,
 ) -> Result<(T, Hook, String), ModuleError> {
+    let hooks = forced_among(hooks)?;
     let mut skipped = Vec::new();
-    for &h in hooks {
+    for h in hooks {
         match load(h) {
             Ok(t) => {
+                note_choice(h);
                 let mut status = h.as_str().to_string();
                 if !skipped.is_empty() {
                     status.push_str(&format!(" (passed over: {})", skipped.join("; ")));

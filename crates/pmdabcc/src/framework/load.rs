@@ -142,6 +142,13 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
             }
         }
     }
+    // `pmdabcc --probe --all-hooks`: one hook kind forced on every twin group.
+    let offered: Vec<&str> = progs.iter().filter_map(|g| g.twin.as_ref().map(|t| TWINS[t.1].1)).collect();
+    if let Some(kind) = crate::bpf::forced_twin(&offered) {
+        for kinds in groups.values_mut() {
+            kinds.retain(|i| TWINS[*i].1 == kind);
+        }
+    }
     for (base, kinds) in groups.iter_mut() {
         kinds.sort_unstable();
         let all_off = progs.iter().filter(|g| g.twin.as_ref().is_some_and(|t| &t.0 == base)).all(|g| {
@@ -181,6 +188,9 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
                 let mut kinds: Vec<&str> = choice.values().map(|i| TWINS[*i].1).collect();
                 kinds.sort_unstable();
                 kinds.dedup();
+                if let [k] = kinds[..] {
+                    crate::bpf::note_twin_choice(k);
+                }
                 let hooks: Vec<String> = progs
                     .iter()
                     .filter(|g| object.progs().any(|o| o.name().to_string_lossy() == g.name && o.autoload()))
