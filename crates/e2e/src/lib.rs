@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const PMDAS_DIR: &str = "/var/lib/pcp/pmdas";
@@ -270,7 +271,26 @@ impl Session {
         up.expect("pmcd did not restart the bcc agent");
         self.wait_ready();
     }
+
+    /// Fails unless `module` runs (bcc.agent.modules.state is "running"), saying its status;
+    /// prints the status otherwise.
+    pub fn assert_module_running(&self, module: &str) {
+        let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);
+        let get = |m: &str| {
+            st.get(m)
+                .and_then(|v| v.get(&Some(module.to_string())))
+                .cloned()
+        };
+        let status = get("bcc.agent.modules.status");
+        assert_eq!(
+            get("bcc.agent.modules.state").as_deref(),
+            Some("running"),
+            "module {module} is not running (is eBPF available? is [{module}] in [pmda] modules of the installed bcc.conf?): {status:?}"
+        );
+        eprintln!("{module}: {}", status.unwrap_or_default());
+    }
 }
+
 
 impl Drop for Session {
     fn drop(&mut self) {
@@ -282,6 +302,81 @@ impl Drop for Session {
         }
     }
 }
+
+/// A workload process: a Python script (`python3 -c SCRIPT ARGS…`, e.g. a loopback socket
+/// peer) that the test talks to line by line, over its stdin and stdout.
+pub struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    /// Starts `script` with `args`; panics if python3 cannot be run.
+    pub fn spawn(script: &str, args: &[&str]) -> Peer {
+        let py = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        let mut child = Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {py} for the loopback peers: {e}"));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Peer {
+            stdin: child.stdin.take(),
+            child,
+            out,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line the peer prints, trimmed; panics if it ended instead.
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).expect("read from peer");
+        assert!(!l.is_empty(), "peer {} ended early", self.pid());
+        l.trim().to_string()
+    }
+
+    /// Writes `what` and a newline to the peer's stdin.
+    pub fn say(&mut self, what: &str) {
+        let i = self.stdin.as_mut().unwrap();
+        writeln!(i, "{what}").unwrap();
+        i.flush().unwrap();
+    }
+
+    /// Closes the peer's stdin and waits for it; panics unless it exits successfully.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "peer {} failed: {st}", self.pid());
+    }
+}
+
+/// The metrics (after `bcc.proc.io.net.tcp.`) of tcplife's `sessions` layout: exactly the
+/// names grafana-pcp's "eBPF/BCC Overview" tcplife table queries (pid … duration), plus ours.
+pub const TCPLIFE_SESSION_FIELDS: &[&str] = &[
+    "pid",
+    "comm",
+    "laddr",
+    "lport",
+    "daddr",
+    "dport",
+    "tx",
+    "rx",
+    "duration",
+    "events_lost",
+    "sessions_untracked",
+];
 
 /// Hits of one kernel tracepoint on every CPU, counted by a perf counting event per CPU:
 /// the kernel's own count, which does not go through BPF.

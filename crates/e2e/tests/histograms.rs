@@ -16,19 +16,9 @@ const DISK_TOTAL: &str = "disk.dev.total";
 const WORKFILE: &str = "/var/tmp/pcp-bcc-e2e-histograms.dat";
 
 /// Fails with the module's status unless both modules run.
-fn assert_modules_running() {
-    let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);
+fn assert_modules_running(s: &Session) {
     for m in ["runqlat", "biolatency"] {
-        let state = st
-            .get("bcc.agent.modules.state")
-            .and_then(|v| v.get(&Some(m.to_string())))
-            .cloned();
-        let status = st
-            .get("bcc.agent.modules.status")
-            .and_then(|v| v.get(&Some(m.to_string())))
-            .cloned();
-        assert_eq!(state.as_deref(), Some("running"), "module {m} is not running (is eBPF available? is [{m}] in bcc.conf's modules?): {status:?}");
-        eprintln!("{m}: {}", status.unwrap_or_default());
+        s.assert_module_running(m);
     }
 }
 
@@ -116,8 +106,8 @@ fn prepare_workfile() {
 
 #[test]
 fn descriptors_help_buckets_and_labels() {
-    let _s = Session::start();
-    assert_modules_running();
+    let s = Session::start();
+    assert_modules_running(&s);
     prepare_workfile();
     direct_writes(200);
     let out = run_ok("pminfo", &["-dfT", "--labels", BCC_RUNQ, BCC_DISK]);
@@ -208,7 +198,7 @@ fn disk_latency_counts_requests_like_disk_dev_total() {
         "bcc.conf.default has no [biolatency] per_disk line"
     );
     s.with_config(&default.replace("per_disk = False", "per_disk = True"));
-    assert_modules_running();
+    assert_modules_running(&s);
     prepare_workfile();
     direct_writes(50); // so the disk's instances exist before the first sample
     let watch = SkipWatch::start(BIOLATENCY_HOOKS);
@@ -299,8 +289,8 @@ fn ensure_pmdabpf() {
 
 #[test]
 fn agrees_with_pmdabpf() {
-    let _s = Session::start();
-    assert_modules_running();
+    let s = Session::start();
+    assert_modules_running(&s);
     ensure_pmdabpf();
     let units = run_ok("pminfo", &["-d", BPF_RUNQ, BPF_DISK]);
     // pmdabpf's run-queue histogram is in nanoseconds, its disk one in microseconds.

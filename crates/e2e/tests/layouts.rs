@@ -60,19 +60,7 @@ const PROCESS_METRICS: &[&str] = &[
     "events_lost",
     "sessions_untracked",
 ];
-const SESSION_METRICS: &[&str] = &[
-    "pid",
-    "comm",
-    "laddr",
-    "lport",
-    "daddr",
-    "dport",
-    "tx",
-    "rx",
-    "duration",
-    "events_lost",
-    "sessions_untracked",
-];
+const SESSION_METRICS: &[&str] = TCPLIFE_SESSION_FIELDS;
 
 fn pmlogger(dir: &Path, name: &str, metrics: &[&str]) -> Child {
     let conf = dir.join(format!("{name}.config"));

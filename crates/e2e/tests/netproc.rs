@@ -7,8 +7,6 @@
 
 use e2e::*;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 const FIELDS: [&str; 8] = [
@@ -95,66 +93,15 @@ print(" ".join("%s=%d" % kv for kv in c.items()), flush=True)
 sys.stdin.read()
 "#;
 
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn spawn(args: &[&str]) -> Peer {
-        let mut child = Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(PEER)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run /usr/bin/python3 for the loopback peers: {e}"));
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Peer {
-            stdin: child.stdin.take(),
-            child,
-            out,
-        }
-    }
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.out.read_line(&mut l).expect("read from peer");
-        assert!(!l.is_empty(), "peer {} ended early", self.pid());
-        l.trim().to_string()
-    }
-    /// The counts the peer printed.
-    fn counts(&mut self) -> BTreeMap<String, u64> {
-        self.line()
-            .split_whitespace()
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').expect("k=v");
-                (k.to_string(), v.parse().unwrap())
-            })
-            .collect()
-    }
-    fn finish(mut self) {
-        if let Some(mut i) = self.stdin.take() {
-            let _ = i.flush();
-        }
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "peer {} failed: {st}", self.child.id());
-    }
-}
-
-fn running(_s: &Session) {
-    let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);
-    let get = |m: &str| st.get(m).and_then(|v| v.get(&Some("netproc".into()))).cloned();
-    assert_eq!(
-        get("bcc.agent.modules.state").as_deref(),
-        Some("running"),
-        "netproc is not running (is it in [pmda] modules of the installed bcc.conf?): {:?}",
-        get("bcc.agent.modules.status")
-    );
+/// The counts a [`PEER`] printed.
+fn counts(peer: &mut Peer) -> BTreeMap<String, u64> {
+    peer.line()
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("k=v");
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
 }
 
 /// The agent's values of one process: metric suffix -> value, and the instance name.
@@ -197,14 +144,14 @@ fn proc_pmda_name(pid: u32) -> Option<String> {
 #[test]
 fn calls_and_bytes_per_process_equal_the_workloads_own_counts() {
     let s = Session::start();
-    running(&s);
+    s.assert_module_running("netproc");
     let skips = SkipWatch::start(HOOKS);
-    let mut server = Peer::spawn(&["server"]);
+    let mut server = Peer::spawn(PEER, &["server"]);
     let ports = server.line();
     let mut args = vec!["client"];
     args.extend(ports.split_whitespace());
-    let mut client = Peer::spawn(&args);
-    let truth = [(client.pid(), client.counts()), (server.pid(), server.counts())];
+    let mut client = Peer::spawn(PEER, &args);
+    let truth = [(client.pid(), counts(&mut client)), (server.pid(), counts(&mut server))];
     // The workload agrees with itself: what one side sent the other received.
     let (c, sv) = (&truth[0].1, &truth[1].1);
     assert_eq!(c["tcp.send.bytes"], sv["tcp.recv.bytes"]);
@@ -244,10 +191,10 @@ fn calls_and_bytes_per_process_equal_the_workloads_own_counts() {
 #[test]
 fn proc_hog_net_and_pmrep_proc_net_show_the_process() {
     let s = Session::start();
-    running(&s);
-    let mut sink = Peer::spawn(&["sink"]);
+    s.assert_module_running("netproc");
+    let mut sink = Peer::spawn(PEER, &["sink"]);
     let port = sink.line();
-    let mut stream = Peer::spawn(&["stream", &port, "8"]);
+    let mut stream = Peer::spawn(PEER, &["stream", &port, "8"]);
     let inst = wait_for(Duration::from_secs(5), || agent_counts(stream.pid()).1)
         .expect("the streaming process never became an instance");
     // ~400 kB/s sent: its rate must show, and not be off by an order of magnitude.
@@ -280,8 +227,8 @@ fn proc_hog_net_and_pmrep_proc_net_show_the_process() {
         .and_then(|l| l.split(',').nth(col)?.trim_matches('"').parse().ok())
         .unwrap_or_else(|| panic!("pmrep :proc-net: no TCP send value for {inst}:\n{rep}"));
     assert!(sent > 0.0, "pmrep :proc-net shows no TCP send rate for {inst}:\n{rep}");
-    let _ = stream.counts();
+    let _ = counts(&mut stream);
     stream.finish();
-    let _ = sink.counts();
+    let _ = counts(&mut sink);
     sink.finish();
 }

@@ -6,8 +6,6 @@
 
 use e2e::*;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 const RX: &str = "bcc.proc.io.net.tcp.rx";
@@ -72,63 +70,16 @@ elif mode == "burst":
     print("done", flush=True)
 "#;
 
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn spawn(args: &[&str]) -> Peer {
-        let py = if std::path::Path::new("/usr/bin/python3").exists() {
-            "/usr/bin/python3"
-        } else {
-            "python3"
-        };
-        let mut child = Command::new(py)
-            .arg("-c")
-            .arg(PEER)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 for the loopback peers: {e}"));
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Peer {
-            stdin: child.stdin.take(),
-            child,
-            out,
-        }
-    }
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn inst(&self) -> String {
-        format!("{:06}", self.pid())
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.out.read_line(&mut l).expect("read from peer");
-        assert!(!l.is_empty(), "peer {} ended early", self.pid());
-        l.trim().to_string()
-    }
-    fn say(&mut self, what: &str) {
-        let i = self.stdin.as_mut().unwrap();
-        writeln!(i, "{what}").unwrap();
-        i.flush().unwrap();
-    }
-    fn wait(mut self) {
-        drop(self.stdin.take());
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "peer {} failed: {st}", self.child.id());
-    }
+/// A peer's instance name in the per-process layout.
+fn inst(peer: &Peer) -> String {
+    format!("{:06}", peer.pid())
 }
 
 /// Runs a server and a client; returns (server, client) when the client is connected.
 fn pair(fam: &str, down: u64) -> (Peer, Peer) {
-    let mut server = Peer::spawn(&["server", fam, "1", &down.to_string()]);
+    let mut server = Peer::spawn(PEER, &["server", fam, "1", &down.to_string()]);
     let port = server.line();
-    let mut client = Peer::spawn(&["client", fam, &port]);
+    let mut client = Peer::spawn(PEER, &["client", fam, &port]);
     assert_eq!(client.line(), "connected");
     (server, client)
 }
@@ -152,29 +103,10 @@ fn wait_at_least(metric: &str, inst: &str, want: u64) -> Option<u64> {
     })
 }
 
-fn running(s: &Session) {
-    let _ = s;
-    let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);
-    let state = st
-        .get("bcc.agent.modules.state")
-        .and_then(|v| v.get(&Some("tcplife".into())))
-        .cloned();
-    let status = st
-        .get("bcc.agent.modules.status")
-        .and_then(|v| v.get(&Some("tcplife".into())))
-        .cloned();
-    assert_eq!(
-        state.as_deref(),
-        Some("running"),
-        "tcplife is not running: {status:?}"
-    );
-    eprintln!("tcplife status: {}", status.unwrap_or_default());
-}
-
 #[test]
 fn short_sessions_count_per_process_ipv4_and_ipv6() {
     let s = Session::start();
-    running(&s);
+    s.assert_module_running("tcplife");
     for (fam, up, down) in [("4", 123_457u64, 65_432u64), ("6", 234_567, 7_654)] {
         let (mut server, mut client) = pair(fam, down);
         client.say(&format!("send {up}"));
@@ -182,9 +114,9 @@ fn short_sessions_count_per_process_ipv4_and_ipv6() {
         client.say("close");
         assert_eq!(client.line().parse::<u64>().unwrap(), down);
         assert_eq!(server.line().parse::<u64>().unwrap(), up);
-        let (si, ci) = (server.inst(), client.inst());
-        server.wait();
-        client.wait();
+        let (si, ci) = (inst(&server), inst(&client));
+        server.finish();
+        client.finish();
         // the CLOSE records come through the ring buffer thread: wait for them
         wait_for(Duration::from_secs(10), || {
             (values(CLOSED).get(&si) == Some(&1) && values(CLOSED).get(&ci) == Some(&1))
@@ -210,10 +142,10 @@ fn short_sessions_count_per_process_ipv4_and_ipv6() {
 #[test]
 fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
     let s = Session::start();
-    running(&s);
+    s.assert_module_running("tcplife");
     for fam in ["4", "6"] {
         let (mut server, mut client) = pair(fam, 0);
-        let (si, ci) = (server.inst(), client.inst());
+        let (si, ci) = (inst(&server), inst(&client));
         let chunk = 1_500_000u64;
         for round in 1..=3u64 {
             client.say(&format!("send {chunk}"));
@@ -247,8 +179,8 @@ fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
         client.say("close");
         assert_eq!(client.line(), "0");
         assert_eq!(server.line().parse::<u64>().unwrap(), 3 * chunk);
-        server.wait();
-        client.wait();
+        server.finish();
+        client.finish();
         wait_for(Duration::from_secs(10), || {
             (values(CLOSED).get(&ci) == Some(&1)).then_some(())
         })
@@ -269,11 +201,11 @@ fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
 #[test]
 fn pmrep_shows_a_download_in_megabytes() {
     let s = Session::start();
-    running(&s);
+    s.assert_module_running("tcplife");
     // A download: the client receives `down` bytes from the server while pmrep watches.
     let down = 3_145_728u64; // 3 MB
     let (server, mut client) = pair("4", down);
-    let ci = client.inst();
+    let ci = inst(&client);
     client.say("close"); // half-close: the server answers with the download
     assert_eq!(client.line().parse::<u64>().unwrap(), down);
     let conf = std::env::temp_dir().join(format!("tcplife-pmrep-{}.conf", std::process::id()));
@@ -292,8 +224,8 @@ fn pmrep_shows_a_download_in_megabytes() {
         ],
     );
     eprintln!("{out}");
-    server.wait();
-    client.wait();
+    server.finish();
+    client.finish();
     let _ = std::fs::remove_file(&conf);
     let lines: Vec<&str> = out.lines().collect();
     assert!(
@@ -332,7 +264,7 @@ fn pmrep_shows_a_download_in_megabytes() {
 #[test]
 fn a_burst_of_1000_sessions_loses_none() {
     let s = Session::start();
-    running(&s);
+    s.assert_module_running("tcplife");
     let n = 1000u64;
     let size = 100u64;
     let lost0 = value_u64(LOST, None).expect("events_lost");
@@ -340,14 +272,14 @@ fn a_burst_of_1000_sessions_loses_none() {
     let mut skipped_all = 0;
     for fam in ["4", "6"] {
         let watch = SkipWatch::start(TCPLIFE_HOOKS);
-        let mut server = Peer::spawn(&["server", fam, &n.to_string(), "0"]);
+        let mut server = Peer::spawn(PEER, &["server", fam, &n.to_string(), "0"]);
         let port = server.line();
-        let mut burst = Peer::spawn(&["burst", fam, &port, &n.to_string(), &size.to_string()]);
+        let mut burst = Peer::spawn(PEER, &["burst", fam, &port, &n.to_string(), &size.to_string()]);
         assert_eq!(burst.line(), "done");
         assert_eq!(server.line().parse::<u64>().unwrap(), n * size);
-        let (si, bi) = (server.inst(), burst.inst());
-        server.wait();
-        burst.wait();
+        let (si, bi) = (inst(&server), inst(&burst));
+        server.finish();
+        burst.finish();
         let done = wait_for(Duration::from_secs(15), || {
             let c = values(CLOSED);
             (c.get(&si) == Some(&n) && c.get(&bi) == Some(&n)).then_some(())
@@ -400,28 +332,16 @@ fn the_sessions_layout_serves_the_dashboard_names() {
     s.with_config(
         "[pmda]\nmodules = tcplife\nprefix = bcc.\n\n[tcplife]\nmodule = tcplife\ncluster = 3\nlayout = sessions\nsession_count = 5\n",
     );
-    running(&s);
+    s.assert_module_running("tcplife");
     // exactly the names grafana-pcp's "eBPF/BCC Overview" tcplife table queries, plus ours
     let names: Vec<String> = run_ok("pminfo", &["bcc.proc.io.net.tcp"])
         .lines()
         .map(str::to_string)
         .collect();
-    let mut want: Vec<String> = [
-        "pid",
-        "comm",
-        "laddr",
-        "lport",
-        "daddr",
-        "dport",
-        "tx",
-        "rx",
-        "duration",
-        "events_lost",
-        "sessions_untracked",
-    ]
-    .iter()
-    .map(|n| format!("bcc.proc.io.net.tcp.{n}"))
-    .collect();
+    let mut want: Vec<String> = TCPLIFE_SESSION_FIELDS
+        .iter()
+        .map(|n| format!("bcc.proc.io.net.tcp.{n}"))
+        .collect();
     let mut got = names.clone();
     got.sort();
     want.sort();
@@ -451,19 +371,15 @@ fn the_sessions_layout_serves_the_dashboard_names() {
     assert_eq!(client.line().parse::<u64>().unwrap(), down);
     assert_eq!(server.line().parse::<u64>().unwrap(), up);
     let (sp, cp) = (server.pid(), client.pid());
-    server.wait();
-    client.wait();
-    let all = [
-        "bcc.proc.io.net.tcp.pid",
-        "bcc.proc.io.net.tcp.comm",
-        "bcc.proc.io.net.tcp.laddr",
-        "bcc.proc.io.net.tcp.lport",
-        "bcc.proc.io.net.tcp.daddr",
-        "bcc.proc.io.net.tcp.dport",
-        "bcc.proc.io.net.tcp.tx",
-        "bcc.proc.io.net.tcp.rx",
-        "bcc.proc.io.net.tcp.duration",
-    ];
+    server.finish();
+    client.finish();
+    // the table's columns: every session field but the module's own counters
+    let columns: Vec<String> = TCPLIFE_SESSION_FIELDS
+        .iter()
+        .filter(|f| !["events_lost", "sessions_untracked"].contains(f))
+        .map(|f| format!("bcc.proc.io.net.tcp.{f}"))
+        .collect();
+    let all: Vec<&str> = columns.iter().map(String::as_str).collect();
     let table = wait_for(Duration::from_secs(10), || {
         let f = fetch(&all);
         let pids = f.get("bcc.proc.io.net.tcp.pid")?;

@@ -7,8 +7,6 @@
 
 use e2e::*;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 const FIELDS: [&str; 8] = ["pid", "comm", "laddr", "lport", "daddr", "dport", "rx", "tx"];
@@ -37,54 +35,6 @@ for line in sys.stdin:
     print("ok", flush=True)
 "#;
 
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn spawn(args: &[&str]) -> Peer {
-        let mut child = Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(PEER)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run /usr/bin/python3 for the loopback peers: {e}"));
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Peer { stdin: child.stdin.take(), child, out }
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.out.read_line(&mut l).expect("read from peer");
-        assert!(!l.is_empty(), "peer {} ended early", self.child.id());
-        l.trim().to_string()
-    }
-    fn say(&mut self, what: &str) {
-        let i = self.stdin.as_mut().unwrap();
-        writeln!(i, "{what}").unwrap();
-        i.flush().unwrap();
-    }
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "peer {} failed: {st}", self.child.id());
-    }
-}
-
-fn running(_s: &Session) {
-    let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);
-    let get = |m: &str| st.get(m).and_then(|v| v.get(&Some("tcptop".into()))).cloned();
-    assert_eq!(
-        get("bcc.agent.modules.state").as_deref(),
-        Some("running"),
-        "tcptop is not running (is it in [pmda] modules of the installed bcc.conf?): {:?}",
-        get("bcc.agent.modules.status")
-    );
-}
-
 /// The served rows: instance -> field -> value.
 fn rows() -> BTreeMap<String, BTreeMap<&'static str, String>> {
     let names: Vec<String> = FIELDS.iter().map(|f| format!("bcc.proc.io.net.tcptop.{f}")).collect();
@@ -107,13 +57,13 @@ fn find(want: &[(&str, String)]) -> Option<BTreeMap<&'static str, String>> {
 #[test]
 fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
     let s = Session::start();
-    running(&s);
+    s.assert_module_running("tcptop");
     for (fam, host) in [("4", "127.0.0.1"), ("6", "::1")] {
-        let mut server = Peer::spawn(&["server", fam]);
+        let mut server = Peer::spawn(PEER, &["server", fam]);
         let sport = server.line();
-        let mut client = Peer::spawn(&["client", fam, &sport]);
+        let mut client = Peer::spawn(PEER, &["client", fam, &sport]);
         let cport = client.line();
-        let (cpid, spid) = (client.child.id().to_string(), server.child.id().to_string());
+        let (cpid, spid) = (client.pid().to_string(), server.pid().to_string());
         let burst: u64 = 345_678;
         // A burst takes milliseconds; one that straddles an interval's end is split over
         // two intervals, so try again (a few times at most).
@@ -171,10 +121,10 @@ fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
 #[test]
 fn addresses_ports_and_commands_are_refused_to_unprivileged_users() {
     let s = Session::start();
-    running(&s);
-    let mut server = Peer::spawn(&["server", "4"]);
+    s.assert_module_running("tcptop");
+    let mut server = Peer::spawn(PEER, &["server", "4"]);
     let sport = server.line();
-    let mut client = Peer::spawn(&["client", "4", &sport]);
+    let mut client = Peer::spawn(PEER, &["client", "4", &sport]);
     client.line();
     // Keep the connection busy so the table has a row while nobody asks.
     let names: Vec<String> = FIELDS.iter().map(|f| format!("bcc.proc.io.net.tcptop.{f}")).collect();
