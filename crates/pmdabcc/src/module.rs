@@ -27,6 +27,35 @@ pub struct MetricSpec {
     pub sensitive: bool,
 }
 
+impl MetricSpec {
+    /// One row of a metric table, its columns in the struct's order (`sensitive` before the
+    /// texts, so that a table's rows line up).
+    #[allow(clippy::too_many_arguments)] // one row of the table, in column order
+    pub const fn new(
+        item: u32,
+        name: &'static str,
+        ty: Type,
+        sem: Semantics,
+        units: Units,
+        indom: Option<u32>,
+        sensitive: bool,
+        oneline: &'static str,
+        help: &'static str,
+    ) -> MetricSpec {
+        MetricSpec {
+            item,
+            name,
+            ty,
+            sem,
+            units,
+            indom,
+            oneline,
+            help,
+            sensitive,
+        }
+    }
+}
+
 /// One instance domain of a module.
 #[derive(Clone, Debug)]
 pub struct IndomSpec {

@@ -55,113 +55,97 @@ pub static INDOMS: &[IndomSpec] = &[
     },
 ];
 
-const fn m(
-    item: u32,
-    name: &'static str,
-    ty: Type,
-    sem: Semantics,
-    units: Units,
-    indom: Option<u32>,
-    oneline: &'static str,
-    help: &'static str,
-) -> MetricSpec {
-    MetricSpec {
-        item,
-        name,
-        ty,
-        sem,
-        units,
-        indom,
-        oneline,
-        help,
-        sensitive: false,
-    }
-}
-
 pub static METRICS: &[MetricSpec] = &[
-    m(VERSION, "agent.version", Type::String, Semantics::Discrete, Units::NONE, None, "version of the bcc agent", "Version of the running pmdabcc binary (the Rust/CO-RE bcc PMDA)."),
-    m(CONFIG, "agent.config", Type::String, Semantics::Discrete, Units::NONE, None, "path of the configuration file in use", "Path of the bcc.conf the agent read at start or at its last reload."),
-    m(
+    MetricSpec::new(VERSION, "agent.version", Type::String, Semantics::Discrete, Units::NONE, None, false, "version of the bcc agent", "Version of the running pmdabcc binary (the Rust/CO-RE bcc PMDA)."),
+    MetricSpec::new(CONFIG, "agent.config", Type::String, Semantics::Discrete, Units::NONE, None, false, "path of the configuration file in use", "Path of the bcc.conf the agent read at start or at its last reload."),
+    MetricSpec::new(
         MOD_STATE,
         "agent.modules.state",
         Type::String,
         Semantics::Instant,
         Units::NONE,
         Some(INDOM_MODULES),
+        false,
         "state of each configured module",
         "One of: \"loading\" (its BPF programs are being loaded), \"running\" (its metrics are \
 served), \"failed\" (it could not start; agent.modules.status says why; the other modules \
 are not affected), \"disabled\" (a section in bcc.conf that [pmda] modules does not list).",
     ),
-    m(
+    MetricSpec::new(
         MOD_STATUS,
         "agent.modules.status",
         Type::String,
         Semantics::Instant,
         Units::NONE,
         Some(INDOM_MODULES),
+        false,
         "status detail of each configured module",
         "For a running module, the kernel hooks it chose at start (e.g. \"sched_process_fork via \
 tp_btf\"), with the hooks it passed over and why; for a failed module, the reason, including \
 file, line and key for configuration errors.",
     ),
-    m(MOD_MODULE, "agent.modules.module", Type::String, Semantics::Discrete, Units::NONE, Some(INDOM_MODULES), "module kind of each section", "The value of the section's module key: which module the section runs."),
-    m(MOD_CLUSTER, "agent.modules.cluster", Type::U32, Semantics::Discrete, Units::NONE, Some(INDOM_MODULES), "PMID cluster of each module's metrics", "The cluster part of the PMIDs of the module's metrics (the section's cluster key, or the module's default)."),
-    m(
+    MetricSpec::new(MOD_MODULE, "agent.modules.module", Type::String, Semantics::Discrete, Units::NONE, Some(INDOM_MODULES), false, "module kind of each section", "The value of the section's module key: which module the section runs."),
+    MetricSpec::new(MOD_CLUSTER, "agent.modules.cluster", Type::U32, Semantics::Discrete, Units::NONE, Some(INDOM_MODULES), false, "PMID cluster of each module's metrics", "The cluster part of the PMIDs of the module's metrics (the section's cluster key, or the module's default)."),
+    MetricSpec::new(
         MOD_LOAD_TIME,
         "agent.modules.load_time",
         Type::U64,
         Semantics::Discrete,
         Units::MSEC,
         Some(INDOM_MODULES),
+        false,
         "time taken to load and attach each module",
         "Wall-clock time from opening the module's BPF object to its programs being attached, \
 including any hooks tried and passed over.",
     ),
-    m(RUNNING, "agent.modules.running", Type::U32, Semantics::Instant, Units::COUNT, None, "number of running modules", "Number of configured modules whose metrics are being served."),
-    m(FAILED, "agent.modules.failed", Type::U32, Semantics::Instant, Units::COUNT, None, "number of failed modules", "Number of configured modules that could not start (see agent.modules.status)."),
-    m(
+    MetricSpec::new(RUNNING, "agent.modules.running", Type::U32, Semantics::Instant, Units::COUNT, None, false, "number of running modules", "Number of configured modules whose metrics are being served."),
+    MetricSpec::new(FAILED, "agent.modules.failed", Type::U32, Semantics::Instant, Units::COUNT, None, false, "number of failed modules", "Number of configured modules that could not start (see agent.modules.status)."),
+    MetricSpec::new(
         STARTUP_TIME,
         "agent.startup_time",
         Type::U64,
         Semantics::Discrete,
         Units::MSEC,
         None,
+        false,
         "time from agent start to ready",
         "Wall-clock time from the agent's process start to it telling pmcd it is ready, i.e. \
 every configured module loaded (or failed).",
     ),
-    m(
+    MetricSpec::new(
         BPF_STATS_ENABLED,
         "agent.bpf.stats_enabled",
         Type::U32,
         Semantics::Instant,
         Units::NONE,
         None,
+        false,
         "whether kernel BPF run-time statistics are on",
         "1 when the kernel is keeping BPF run counts and run times (the agent holds them on when \
 [pmda] bpf_stats = True, or kernel.bpf_stats_enabled is set), else 0, in which case \
 agent.bpf.prog.run_count and run_time do not advance. Statistics cost a little on every event.",
     ),
-    m(
+    MetricSpec::new(
         CONFIG_STATUS,
         "agent.config_status",
         Type::String,
         Semantics::Instant,
         Units::NONE,
         None,
+        false,
         "problems with the configuration file as a whole",
         "\"ok\", or the problems with bcc.conf that concern no single module (file refused \
 because root does not own it or others can write it, unknown [pmda] keys, bad values), each \
 naming file, line and key. Problems of one module section are in agent.modules.status.",
     ),
-    m(
+    MetricSpec::new(
         RELOAD,
         "agent.control.reload",
         Type::U64,
         Semantics::Counter,
         Units::COUNT,
         None,
+        false,
         "reload bcc.conf (pmstore any value); value: reloads done",
         "Storing any value (as root: pmstore bcc.agent.control.reload 1) makes the agent read \
 bcc.conf again, as SIGHUP to the agent does: module sections whose settings did not change keep \
@@ -169,49 +153,53 @@ running with their counts, removed ones are unloaded, new or changed ones are lo
 are told the namespace changed. A file that is not trusted is refused and the running \
 configuration kept. The value is the number of reloads done.",
     ),
-    m(PROG_ID, "agent.bpf.prog.id", Type::U32, Semantics::Discrete, Units::NONE, Some(INDOM_PROGS), "kernel id of each BPF program", "The program's id, as bpftool prog show lists it."),
-    m(
+    MetricSpec::new(PROG_ID, "agent.bpf.prog.id", Type::U32, Semantics::Discrete, Units::NONE, Some(INDOM_PROGS), false, "kernel id of each BPF program", "The program's id, as bpftool prog show lists it."),
+    MetricSpec::new(
         PROG_RUN_COUNT,
         "agent.bpf.prog.run_count",
         Type::U64,
         Semantics::Counter,
         Units::COUNT,
         Some(INDOM_PROGS),
+        false,
         "number of times each BPF program ran",
         "Runs of the program counted by the kernel while BPF statistics are on (see agent.bpf.stats_enabled).",
     ),
-    m(
+    MetricSpec::new(
         PROG_RUN_TIME,
         "agent.bpf.prog.run_time",
         Type::U64,
         Semantics::Counter,
         Units::NSEC,
         Some(INDOM_PROGS),
+        false,
         "time spent running each BPF program",
         "Total run time of the program measured by the kernel while BPF statistics are on; \
 run_time / run_count is the in-kernel cost per event.",
     ),
-    m(PROG_VERIFIED_INSNS, "agent.bpf.prog.verified_insns", Type::U32, Semantics::Discrete, Units::COUNT, Some(INDOM_PROGS), "instructions the verifier processed", "Number of instructions the kernel verifier processed when loading the program."),
-    m(
+    MetricSpec::new(PROG_VERIFIED_INSNS, "agent.bpf.prog.verified_insns", Type::U32, Semantics::Discrete, Units::COUNT, Some(INDOM_PROGS), false, "instructions the verifier processed", "Number of instructions the kernel verifier processed when loading the program."),
+    MetricSpec::new(
         PROG_RECURSION_MISSES,
         "agent.bpf.prog.recursion_misses",
         Type::U64,
         Semantics::Counter,
         Units::COUNT,
         Some(INDOM_PROGS),
+        false,
         "events each BPF program missed by recursion",
         "Times the kernel skipped the program because it was already running on that CPU: events it did not see.",
     ),
-    m(MAP_ID, "agent.bpf.map.id", Type::U32, Semantics::Discrete, Units::NONE, Some(INDOM_MAPS), "kernel id of each BPF map", "The map's id, as bpftool map show lists it."),
-    m(MAP_MAX_ENTRIES, "agent.bpf.map.max_entries", Type::U32, Semantics::Discrete, Units::COUNT, Some(INDOM_MAPS), "capacity of each BPF map", "Maximum number of entries of the map (its size option where the module has one)."),
-    m(MAP_MEMORY, "agent.bpf.map.memory", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_MAPS), "kernel memory of each BPF map", "Kernel memory charged for the map (memlock in /proc/<pid>/fdinfo; bpftool's bytes_memlock)."),
-    m(
+    MetricSpec::new(MAP_ID, "agent.bpf.map.id", Type::U32, Semantics::Discrete, Units::NONE, Some(INDOM_MAPS), false, "kernel id of each BPF map", "The map's id, as bpftool map show lists it."),
+    MetricSpec::new(MAP_MAX_ENTRIES, "agent.bpf.map.max_entries", Type::U32, Semantics::Discrete, Units::COUNT, Some(INDOM_MAPS), false, "capacity of each BPF map", "Maximum number of entries of the map (its size option where the module has one)."),
+    MetricSpec::new(MAP_MEMORY, "agent.bpf.map.memory", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_MAPS), false, "kernel memory of each BPF map", "Kernel memory charged for the map (memlock in /proc/<pid>/fdinfo; bpftool's bytes_memlock)."),
+    MetricSpec::new(
         MAP_ENTRIES,
         "agent.bpf.map.entries",
         Type::U64,
         Semantics::Instant,
         Units::COUNT,
         Some(INDOM_MAPS),
+        false,
         "entries in use in each BPF map",
         "Entries in use, against agent.bpf.map.max_entries: counted by walking the keys of hash \
 maps when this metric is fetched (about a microsecond per entry); arrays always hold \

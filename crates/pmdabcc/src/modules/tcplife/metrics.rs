@@ -59,32 +59,7 @@ session, \"1\" the one before, and so on; an instance has no values until that m
 sessions have closed since the agent started.",
 }];
 
-#[allow(clippy::too_many_arguments)] // one row of the table, in column order
-const fn m(
-    item: u32,
-    name: &'static str,
-    ty: Type,
-    sem: Semantics,
-    units: Units,
-    indom: Option<u32>,
-    sensitive: bool,
-    oneline: &'static str,
-    help: &'static str,
-) -> MetricSpec {
-    MetricSpec {
-        item,
-        name,
-        ty,
-        sem,
-        units,
-        indom,
-        oneline,
-        help,
-        sensitive,
-    }
-}
-
-const LOST_METRIC: MetricSpec = m(
+const LOST_METRIC: MetricSpec = MetricSpec::new(
     LOST,
     "proc.io.net.tcp.events_lost",
     Type::U64,
@@ -98,7 +73,7 @@ buffer because it was full; each is a session whose bytes or counts are missing.
 tcplife buffer_page_count option if this moves.",
 );
 
-const UNTRACKED_METRIC: MetricSpec = m(
+const UNTRACKED_METRIC: MetricSpec = MetricSpec::new(
     UNTRACKED,
     "proc.io.net.tcp.sessions_untracked",
     Type::U64,
@@ -112,7 +87,7 @@ they are not counted anywhere. Raise the tcplife map_size option if this moves."
 );
 
 pub static PROCESS_METRICS: &[MetricSpec] = &[
-    m(
+    MetricSpec::new(
         RX,
         "proc.io.net.tcp.rx",
         Type::U64,
@@ -136,7 +111,7 @@ client), so the owner is never taken from there; only an accepted session closed
 process used it, and closed in a softirq, falls back to the current process, and may be \
 credited to the wrong one (e.g. the client of a loopback session).",
     ),
-    m(
+    MetricSpec::new(
         TX,
         "proc.io.net.tcp.tx",
         Type::U64,
@@ -151,7 +126,7 @@ since the agent started. \
 Counted when as proc.io.net.tcp.rx: final values at TCP_CLOSE, open sessions as sampled at \
 the fetch; the same ownership rules and limits apply.",
     ),
-    m(
+    MetricSpec::new(
         OPENED,
         "proc.io.net.tcp.sessions_opened",
         Type::U64,
@@ -165,7 +140,7 @@ were owned by the process, since the agent started. A session is counted when it
 established and has an owner (see proc.io.net.tcp.rx), or at its close if it got its owner \
 only then. Failed connection attempts are not counted.",
     ),
-    m(
+    MetricSpec::new(
         CLOSED,
         "proc.io.net.tcp.sessions_closed",
         Type::U64,
@@ -177,7 +152,7 @@ only then. Failed connection attempts are not counted.",
         "TCP sessions owned by the process that reached TCP_CLOSE since the agent started \
 (each also counted in proc.io.net.tcp.sessions_opened).",
     ),
-    m(
+    MetricSpec::new(
         ACTIVE,
         "proc.io.net.tcp.sessions_active",
         Type::U64,
@@ -194,15 +169,15 @@ of the fetch.",
 ];
 
 pub static SESSION_METRICS: &[MetricSpec] = &[
-    m(S_PID, "proc.io.net.tcp.pid", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), false, "PID", "PID (thread group id) of the process that owned the closed session (see the ownership notes of the process layout's proc.io.net.tcp.rx: the connecting process, or the first process to use an accepted session)."),
-    m(S_COMM, "proc.io.net.tcp.comm", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "command", "Command name (comm) of the process that owned the closed session, when it took ownership."),
-    m(S_LADDR, "proc.io.net.tcp.laddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "local address", "Local IPv4 or IPv6 address of the closed session."),
-    m(S_LPORT, "proc.io.net.tcp.lport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "local port", "Local TCP port of the closed session."),
-    m(S_DADDR, "proc.io.net.tcp.daddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination address", "Remote IPv4 or IPv6 address of the closed session."),
-    m(S_DPORT, "proc.io.net.tcp.dport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination port", "Remote TCP port of the closed session."),
-    m(S_TX, "proc.io.net.tcp.tx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "transmitted data", "Payload bytes sent and acknowledged over the closed session (tcp_sock.bytes_acked at TCP_CLOSE, less the SYN and FIN)."),
-    m(S_RX, "proc.io.net.tcp.rx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "received data", "Payload bytes received over the closed session (tcp_sock.bytes_received at TCP_CLOSE, less the FIN)."),
-    m(
+    MetricSpec::new(S_PID, "proc.io.net.tcp.pid", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), false, "PID", "PID (thread group id) of the process that owned the closed session (see the ownership notes of the process layout's proc.io.net.tcp.rx: the connecting process, or the first process to use an accepted session)."),
+    MetricSpec::new(S_COMM, "proc.io.net.tcp.comm", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "command", "Command name (comm) of the process that owned the closed session, when it took ownership."),
+    MetricSpec::new(S_LADDR, "proc.io.net.tcp.laddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "local address", "Local IPv4 or IPv6 address of the closed session."),
+    MetricSpec::new(S_LPORT, "proc.io.net.tcp.lport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "local port", "Local TCP port of the closed session."),
+    MetricSpec::new(S_DADDR, "proc.io.net.tcp.daddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination address", "Remote IPv4 or IPv6 address of the closed session."),
+    MetricSpec::new(S_DPORT, "proc.io.net.tcp.dport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM_SESSION), true, "destination port", "Remote TCP port of the closed session."),
+    MetricSpec::new(S_TX, "proc.io.net.tcp.tx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "transmitted data", "Payload bytes sent and acknowledged over the closed session (tcp_sock.bytes_acked at TCP_CLOSE, less the SYN and FIN)."),
+    MetricSpec::new(S_RX, "proc.io.net.tcp.rx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM_SESSION), false, "received data", "Payload bytes received over the closed session (tcp_sock.bytes_received at TCP_CLOSE, less the FIN)."),
+    MetricSpec::new(
         S_DURATION,
         "proc.io.net.tcp.duration",
         Type::U32,

@@ -37,19 +37,15 @@ const DPORT: u32 = 5;
 const RX: u32 = 6;
 const TX: u32 = 7;
 
-const fn m(item: u32, name: &'static str, ty: Type, units: Units, sensitive: bool, oneline: &'static str, help: &'static str) -> MetricSpec {
-    MetricSpec { item, name, ty, sem: Semantics::Instant, units, indom: Some(INDOM), oneline, help, sensitive }
-}
-
 static METRICS: &[MetricSpec] = &[
-    m(PID, "proc.io.net.tcptop.pid", Type::U32, Units::NONE, false, "PID", "PID (thread group id) of the process that sent or received over the connection in the last interval."),
-    m(COMM, "proc.io.net.tcptop.comm", Type::String, Units::NONE, true, "command", "Command name (comm) of the process, from /proc when the interval ended (the PID if it has exited)."),
-    m(LADDR, "proc.io.net.tcptop.laddr", Type::String, Units::NONE, true, "local address", "Local IPv4 or IPv6 address of the connection."),
-    m(LPORT, "proc.io.net.tcptop.lport", Type::U32, Units::NONE, true, "local port", "Local TCP port of the connection."),
-    m(DADDR, "proc.io.net.tcptop.daddr", Type::String, Units::NONE, true, "destination address", "Remote IPv4 or IPv6 address of the connection."),
-    m(DPORT, "proc.io.net.tcptop.dport", Type::U32, Units::NONE, true, "destination port", "Remote TCP port of the connection."),
-    m(RX, "proc.io.net.tcptop.rx", Type::U64, Units::BYTES, false, "bytes received", "Bytes the process received over the connection in the last interval (the sum of what its receive calls returned, at sock:sock_recv_length; MSG_PEEK reads not counted)."),
-    m(TX, "proc.io.net.tcptop.tx", Type::U64, Units::BYTES, false, "bytes sent", "Bytes the process sent over the connection in the last interval (the sum of what its send calls returned, at sock:sock_send_length)."),
+    MetricSpec::new(PID, "proc.io.net.tcptop.pid", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM), false, "PID", "PID (thread group id) of the process that sent or received over the connection in the last interval."),
+    MetricSpec::new(COMM, "proc.io.net.tcptop.comm", Type::String, Semantics::Instant, Units::NONE, Some(INDOM), true, "command", "Command name (comm) of the process, from /proc when the interval ended (the PID if it has exited)."),
+    MetricSpec::new(LADDR, "proc.io.net.tcptop.laddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM), true, "local address", "Local IPv4 or IPv6 address of the connection."),
+    MetricSpec::new(LPORT, "proc.io.net.tcptop.lport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM), true, "local port", "Local TCP port of the connection."),
+    MetricSpec::new(DADDR, "proc.io.net.tcptop.daddr", Type::String, Semantics::Instant, Units::NONE, Some(INDOM), true, "destination address", "Remote IPv4 or IPv6 address of the connection."),
+    MetricSpec::new(DPORT, "proc.io.net.tcptop.dport", Type::U32, Semantics::Instant, Units::NONE, Some(INDOM), true, "destination port", "Remote TCP port of the connection."),
+    MetricSpec::new(RX, "proc.io.net.tcptop.rx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM), false, "bytes received", "Bytes the process received over the connection in the last interval (the sum of what its receive calls returned, at sock:sock_recv_length; MSG_PEEK reads not counted)."),
+    MetricSpec::new(TX, "proc.io.net.tcptop.tx", Type::U64, Semantics::Instant, Units::BYTES, Some(INDOM), false, "bytes sent", "Bytes the process sent over the connection in the last interval (the sum of what its send calls returned, at sock:sock_send_length)."),
 ];
 
 pub static SPEC: ModuleSpec = ModuleSpec {
