@@ -13,33 +13,16 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "hist.bpf.h"
-
-/* Set by the agent when bcc.conf gives `process`: only those tasks are recorded. */
-const volatile bool filter_targets = false;
+#include "maps.bpf.h"
 
 /* The `process` filter: thread group ids (the agent inserts thread and process ids). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u8);
-} targets SEC(".maps");
+PROCESS_FILTER();
 
 /* When the task now on this CPU was switched in. A running task cannot move to another
  * CPU, so its stint starts and ends on one CPU: no per-task map, nothing to drop. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} start SEC(".maps");
+PERCPU_SLOT_MAP(start, __u64);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct hist);
-} dist SEC(".maps");
+PERCPU_SLOT_MAP(dist, struct hist);
 
 /* At every switch: the stint of prev ends, the stint of next begins. sched_switch runs
  * with the run queue locked and interrupts off: nothing else writes this CPU's slots. */
@@ -56,7 +39,7 @@ static __always_inline void on_switch(__u32 prev_pid, __u32 prev_tgid)
 	/* began 0: the first switch seen on this CPU, its stint began before we attached */
 	if (!began || !prev_pid)
 		return;
-	if (filter_targets && !bpf_map_lookup_elem(&targets, &prev_tgid))
+	if (!process_targeted(prev_tgid))
 		return;
 	h = bpf_map_lookup_elem(&dist, &zero);
 	if (h) /* buckets in µs; the sum in ns, which the spec divides by 1000 */

@@ -13,6 +13,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "hist.bpf.h"
+#include "maps.bpf.h"
 
 #define IRQ_NAME_LEN 32
 
@@ -31,12 +32,7 @@ struct irq_start {
 	struct irq_key key;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct irq_start);
-} start SEC(".maps");
+PERCPU_SLOT_MAP(start, struct irq_start);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "hist.bpf.h"
+#include "maps.bpf.h"
 
 /* Linux 6.14 renamed cfs_rq::nr_running to nr_queued (commit 736c55a02c47, "sched/fair:
  * Rename cfs_rq.nr_running into nr_queued"); vmlinux.h has the new name. This flavour
@@ -29,12 +30,7 @@ static __always_inline __u64 cfs_queued(struct cfs_rq *q)
 	return BPF_CORE_READ((struct cfs_rq___pre_v614 *)q, nr_running);
 }
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct hist);
-} dist SEC(".maps");
+PERCPU_SLOT_MAP(dist, struct hist);
 
 SEC("perf_event")
 int runqlen_sample(struct bpf_perf_event_data *ctx)

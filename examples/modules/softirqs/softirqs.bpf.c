@@ -11,15 +11,11 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "hist.bpf.h"
+#include "maps.bpf.h"
 
 /* Softirqs do not nest on a CPU (a hard IRQ may interrupt one, another softirq may not),
  * so one start time per CPU is enough. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} start SEC(".maps");
+PERCPU_SLOT_MAP(start, __u64);
 
 /* One histogram per vector number (the spec names the numbers). Every CPU writes the same
  * value, so hist_add_atomic. NR_SOFTIRQS is 10; room for a kernel that adds some. */

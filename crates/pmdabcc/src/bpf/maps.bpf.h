@@ -3,6 +3,32 @@
 #ifndef BCC_PMDA_MAPS_BPF_H
 #define BCC_PMDA_MAPS_BPF_H
 
+/* Declares `name`: a per-CPU array of one `value_type` slot (key 0), the state or counters
+ * each CPU keeps for itself (read it with percpu_counters). */
+#define PERCPU_SLOT_MAP(name, value_type)		\
+	struct {					\
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);	\
+		__uint(max_entries, 1);			\
+		__type(key, __u32);			\
+		__type(value, value_type);		\
+	} name SEC(".maps")
+
+/* Declares the `process` filter the agent fills (MODULE-SPEC.md): `filter_targets`, which
+ * it sets when bcc.conf gives `process`, and `targets`, the ids it puts (thread group or
+ * thread ids, as the module says), and process_targeted(id): whether `id` is measured. */
+#define PROCESS_FILTER()							\
+	const volatile bool filter_targets = false;				\
+	struct {								\
+		__uint(type, BPF_MAP_TYPE_HASH);				\
+		__uint(max_entries, 16384);					\
+		__type(key, __u32);						\
+		__type(value, __u8);						\
+	} targets SEC(".maps");							\
+	static __always_inline bool process_targeted(__u32 id)			\
+	{									\
+		return !filter_targets || bpf_map_lookup_elem(&targets, &id);	\
+	}
+
 /* Slot 0 of a per-CPU array: a struct of counters this CPU alone writes (the agent's
  * `counters` map kind sums every field over CPUs). */
 static __always_inline void *percpu_counters(void *map)

@@ -12,6 +12,7 @@
 #include <bpf/bpf_core_read.h>
 #include "hist.bpf.h"
 #include "biolatency.h"
+#include "maps.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool targ_queued = false;   /* measure from block_rq_insert */
@@ -19,12 +20,7 @@ const volatile bool targ_per_disk = false; /* also fill the per-disk histograms 
 
 extern int LINUX_KERNEL_VERSION __kconfig;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct hist);
-} hist SEC(".maps");
+PERCPU_SLOT_MAP(hist, struct hist);
 
 /* Per disk (dev_t, kernel encoding major << 20 | minor), updated atomically. */
 struct {

@@ -29,6 +29,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "biotop.h"
+#include "maps.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool filter_enabled = false;  /* only PIDs in `pids` are attributed */
@@ -97,12 +98,7 @@ struct {
 	__type(value, __u8);
 } pids SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct biotop_counters);
-} counters SEC(".maps");
+PERCPU_SLOT_MAP(counters, struct biotop_counters);
 
 static __always_inline struct biotop_counters *cnt(void)
 {

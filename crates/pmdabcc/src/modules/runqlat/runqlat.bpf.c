@@ -10,18 +10,11 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "hist.bpf.h"
+#include "maps.bpf.h"
 
 #define TASK_RUNNING 0
 
-/* Set by user space before load: only tasks in `targets` are measured. */
-const volatile bool filter_targets = false;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct hist);
-} hist SEC(".maps");
+PERCPU_SLOT_MAP(hist, struct hist);
 
 /* When each runnable task (thread id) was enqueued. */
 struct {
@@ -35,12 +28,7 @@ struct {
  * The `process` filter: thread group ids with tp_btf/raw_tp (the task is at hand); with
  * classic tracepoints, which give only the woken thread's id, user space puts thread ids.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u8);
-} targets SEC(".maps");
+PROCESS_FILTER();
 
 /*
  * CO-RE shim: task_struct->state was renamed __state (and made unsigned int) in 5.14
@@ -63,16 +51,11 @@ static __always_inline __s64 get_task_state(void *task)
 	return BPF_CORE_READ((struct task_struct___o *)task, state);
 }
 
-static __always_inline bool wanted(__u32 id)
-{
-	return !filter_targets || bpf_map_lookup_elem(&targets, &id);
-}
-
 static __always_inline void enqueue(__u32 id, __u32 pid)
 {
 	__u64 ts;
 
-	if (!pid || !wanted(id)) /* pid 0: the idle tasks */
+	if (!pid || !process_targeted(id)) /* pid 0: the idle tasks */
 		return;
 	ts = bpf_ktime_get_ns();
 	bpf_map_update_elem(&start, &pid, &ts, BPF_ANY);

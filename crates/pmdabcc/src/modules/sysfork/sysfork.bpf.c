@@ -8,13 +8,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "sysfork.h"
+#include "maps.bpf.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sysfork_count);
-} counts SEC(".maps");
+PERCPU_SLOT_MAP(counts, struct sysfork_count);
 
 static __always_inline void count_task(void)
 {

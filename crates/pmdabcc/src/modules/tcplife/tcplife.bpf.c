@@ -24,6 +24,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "tcplife.h"
+#include "maps.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -75,12 +76,7 @@ struct {
 	__uint(max_entries, 1 << 20); /* set from the buffer_page_count option */
 } events SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tcplife_stats);
-} stats SEC(".maps");
+PERCPU_SLOT_MAP(stats, struct tcplife_stats);
 
 /* Keep the shared types in BTF, so the skeleton carries them to Rust. */
 enum tcplife_kind tcplife_kind_btf __attribute__((unused));
