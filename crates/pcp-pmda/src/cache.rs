@@ -72,62 +72,45 @@ impl Instances {
         }
     }
 
-    /// Adds (or re-activates) `name` in a cached indom and returns its instance id. The same
-    /// name always gets the same id, also after a restart of the agent.
-    pub fn add(&mut self, serial: u32, name: &str) -> Result<u32, PmdaError> {
+    /// pmdaCacheStore of `name` with `op` (add, hide, cull) in a cached indom: its result,
+    /// or UnknownInstance when the indom is not a cached one or the name cannot be a C string.
+    fn store(&mut self, serial: u32, name: &str, op: libc::c_int) -> Result<i32, PmdaError> {
         if self.kind(serial) != Some(IndomKind::Cached) {
             return Err(PmdaError::UnknownInstance);
         }
         let c = cname(name)?;
-        let raw = self.raw(serial);
         // SAFETY: valid NUL-terminated name; libpcp_pmda copies it. No private data.
-        let inst = unsafe {
-            sys::pmdaCacheStore(raw, sys::PMDA_CACHE_ADD, c.as_ptr(), std::ptr::null_mut())
-        };
-        if inst < 0 {
-            return Err(PmdaError::Generic);
-        }
+        Ok(unsafe { sys::pmdaCacheStore(self.raw(serial), op, c.as_ptr(), std::ptr::null_mut()) })
+    }
+
+    /// Has the next [`Self::save`] write the cache of `serial`.
+    fn mark_dirty(&mut self, serial: u32) {
         if !self.dirty_caches.contains(&serial) {
             self.dirty_caches.push(serial);
         }
+    }
+
+    /// Adds (or re-activates) `name` in a cached indom and returns its instance id. The same
+    /// name always gets the same id, also after a restart of the agent.
+    pub fn add(&mut self, serial: u32, name: &str) -> Result<u32, PmdaError> {
+        let inst = self.store(serial, name, sys::PMDA_CACHE_ADD)?;
+        if inst < 0 {
+            return Err(PmdaError::Generic);
+        }
+        self.mark_dirty(serial);
         Ok(inst as u32)
     }
 
     /// Marks `name` inactive: it is no longer listed or fetched, but keeps its id.
     pub fn hide(&mut self, serial: u32, name: &str) {
-        if self.kind(serial) != Some(IndomKind::Cached) {
-            return;
-        }
-        let Ok(c) = cname(name) else { return };
-        // SAFETY: valid NUL-terminated name.
-        unsafe {
-            sys::pmdaCacheStore(
-                self.raw(serial),
-                sys::PMDA_CACHE_HIDE,
-                c.as_ptr(),
-                std::ptr::null_mut(),
-            );
-        }
+        let _ = self.store(serial, name, sys::PMDA_CACHE_HIDE);
     }
 
     /// Removes `name` from a cached indom for good (its id may be reused): for members that
     /// will not come back, such as exited processes, so the cache does not grow without end.
     pub fn cull(&mut self, serial: u32, name: &str) {
-        if self.kind(serial) != Some(IndomKind::Cached) {
-            return;
-        }
-        let Ok(c) = cname(name) else { return };
-        // SAFETY: valid NUL-terminated name.
-        unsafe {
-            sys::pmdaCacheStore(
-                self.raw(serial),
-                sys::PMDA_CACHE_CULL,
-                c.as_ptr(),
-                std::ptr::null_mut(),
-            );
-        }
-        if !self.dirty_caches.contains(&serial) {
-            self.dirty_caches.push(serial);
+        if self.store(serial, name, sys::PMDA_CACHE_CULL).is_ok() {
+            self.mark_dirty(serial);
         }
     }
 
