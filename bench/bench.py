@@ -260,6 +260,17 @@ def fetch_values(ctx, names):
         ctx.pmFreeResult(res)
 
 
+def timed_fetches(ctx, pmids, n):
+    """Fetches pmids n times; returns how long each fetch took, in ns of wall-clock time."""
+    times = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        res = ctx.pmFetch(pmids)
+        times.append(time.perf_counter_ns() - t)
+        ctx.pmFreeResult(res)
+    return times
+
+
 def wait_values(names, timeout, positive=True, t0=None, ctx=None):
     """Polls (one client context, every 5 ms) until every metric has a value (> 0 with
     `positive`: the histogram has counted an event); returns seconds since t0."""
@@ -454,12 +465,7 @@ class Bench:
                                 ctx.pmFreeResult(ctx.pmFetch(pmids))
                             pid = pid_of(a)
                             c0 = cpu_ns(pid)
-                            times = []
-                            for _ in range(n):
-                                t = time.perf_counter_ns()
-                                res = ctx.pmFetch(pmids)
-                                times.append(time.perf_counter_ns() - t)
-                                ctx.pmFreeResult(res)
+                            times = timed_fetches(ctx, pmids, n)
                             c1 = cpu_ns(pid)
                             res = ctx.pmFetch(pmids)
                             fetch[a]["values"] = sum(res.contents.get_numval(i) for i in range(len(pmids)))
@@ -572,12 +578,7 @@ class Bench:
         n = 20 if self.smoke else 200
         for _ in range(5):
             ctx.pmFreeResult(ctx.pmFetch(pmids))
-        times = []
-        for _ in range(n):
-            t = time.perf_counter_ns()
-            res = ctx.pmFetch(pmids)
-            times.append(time.perf_counter_ns() - t)
-            ctx.pmFreeResult(res)
+        times = timed_fetches(ctx, pmids, n)
         res = ctx.pmFetch(pmids)
         inst = sum(res.contents.get_numval(i) for i in range(len(pmids)))
         ctx.pmFreeResult(res)
