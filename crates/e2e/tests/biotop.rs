@@ -32,16 +32,31 @@ fn inst(disk: &str, pid: u32) -> String {
     format!("{disk}::{pid:06}")
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    Path::new(DIR).join(format!("biotop-e2e-{}-{tag}", std::process::id()))
+/// A scratch file in DIR, named for this test process and `tag`, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        Scratch(Path::new(DIR).join(format!("biotop-e2e-{}-{tag}", std::process::id())))
+    }
 }
 
-struct Cleanup(Vec<PathBuf>);
-impl Drop for Cleanup {
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
     fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -166,8 +181,7 @@ fn status_help_and_labels_are_in_place() {
 
     // Instance labels name the disk and the pid of a pair this test creates.
     let disk = disk_of(DIR);
-    let f = scratch("labels");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("labels");
     let c = dd_write(&f, 1);
     let pid = c.id();
     finish(c);
@@ -190,8 +204,7 @@ fn status_help_and_labels_are_in_place() {
 fn direct_io_is_credited_exactly_to_the_process() {
     let _s = session();
     let disk = disk_of(DIR);
-    let f = scratch("exact");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("exact");
     // Allocate the file first, so the measured writer only overwrites data blocks.
     finish(dd_write(&f, 32));
 
@@ -271,8 +284,7 @@ fn direct_io_is_credited_exactly_to_the_process() {
 fn a_reused_pid_starts_a_new_pair() {
     let _s = session();
     let disk = disk_of(DIR);
-    let f = scratch("reuse");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("reuse");
     finish(dd_write(&f, 8));
     let exe = env!("CARGO_BIN_EXE_stride-writer");
     let mut name = String::new();
@@ -334,8 +346,7 @@ fn parallel_writers_are_each_credited_exactly() {
     let disk = disk_of(DIR);
     let sizes = [8u64, 16, 24, 32];
     exact_unless_kernel_skipped(&disk, || {
-        let files: Vec<PathBuf> = sizes.iter().map(|s| scratch(&format!("par{s}"))).collect();
-        let _c = Cleanup(files.clone());
+        let files: Vec<Scratch> = sizes.iter().map(|s| Scratch::new(&format!("par{s}"))).collect();
         let kids: Vec<Child> = files
             .iter()
             .zip(sizes)
@@ -380,8 +391,7 @@ fn interleaved_writers_are_each_credited_exactly() {
     let _s = session();
     let disk = disk_of(DIR);
     let (writers, blocks, block) = (8u64, 1000u64, 4096u64);
-    let f = scratch("interleaved");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("interleaved");
     finish(dd_write(&f, writers * blocks * block / MIB)); // allocate: later writes only overwrite
     let exe = env!("CARGO_BIN_EXE_stride-writer");
     let mut merges = 0;
@@ -484,15 +494,13 @@ impl FifoWriter {
 fn pmrep_example_shows_the_writer_per_disk() {
     let _s = session();
     let disk = disk_of(DIR);
-    let out = scratch("pmrep");
-    let _c = Cleanup(vec![out.clone()]);
+    let out = Scratch::new("pmrep");
     let mut w = FifoWriter::start(&out);
     let pid = w.pid();
     w.write_mib(1); // the instance exists before pmrep starts
     pair_value("bcc.proc.io.perdev", &inst(&disk, pid), |v| v >= MIB).expect("writer instance");
 
-    let conf = scratch("pmrep.conf");
-    let _c2 = Cleanup(vec![conf.clone()]);
+    let conf = Scratch::new("pmrep.conf");
     std::fs::write(&conf, "[bcc-example]\ntimestamp = yes\ninterval = 5s\nproc.fd.count = ,,,,\nproc.io.write_bytes = ,,kB/s,,\nbcc.proc.io.perdev = ,,kB/s,,\n").unwrap();
     let pmrep = Command::new("pmrep")
         .args([
@@ -599,8 +607,7 @@ fn pmrep_example_shows_the_writer_per_disk() {
 fn per_disk_sum_agrees_with_disk_dev() {
     let _s = session();
     let disk = disk_of(DIR);
-    let f = scratch("diskdev");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("diskdev");
     finish(dd_write(&f, 64));
     let units = run_ok(
         "pminfo",
@@ -692,8 +699,7 @@ fn a_full_pair_table_drops_and_counts() {
         st[&Some("biotop".to_string())].contains("max_entries 16"),
         "{st:?}"
     );
-    let f = scratch("full");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("full");
     // Allocated first: a direct write into a hole may fall back to buffered I/O, which
     // writeback would submit instead of the writer.
     finish(dd_write(&f, 1));
@@ -741,8 +747,7 @@ fn exited_processes_retire_after_retention() {
     let mut s = session();
     s.with_config("[pmda]\nmodules = biotop\nprefix = bcc.\n\n[biotop]\nmodule = biotop\ncluster = 10\nretention = 2\n");
     let disk = disk_of(DIR);
-    let f = scratch("retire");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("retire");
     let c = dd_write(&f, 1);
     let pid = c.id();
     finish(c);
@@ -768,9 +773,8 @@ fn exited_processes_retire_after_retention() {
 fn process_filter_and_stable_instance_ids() {
     let mut s = session();
     let disk = disk_of(DIR);
-    let out = scratch("filter");
-    let other = scratch("filter-other");
-    let _c = Cleanup(vec![out.clone(), other.clone()]);
+    let out = Scratch::new("filter");
+    let other = Scratch::new("filter-other");
     let mut w = FifoWriter::start(&out);
     let pid = w.pid();
     s.with_config(&format!("[pmda]\nmodules = biotop\nprefix = bcc.\n\n[biotop]\nmodule = biotop\ncluster = 10\nprocess = {pid}\n"));
@@ -812,8 +816,7 @@ fn process_filter_and_stable_instance_ids() {
 fn fallback_hooks_are_exact_too() {
     let mut s = Session::start();
     let disk = disk_of(DIR);
-    let f = scratch("fallback");
-    let _c = Cleanup(vec![f.clone()]);
+    let f = Scratch::new("fallback");
     finish(dd_write(&f, 8));
     for (hook, attribution, expect) in [
         ("tracepoint", "io_start", "attributed at block_io_start"),
