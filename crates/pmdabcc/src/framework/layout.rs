@@ -70,8 +70,9 @@ pub struct ObjectLayout {
 }
 
 impl ObjectLayout {
-    /// Reads the layouts from an object file's BTF.
-    pub fn read(object: &[u8]) -> Result<ObjectLayout, String> {
+    /// Reads the layouts from an object file's BTF: every map's key and value, the
+    /// read-only globals, and the structs named in `records` (ring buffer records).
+    pub fn read(object: &[u8], records: &[&str]) -> Result<ObjectLayout, String> {
         let btf = libbpf_rs::btf::Btf::from_raw("object", object)
             .map_err(|e| format!("cannot read the object's BTF: {e}"))?
             .ok_or("the object has no BTF (compile with clang -g)")?;
@@ -112,10 +113,9 @@ impl ObjectLayout {
                 }
             }
         }
-        for s in btf.type_by_kind::<types::Struct>() {
-            if let Some(n) = s.name() {
-                let n = n.to_string_lossy().into_owned();
-                out.structs.entry(n).or_insert_with(|| layout_of(&btf, *s));
+        for name in records {
+            if let Some(s) = btf.type_by_name::<types::Struct>(name) {
+                out.structs.insert(name.to_string(), layout_of(&btf, *s));
             }
         }
         Ok(out)

@@ -121,7 +121,8 @@ pub struct MapPlan {
 #[derive(Debug)]
 pub struct Program {
     pub spec: Spec,
-    pub object: Vec<u8>,
+    /// The object file: borrowed from the binary for built-ins, read from disk for users'.
+    pub object: std::borrow::Cow<'static, [u8]>,
     /// Where the object came from, for messages ("built in" or its path).
     pub origin: String,
     pub layout: ObjectLayout,
@@ -134,8 +135,21 @@ pub struct Program {
 
 impl Program {
     /// Checks `spec` against `object` and resolves every layout.
-    pub fn new(spec: Spec, object: Vec<u8>, origin: String) -> Result<Program, SpecError> {
-        let layout = ObjectLayout::read(&object).map_err(|m| SpecError {
+    pub fn new(
+        spec: Spec,
+        object: impl Into<std::borrow::Cow<'static, [u8]>>,
+        origin: String,
+    ) -> Result<Program, SpecError> {
+        let object = object.into();
+        let records: Vec<&str> = spec
+            .maps
+            .iter()
+            .filter_map(|m| match &m.kind {
+                MapKind::Events(e) => Some(e.strukt.as_str()),
+                _ => None,
+            })
+            .collect();
+        let layout = ObjectLayout::read(&object, &records).map_err(|m| SpecError {
             file: origin.clone().into(),
             line: 0,
             key: String::new(),
@@ -679,9 +693,9 @@ pub fn module_spec(p: Program) -> &'static ModuleSpec {
 }
 
 /// A built-in spec module: its spec text and object, compiled in.
-pub fn builtin(file: &str, spec: &str, object: &[u8]) -> &'static ModuleSpec {
+pub fn builtin(file: &str, spec: &str, object: &'static [u8]) -> &'static ModuleSpec {
     let spec = Spec::parse(Path::new(file), spec).unwrap_or_else(|e| panic!("built-in spec: {e}"));
-    let p = Program::new(spec, object.to_vec(), "built in".into())
+    let p = Program::new(spec, object, "built in".into())
         .unwrap_or_else(|e| panic!("built-in module {file}: {e}"));
     module_spec(p)
 }

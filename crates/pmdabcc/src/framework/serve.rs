@@ -12,6 +12,30 @@ use pcp_pmda::{PmdaError, Type, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// A table keyed by two small integers, with a multiply-xor hash: the std SipHash is built to
+/// resist hostile keys, which item and instance numbers are not, and costs more per fetch.
+type Table<V> = HashMap<(u32, u32), V, std::hash::BuildHasherDefault<PairHasher>>;
+
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl std::hash::Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// Instance key of singular metrics in the value table.
 const SINGULAR: u32 = u32::MAX;
 
@@ -46,9 +70,11 @@ struct MapState {
 
 pub struct Served {
     maps: Vec<MapState>,
-    values: HashMap<(u32, u32), Raw>,
+    /// (item, instance) → value, rebuilt each refresh in the same allocation.
+    values: Table<Raw>,
     /// Instance labels by (local indom, instance id).
-    labels: HashMap<(u32, u32), String>,
+    /// (indom, instance) → labels: fixed for an instance id, so made once.
+    labels: Table<String>,
     hist_indoms: BTreeSet<u32>,
     /// Keys now in the process filter map.
     targets: BTreeSet<u32>,
@@ -144,8 +170,8 @@ impl Served {
             .collect();
         Served {
             maps,
-            values: HashMap::new(),
-            labels: HashMap::new(),
+            values: Table::default(),
+            labels: Table::default(),
             hist_indoms,
             targets: BTreeSet::new(),
             process_map_name: opts.process.as_ref().map(|(_, m)| m.clone()),
@@ -189,8 +215,9 @@ impl Served {
     }
 
     pub fn refresh(&mut self, l: &Loaded, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
-        let mut values = HashMap::new();
-        let mut labels = HashMap::new();
+        let mut values = std::mem::take(&mut self.values);
+        values.clear();
+        let mut labels = std::mem::take(&mut self.labels);
         let mut maps = std::mem::take(&mut self.maps);
         let mut res = Ok(());
         for m in &mut maps {
@@ -235,8 +262,8 @@ impl Served {
         l: &Loaded,
         m: &mut MapState,
         inst: &mut ModuleInstances,
-        values: &mut HashMap<(u32, u32), Raw>,
-        labels: &mut HashMap<(u32, u32), String>,
+        values: &mut Table<Raw>,
+        labels: &mut Table<String>,
     ) -> Result<(), ModuleError> {
         let plan = m.plan;
         match &plan.plan {
@@ -311,7 +338,7 @@ impl Served {
                     let members: Vec<(u32, String)> = (0..*served)
                         .map(|i| {
                             let (lo, hi) = bounds(*linear, i);
-                            labels.insert((*indom, i as u32), format!(r#"{{"lower_bound":{lo},"upper_bound":{hi}}}"#));
+                            labels.entry((*indom, i as u32)).or_insert_with(|| format!(r#"{{"lower_bound":{lo},"upper_bound":{hi}}}"#));
                             (i as u32, format!("{lo}-{hi}"))
                         })
                         .collect();
@@ -332,12 +359,12 @@ impl Served {
                         for (i, v) in b.iter().enumerate().take(*served) {
                             let (lo, hi) = bounds(*linear, i);
                             let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else { continue };
-                            labels.insert((*indom, id), format!(r#"{{{lab},"lower_bound":{lo},"upper_bound":{hi}}}"#));
+                            labels.entry((*indom, id)).or_insert_with(|| format!(r#"{{{lab},"lower_bound":{lo},"upper_bound":{hi}}}"#));
                             values.insert((items.0, id), Raw::Int(*v as i128));
                         }
                         if let Some(ki) = key_indom {
                             let Ok(id) = inst.add(*ki, &name) else { continue };
-                            labels.insert((*ki, id), format!("{{{lab}}}"));
+                            labels.entry((*ki, id)).or_insert_with(|| format!("{{{lab}}}"));
                             if let Some(ci) = items.1 {
                                 values.insert((ci, id), Raw::Int(c as i128));
                             }
