@@ -181,8 +181,11 @@ pub fn conf_sections() -> String {
         if let Some(c) = s.default_cluster {
             out.push_str(&format!("cluster = {c}\n"));
         }
+        // Switches are written out, so a reader sees (and can flip) their state; the rest
+        // stay commented at their defaults.
         for o in s.options {
-            out.push_str(&format!("#{} = {}\n", o.key, o.default));
+            let hash = if o.kind == OptionKind::Bool { "" } else { "#" };
+            out.push_str(&format!("{hash}{} = {}\n", o.key, o.default));
         }
     }
     out
