@@ -208,9 +208,10 @@ pub fn man_modules() -> String {
     for s in documented() {
         out.push_str(".TP\n");
         out.push_str(&format!(
-            "\\f3{}\\f1 (cluster {})\n{}.\n",
+            "\\f3{}\\f1 (cluster {}; Linux {}+)\n{}.\n",
             s.name,
             s.default_cluster.map_or("-".into(), |c| c.to_string()),
+            s.min_kernel.unwrap_or("?"),
             roff(&capitalise(s.summary))
         ));
         let names: Vec<String> = s.metrics.iter().map(|m| format!("\\f3bcc.{}\\f1", roff(m.name))).collect();
@@ -234,7 +235,7 @@ pub fn man_modules() -> String {
 
 /// The README's module table.
 pub fn readme_table() -> String {
-    let mut out = String::from("| module | cluster | what | metrics | options |\n|---|---|---|---|---|\n");
+    let mut out = String::from("| module | cluster | kernels | what | metrics | options |\n|---|---|---|---|---|---|\n");
     for s in documented() {
         let names: Vec<String> = s.metrics.iter().map(|m| format!("`bcc.{}`", m.name)).collect();
         let mut metrics = names.join(", ");
@@ -244,9 +245,10 @@ pub fn readme_table() -> String {
         }
         let opts: Vec<String> = s.options.iter().map(|o| format!("`{}`", o.key)).collect();
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} |\n",
             s.name,
             s.default_cluster.map_or("-".into(), |c| c.to_string()),
+            s.min_kernel.map_or("?".into(), |k| format!("{k}+")),
             s.summary,
             metrics,
             opts.join(", ")
@@ -316,6 +318,33 @@ mod tests {
             let doc = std::fs::read_to_string(&path).unwrap();
             let want = splice(&doc, &gen).unwrap_or_else(|| panic!("{file} has no BEGIN MODULES / END MODULES markers"));
             check(&path, want, "UPDATE_DOCS");
+        }
+    }
+
+    /// Each module's `min_kernel` (the README's kernels column, the man page) is the oldest
+    /// kernel of the matrix's expectations (tests/kernels/expected.tsv) from which its default
+    /// section runs on every kernel: from the matrix, never guessed.
+    #[test]
+    fn min_kernels_come_from_the_kernel_matrix() {
+        let table = std::fs::read_to_string(root().join("tests/kernels/expected.tsv")).unwrap();
+        let version = |k: &str| -> Vec<u32> { k.split('.').filter_map(|p| p.parse().ok()).collect() };
+        for spec in modules::all() {
+            let mut rows: Vec<(Vec<u32>, &str, &str)> = table
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    (f.get(1) == Some(&spec.name)).then(|| (version(f[0]), f[0], f.get(2).copied().unwrap_or("")))
+                })
+                .collect();
+            assert!(!rows.is_empty(), "{}: no [{}] section in tests/kernels/expected.tsv", spec.name, spec.name);
+            rows.sort();
+            let from = rows
+                .iter()
+                .rposition(|r| r.2 != "running")
+                .map_or(0, |i| i + 1);
+            let want = rows.get(from).map(|r| r.1);
+            assert_eq!(spec.min_kernel, want, "{}: min_kernel disagrees with the kernel matrix", spec.name);
         }
     }
 

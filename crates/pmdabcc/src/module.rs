@@ -121,6 +121,8 @@ pub struct ModuleSpec {
     pub layouts: &'static [(&'static str, &'static [MetricSpec], &'static [IndomSpec])],
     /// Parses the section's options (the agent has refused unknown keys); no BPF work here.
     pub create: fn(&'static ModuleSpec, &ModuleConfig) -> Result<Box<dyn Module>, ConfigError>,
+    /// The oldest kernel the module runs on, from the kernel matrix (tests/kernels).
+    pub min_kernel: Option<&'static str>,
     /// A spec module's program (spec + object); `None` for modules written in Rust.
     pub program: Option<&'static crate::framework::Program>,
 }

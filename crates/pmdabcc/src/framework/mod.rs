@@ -686,6 +686,7 @@ pub fn module_spec(p: Program) -> &'static ModuleSpec {
         options: &p.options,
         layouts: &[],
         create: create_spec_module,
+        min_kernel: p.spec.min_kernel.as_deref().map(leak),
         program: Some(p),
     }));
     c.insert(key, s);

@@ -43,6 +43,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
     ],
     layouts: &[],
     create,
+    min_kernel: Some("5.10"),
     program: None,
 };
 

@@ -28,6 +28,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
     options: &[OptionSpec { key: "fault", kind: OptionKind::Enum(&["none", "missing_hook", "verifier"]), default: "none", doc: "none (default), missing_hook (attach to a tracepoint no kernel has) or verifier (load a program the verifier rejects)" }],
     layouts: &[],
     create,
+    min_kernel: Some("5.10"),
     program: None,
 };
 

@@ -53,6 +53,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
     ],
     layouts: &[("layout = sessions", metrics::SESSION_METRICS, metrics::SESSION_INDOMS)],
     create,
+    min_kernel: Some("5.10"),
     program: None,
 };
 

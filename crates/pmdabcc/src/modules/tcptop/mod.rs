@@ -66,6 +66,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
     ],
     layouts: &[],
     create,
+    min_kernel: Some("6.12"),
     program: None,
 };
 
