@@ -768,7 +768,7 @@ fn module_of(
     }
     let kind = key("module").map_or(name, |e| e.value.as_str());
     modules::find(kind).ok_or_else(|| {
-        let known: Vec<&str> = modules::all().iter().map(|m| m.name).collect();
+        let known: Vec<&str> = modules::names().collect();
         format!(
             "{}: unknown module {kind:?} (known: {}; or a user module with object = and spec =)",
             here("module"),

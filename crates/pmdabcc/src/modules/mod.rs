@@ -29,29 +29,44 @@ macro_rules! spec_module {
     };
 }
 
-/// All module kinds, by the name `module =` takes in bcc.conf.
+/// Every built-in module kind, by the name `module =` takes in bcc.conf. A spec module's spec
+/// is parsed on first use, so the agent parses only the modules its configuration runs.
+static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
+    ("sysfork", || spec_module!("sysfork")),
+    ("biotop", || &biotop::SPEC),
+    ("tcplife", || &tcplife::SPEC),
+    ("runqlat", || spec_module!("runqlat")),
+    ("biolatency", || spec_module!("biolatency")),
+    ("netproc", || spec_module!("netproc")),
+    ("tcptop", || &tcptop::SPEC),
+    ("selftest", || &selftest::SPEC),
+];
+
+/// All module kinds (parses every built-in spec).
 pub fn all() -> &'static [&'static ModuleSpec] {
     static ALL: OnceLock<Vec<&'static ModuleSpec>> = OnceLock::new();
-    ALL.get_or_init(|| {
-        vec![
-            spec_module!("sysfork"),
-            &biotop::SPEC,
-            &tcplife::SPEC,
-            spec_module!("runqlat"),
-            spec_module!("biolatency"),
-            spec_module!("netproc"),
-            &tcptop::SPEC,
-            &selftest::SPEC,
-        ]
-    })
+    ALL.get_or_init(|| KINDS.iter().map(|(_, spec)| spec()).collect())
+}
+
+/// The names of all module kinds (parses nothing).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().map(|(n, _)| *n)
 }
 
 pub fn find(name: &str) -> Option<&'static ModuleSpec> {
-    all().iter().copied().find(|m| m.name == name)
+    let (_, spec) = KINDS.iter().find(|(n, _)| *n == name)?;
+    Some(spec())
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kinds_are_named_as_their_specs() {
+        for (n, spec) in super::KINDS {
+            assert_eq!(spec().name, *n);
+        }
+    }
+
     #[test]
     fn every_table_is_consistent_and_clusters_distinct() {
         let mut clusters = std::collections::BTreeSet::new();
