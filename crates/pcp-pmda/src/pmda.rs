@@ -132,8 +132,8 @@ impl Waker {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
         Ok(Waker {
+            // SAFETY: fd is a fresh descriptor nobody else owns.
             fd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
         })
     }
@@ -550,6 +550,7 @@ unsafe extern "C" fn cb_fetch_value(
     guard("fetch value", || {
         // SAFETY: pmdaFetch passes an entry of our metric table and a valid atom.
         let (raw, ty) = unsafe { ((*mdesc).m_desc.pmid, (*mdesc).m_desc.type_) };
+        // SAFETY: as above: atom is the valid out-pointer pmdaFetch passes.
         let atom = unsafe { &mut *atom };
         let inst = (inst != sys::PM_IN_NULL).then_some(inst);
         with_state(
@@ -651,15 +652,19 @@ unsafe extern "C" fn cb_store(result: *mut sys::pmResult, ext: *mut sys::pmdaExt
             let nsets = unsafe { (*res).numpmid };
             let mut sts = 0;
             for i in 0..nsets.max(0) as usize {
+                // SAFETY: pmcd passes a well-formed pmResult (see above).
                 let vs = unsafe { *(*res).vset.as_ptr().add(i) };
+                // SAFETY: i < numpmid: vset has that many entries.
                 let (raw, numval, valfmt) = unsafe { ((*vs).pmid, (*vs).numval, (*vs).valfmt) };
                 let Some(ty) = s.by_pmid.get(&raw).map(|e| e.info.ty.raw()) else {
                     sts = sys::PM_ERR_PMID;
                     break;
                 };
                 for j in 0..numval.max(0) as usize {
+                    // SAFETY: j < numval: vlist has that many entries.
                     let v = unsafe { (*vs).vlist.as_ptr().add(j) };
                     let mut atom = sys::pmAtomValue { ull: 0 };
+                    // SAFETY: v points at a value of this set, in valfmt; atom is ours.
                     let r = unsafe { sys::pmExtractValue(valfmt, v, ty, &mut atom, ty) };
                     if r < 0 {
                         return sys::PM_ERR_BADSTORE;
@@ -667,6 +672,7 @@ unsafe extern "C" fn cb_store(result: *mut sys::pmResult, ext: *mut sys::pmdaExt
                     let Some(val) = atom_to_value(ty, &atom) else {
                         return sys::PM_ERR_BADSTORE;
                     };
+                    // SAFETY: v points at a value of this set.
                     let inst = unsafe { (*v).inst } as u32;
                     let inst = (inst != sys::PM_IN_NULL).then_some(inst);
                     if let Err(e) = s
@@ -955,6 +961,7 @@ impl Pmda {
         unsafe { sys::pmdaConnect(d) };
         // SAFETY: as above.
         if unsafe { (*d).status } != 0 {
+            // SAFETY: as above: initialised dispatch.
             let st = unsafe { (*d).status };
             STATE.with(|c| c.borrow_mut().take());
             return Err(SetupError::Pcp(format!("pmdaConnect failed: {st}")));
