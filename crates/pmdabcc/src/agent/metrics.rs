@@ -108,9 +108,10 @@ including any hooks tried and passed over.",
         Units::MSEC,
         None,
         false,
-        "time from agent start to ready",
-        "Wall-clock time from the agent's process start to it telling pmcd it is ready, i.e. \
-every configured module loaded (or failed).",
+        "time from agent start until every module loaded",
+        "Wall-clock time from the agent's process start until every configured module loaded \
+(or failed). The agent tells pmcd it is ready as soon as it connects; metrics of modules \
+still loading answer \"try again\" until then.",
     ),
     MetricSpec::new(
         BPF_STATS_ENABLED,
