@@ -14,16 +14,23 @@ pub struct Policy {
     pub gids: BTreeSet<u32>,
 }
 
+// The reentrant user-database calls: the agent's threads and the test harness's may look
+// names up at the same time, and getpwnam's static result would be shared between them.
+
 /// Resolves a user name (or numeric uid) to a uid.
 pub fn uid_of(name: &str) -> Option<u32> {
     if let Ok(n) = name.parse() {
         return Some(n);
     }
     let c = CString::new(name).ok()?;
-    // SAFETY: getpwnam with a valid C string; we copy the uid out before any other call.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    // SAFETY: non-null pointer from getpwnam.
-    (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: all-zero is a valid passwd (integers and null pointers).
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: valid C string, a passwd and a buffer of the given length, an out-pointer; the
+    // strings it fills in point into buf, which outlives this use.
+    let r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(pw.pw_uid)
 }
 
 /// Resolves a group name (or numeric gid) to a gid.
@@ -32,22 +39,28 @@ pub fn gid_of(name: &str) -> Option<u32> {
         return Some(n);
     }
     let c = CString::new(name).ok()?;
-    // SAFETY: getgrnam with a valid C string; we copy the gid out at once.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    // SAFETY: non-null pointer from getgrnam.
-    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+    let mut buf = vec![0 as libc::c_char; 65536];
+    // SAFETY: all-zero is a valid group (integers and null pointers).
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in uid_of, for the group database.
+    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
 }
 
 /// Every group of user `uid` (primary and supplementary), from the user database.
 fn groups_of(uid: u32, primary: u32) -> Vec<u32> {
-    // SAFETY: getpwuid; the name is copied before the next libc call.
-    let name = unsafe {
-        let pw = libc::getpwuid(uid);
-        if pw.is_null() {
-            return vec![primary];
-        }
-        CStr::from_ptr((*pw).pw_name).to_owned()
-    };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: all-zero is a valid passwd.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: as in uid_of.
+    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() || pw.pw_name.is_null() {
+        return vec![primary];
+    }
+    // SAFETY: pw_name points at a NUL-terminated string in buf.
+    let name = unsafe { CStr::from_ptr(pw.pw_name) }.to_owned();
     let mut n: libc::c_int = 64;
     let mut groups = vec![0 as libc::gid_t; n as usize];
     // SAFETY: buffer of n gids; getgrouplist writes at most n and updates n (returns -1 if

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::framework::events::Stream;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -106,8 +106,7 @@ fn create(_spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Modu
         retention,
         skel: None,
         shared: Arc::new(Mutex::new(Shared::new(layout, session_count))),
-        stop: Arc::new(AtomicBool::new(false)),
-        thread: None,
+        events: None,
         lost: 0,
         untracked: 0,
         by_inst: HashMap::new(),
@@ -306,8 +305,8 @@ struct Tcplife {
     retention: Duration,
     skel: Option<TcplifeSkel<'static>>,
     shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The ring buffer's consumer (the framework's event stream).
+    events: Option<Stream>,
     lost: u64,
     untracked: u64,
     /// Process layout: instance id -> (pid, [rx, tx, opened, closed, active]).
@@ -480,25 +479,10 @@ impl Module for Tcplife {
         let iter = skel.links.tcplife_iter.is_some();
         // The ring buffer consumer: a thread of its own, so records are taken as they come.
         let shared = self.shared.clone();
-        let mut b = libbpf_rs::RingBufferBuilder::new();
-        b.add(&skel.maps.events, move |data: &[u8]| {
+        self.events = Some(Stream::start(&skel.maps.events, "tcplife", move |data: &[u8]| {
             let e: types::tcplife_event = bpf::from_bytes(data);
             lock(&shared).apply(&e);
-            0
-        })
-        .map_err(ModuleError::bpf("ring buffer"))?;
-        let rb = b.build().map_err(ModuleError::bpf("ring buffer"))?;
-        let stop = self.stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("tcplife-events".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    // Errors are EINTR in practice; the timeout bounds the wait for `stop`.
-                    let _ = rb.poll(Duration::from_millis(200));
-                }
-            })
-            .map_err(|e| ModuleError::Other(format!("cannot start the ring buffer thread: {e}")))?;
-        self.thread = Some(thread);
+        })?);
         self.skel = Some(skel);
         self.rescan();
         let mut status = format!(
@@ -653,10 +637,7 @@ impl Module for Tcplife {
 impl Drop for Tcplife {
     fn drop(&mut self) {
         // Stop the consumer before the skeleton (and its ring buffer map) goes.
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.events = None;
     }
 }
 
