@@ -15,7 +15,7 @@ mod pmda;
 mod types;
 
 pub use cache::Instances;
-pub use logger::{init_logger, notify};
+pub use logger::{init_logger, notify, set_debug_targets};
 pub use pmda::{Agent, Client, Control, LabelTarget, Pmda, PmdaOptions, Waker};
 pub use types::*;
 

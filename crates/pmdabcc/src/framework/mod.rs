@@ -826,14 +826,20 @@ impl Module for SpecModule {
             status.push_str(&format!("; process filter: {n} processes"));
         }
         self.loaded = Some(loaded);
+        log::debug!(target: &crate::module::log_target(&self.program.spec.name), "{}: started: {status}", self.program.spec.name);
         Ok(status)
     }
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
-        match &self.loaded {
+        let r = match &self.loaded {
             Some(l) => self.serve.refresh(l, inst),
             None => Ok(()),
+        };
+        if log::log_enabled!(target: &crate::module::log_target(&self.program.spec.name), log::Level::Debug) {
+            let name = &self.program.spec.name;
+            log::debug!(target: &crate::module::log_target(name), "{name}: refreshed ({})", match &r { Ok(()) => "ok".to_string(), Err(e) => e.to_string() });
         }
+        r
     }
 
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
@@ -844,7 +850,9 @@ impl Module for SpecModule {
     fn tick(&mut self, _inst: &mut ModuleInstances) {
         if let (Some((f, _)), Some(l)) = (&mut self.opts.process, &self.loaded) {
             if f.due() {
-                self.serve.sync_process(l, f);
+                let n = self.serve.sync_process(l, f);
+                let name = &self.program.spec.name;
+                log::debug!(target: &crate::module::log_target(name), "{name}: process filter re-scan: {n} processes");
             }
         }
     }

@@ -61,6 +61,7 @@ struct rq_owner {
 	__u32 tgid;
 	__u32 remaining; /* classic: sectors not completed yet (set at issue) */
 	__u64 start;     /* the process's start (biotop_key.start) */
+	__u64 issued;    /* when the request was issued to the driver (or, until then, seen) */
 	char comm[BIOTOP_COMM_LEN];
 };
 
@@ -145,6 +146,7 @@ static __always_inline void remember(struct rq_key *k, __u32 remaining, __u64 fl
 	if (!current_owner(&o))
 		return;
 	o.remaining = remaining;
+	o.issued = bpf_ktime_get_ns();
 	bpf_map_update_elem(&pending, k, &o, flags);
 }
 
@@ -172,13 +174,19 @@ static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls
 	switch (cls) {
 	case CLS_READ:
 		__sync_fetch_and_add(&v->read_bytes, bytes);
-		if (done)
+		if (done) {
 			__sync_fetch_and_add(&v->reads, 1);
+			if (o->issued)
+				__sync_fetch_and_add(&v->read_ns, bpf_ktime_get_ns() - o->issued);
+		}
 		break;
 	case CLS_WRITE:
 		__sync_fetch_and_add(&v->write_bytes, bytes);
-		if (done)
+		if (done) {
 			__sync_fetch_and_add(&v->writes, 1);
+			if (o->issued)
+				__sync_fetch_and_add(&v->write_ns, bpf_ktime_get_ns() - o->issued);
+		}
 		break;
 	case CLS_DISCARD:
 		__sync_fetch_and_add(&v->discard_bytes, bytes);
@@ -263,10 +271,19 @@ int BPF_PROG(btf_rq_insert, struct request *rq)
 	return 0;
 }
 
+/* Also loaded with block_io_start attribution when durations are wanted (biotop's table):
+ * then the request is known already and only its issue time is noted. */
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(btf_rq_issue, struct request *rq)
 {
-	btf_remember(rq, BPF_NOEXIST);
+	struct rq_key k = { .rq = (__u64)rq };
+	struct rq_owner *p;
+
+	if (attribute_at_issue)
+		btf_remember(rq, BPF_NOEXIST);
+	p = bpf_map_lookup_elem(&pending, &k);
+	if (p)
+		p->issued = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -446,8 +463,10 @@ int tp_rq_issue(struct trace_event_raw_block_rq *ctx)
 	if (attribute_at_issue)
 		tp_remember(ctx, BPF_NOEXIST);
 	p = bpf_map_lookup_elem(&pending, &k);
-	if (p)
+	if (p) {
 		p->remaining = ctx->nr_sector;
+		p->issued = bpf_ktime_get_ns();
+	}
 	return 0;
 }
 
