@@ -168,4 +168,40 @@ mod tests {
         assert!(ignored_key("biotop", "remove_stopped_processes").is_none());
         assert!(ignored_key("biotop", "interval").is_none());
     }
+
+    /// pmda/bcc_upstream.conf (pmlogrewrite) maps each instance domain of the Python agent
+    /// (serial = cluster) to ours, as the module tables number them, and no serial it
+    /// rewrites is one of ours (pmlogger_daily applies it to every archive).
+    #[test]
+    fn the_pmlogrewrite_rules_follow_the_module_tables() {
+        let rules = include_str!("../../../pmda/bcc_upstream.conf");
+        let ours: Vec<(u32, u32, &str)> = crate::modules::all()
+            .iter()
+            .flat_map(|spec| {
+                let c = spec.default_cluster.unwrap();
+                std::iter::once(spec.indoms)
+                    .chain(spec.layouts.iter().map(|l| l.2))
+                    .flat_map(move |ids| {
+                        ids.iter()
+                            .map(move |i| (c, crate::module::indom_serial(c, i.id), spec.name))
+                    })
+            })
+            .collect();
+        let mut n = 0;
+        for l in rules.lines().filter(|l| l.starts_with("indom ")) {
+            let num = |s: &str| s.trim_start_matches("149.").parse::<u32>().unwrap();
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (from, to) = (num(f[1]), num(f[5].trim_end_matches('}')));
+            assert!(
+                ours.iter().any(|(c, s, _)| *c == from && *s == to),
+                "{l}: no module of cluster {from} has indom 149.{to}"
+            );
+            assert!(
+                !ours.iter().any(|(_, s, _)| *s == from),
+                "{l}: 149.{from} is one of our own indoms"
+            );
+            n += 1;
+        }
+        assert_eq!(n, 5, "tcplife, runqlat, biotop, tcptop, netproc");
+    }
 }
