@@ -40,6 +40,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
     ("selftest", || &selftest::SPEC),
+    ("opensnoop", || spec_module!("opensnoop")),
 ];
 
 /// All module kinds (parses every built-in spec).
