@@ -1,0 +1,173 @@
+//! End-to-end tests of the file-system "snoop" modules (opensnoop, statsnoop, mountsnoop,
+//! fsslower, bashreadline) under the real pmcd: a workload of known content (opens of known
+//! files, some failing with known errors; stats of known paths; a tmpfs mounted and
+//! unmounted at a known place; reads and writes made slow for certain; lines typed into bash
+//! on a pty), then each of its events must be in the module's recent-events table with every
+//! field exactly as the workload did it. The table serves every process's events, so the
+//! tests pick theirs out by process id and path, with a table large enough to hold them.
+
+use e2e::*;
+use std::collections::BTreeMap;
+
+/// The agent running `module` alone, with `options`: tables big enough that the system's own
+/// events (pmcd, builds) between the workload and the fetch do not push the workload's out.
+fn session(module: &str, options: &str) -> Session {
+    let mut s = Session::start();
+    s.with_config(&format!(
+        "[pmda]\nmodules = {module}\nprefix = bcc.\nmodule_failure_fatal = False\n\n[{module}]\n{options}\n"
+    ));
+    s.assert_module_running(module);
+    s
+}
+
+/// One event of a module's table: field (the metric name after `bcc.<module>.`) to value.
+type Event = BTreeMap<String, String>;
+
+/// The module's recent-events table, newest first (instance "0" first).
+fn table(module: &str, fields: &[&str]) -> Vec<Event> {
+    let names: Vec<String> = fields.iter().map(|f| format!("bcc.{module}.{f}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let vals = fetch(&refs);
+    let mut rows: BTreeMap<u32, Event> = BTreeMap::new();
+    for (f, n) in fields.iter().zip(&names) {
+        let Some(v) = vals.get(n) else {
+            panic!("{n}: no values (fetched: {:?})", vals.keys().collect::<Vec<_>>())
+        };
+        for (inst, value) in v {
+            let i: u32 = inst.as_deref().and_then(|i| i.parse().ok()).unwrap_or_else(|| panic!("{n}: instance {inst:?} is not a slot number"));
+            rows.entry(i).or_default().insert(f.to_string(), value.clone());
+        }
+    }
+    let n = rows.len();
+    let out: Vec<Event> = rows.into_values().collect();
+    for (i, e) in out.iter().enumerate() {
+        assert_eq!(e.len(), fields.len(), "{module} slot {i} of {n}: not every field has a value: {e:?}");
+    }
+    out
+}
+
+/// The workload's events in a table (oldest first, as they happened), by `pick`.
+fn picked(rows: &[Event], pick: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let mut v: Vec<Event> = rows.iter().filter(|e| pick(e)).cloned().collect();
+    v.reverse();
+    v
+}
+
+/// Checks every field of `want` against `got`.
+fn assert_fields(what: &str, got: &Event, want: &[(&str, String)]) {
+    for (k, v) in want {
+        assert_eq!(got.get(*k), Some(v), "{what}: field {k}: got {got:?}");
+    }
+}
+
+/// What an unprivileged client gets: values for the public fields of the table, a
+/// permission error for the sensitive ones.
+fn assert_access_as_nobody(module: &str, public: &[&str], sensitive: &[&str]) {
+    for f in public.iter().chain(sensitive) {
+        let m = format!("bcc.{module}.{f}");
+        let o = run("runuser", &["-u", "nobody", "--", "pminfo", "-f", &m]);
+        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        let (vals, _) = parse_pminfo_f(&text);
+        if sensitive.contains(f) {
+            assert!(text.contains("No permission"), "nobody fetched the sensitive {m}: {text}");
+            assert!(vals.get(&m).is_none_or(|v| v.is_empty()), "nobody got values of {m}: {text}");
+        } else {
+            assert!(vals.get(&m).is_some_and(|v| !v.is_empty()), "nobody got no values of the public {m}: {text}");
+        }
+    }
+}
+
+/// Python workload for opensnoop: names itself, then opens known paths under DIR with each
+/// of open(2), openat(2) and openat2(2), printing "<syscall> <path> <flags> <result>" per
+/// call (result: the fd, or minus the errno); the last calls run as nobody. Ends with
+/// "done <uid-before> <uid-after>".
+const OPENS: &str = r#"
+import ctypes, os, sys
+d = sys.argv[1]
+open("/proc/self/comm", "w").write("snoopfs-open")
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+AT_FDCWD = -100
+class How(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+def call(name, path, flags, mode=0o644):
+    p = path.encode()
+    if name == "open":
+        r = libc.syscall(2, p, flags, mode)
+    elif name == "openat":
+        r = libc.syscall(257, AT_FDCWD, p, flags, mode)
+    else:
+        how = How(flags, mode if flags & os.O_CREAT else 0, 0)
+        r = libc.syscall(437, AT_FDCWD, p, ctypes.byref(how), ctypes.sizeof(how))
+    if r < 0:
+        r = -ctypes.get_errno()
+    print(name, path, flags, r, flush=True)
+for i in range(3):
+    call(["open", "openat", "openat2"][i], f"{d}/known{i}", os.O_RDONLY)
+call("openat", f"{d}/created", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+call("openat2", f"{d}/known0", os.O_RDWR | os.O_CLOEXEC)
+call("open", f"{d}/missing", os.O_RDONLY)
+call("openat2", f"{d}/missing", os.O_RDONLY)
+before = os.getuid()
+os.setuid(65534)
+call("openat", f"{d}/secret", os.O_RDONLY)
+call("open", f"{d}/known1", os.O_RDONLY)
+print("done", before, os.getuid(), flush=True)
+"#;
+
+const OPEN_FIELDS: &[&str] = &["pid", "tid", "uid", "fd", "err", "flags", "comm", "fname"];
+
+#[test]
+fn opensnoop_records_every_open_of_the_workload_exactly() {
+    let _s = session("opensnoop", "process_count = 10000");
+    let dir = format!("/tmp/snoopfs-open-{}", std::process::id());
+    sh(&format!(
+        "rm -rf {dir} && mkdir -m 0755 {dir} && for i in 0 1 2; do echo $i > {dir}/known$i; chmod 0644 {dir}/known$i; done \
+         && echo s > {dir}/secret && chmod 0600 {dir}/secret"
+    ));
+    let mut w = Peer::spawn(OPENS, &[&dir]);
+    let pid = w.pid();
+    let mut calls = Vec::new();
+    loop {
+        let l = w.line();
+        if l.starts_with("done") {
+            assert_eq!(l, "done 0 65534");
+            break;
+        }
+        calls.push(l);
+    }
+    w.finish();
+    let rows = table("opensnoop", OPEN_FIELDS);
+    let mine = picked(&rows, |e| e["pid"] == pid.to_string() && e["fname"].starts_with(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(mine.len(), calls.len(), "{} opens of {dir} in the table, the workload made {}: {mine:#?}\ncalls: {calls:#?}", mine.len(), calls.len());
+    let mut failures = BTreeMap::new();
+    for (i, (call, got)) in calls.iter().zip(&mine).enumerate() {
+        let f: Vec<&str> = call.split(' ').collect();
+        let (path, flags, res): (&str, i64, i64) = (f[1], f[2].parse().unwrap(), f[3].parse().unwrap());
+        let uid = if i >= calls.len() - 2 { "65534" } else { "0" };
+        if res < 0 {
+            *failures.entry(-res).or_insert(0) += 1;
+        }
+        assert_fields(
+            &format!("open {i} ({call})"),
+            got,
+            &[
+                ("pid", pid.to_string()),
+                // Python is single-threaded here: the calls come from its main thread.
+                ("tid", pid.to_string()),
+                ("uid", uid.into()),
+                ("fd", if res < 0 { "-1".into() } else { res.to_string() }),
+                ("err", if res < 0 { (-res).to_string() } else { "0".into() }),
+                ("flags", flags.to_string()),
+                ("comm", "snoopfs-open".into()),
+                ("fname", path.into()),
+            ],
+        );
+    }
+    // The workload's own failures, as the kernel returned them to it: two ENOENT, one EACCES.
+    assert_eq!(failures, BTreeMap::from([(2, 2), (13, 1)]), "errors of the workload's calls: {calls:#?}");
+    eprintln!("opensnoop: {} opens checked, table of {} events", mine.len(), rows.len());
+    assert_access_as_nobody("opensnoop", &["pid", "tid", "uid", "fd", "err", "flags"], &["comm", "fname"]);
+    assert_eq!(value_u64("bcc.opensnoop.lost", None), Some(0), "opensnoop lost events");
+}
