@@ -41,6 +41,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("tcptop", || &tcptop::SPEC),
     ("selftest", || &selftest::SPEC),
     ("opensnoop", || spec_module!("opensnoop")),
+    ("statsnoop", || spec_module!("statsnoop")),
 ];
 
 /// All module kinds (parses every built-in spec).
