@@ -28,6 +28,8 @@ pub enum Decoder {
     Port,
     Cgroup,
     Static(BTreeMap<i64, String>),
+    /// A bit mask: the names of its set bits (by bit number), joined by " | ".
+    Bits(BTreeMap<i64, String>),
 }
 
 /// What a decoder needs of a field.
@@ -64,15 +66,22 @@ impl Decoder {
                     .map(Decoder::Static)
                     .ok_or_else(|| "the static decoder needs values = { \"0\" = \"name\", … }".into())
             }
+            "bits" => {
+                let v = values.ok_or("the bits decoder needs values = { \"0\" = \"name of bit 0\", … }")?;
+                if let Some(b) = v.keys().find(|b| !(0..64).contains(*b)) {
+                    return Err(format!("bits decoder: bit {b} is not 0-63"));
+                }
+                return Ok(Decoder::Bits(v));
+            }
             o => {
                 return Err(format!(
                     "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
-syscall, errno, ipv4, ipv6, port, cgroup, static)"
+syscall, errno, ipv4, ipv6, port, cgroup, static, bits)"
                 ))
             }
         };
         if values.is_some() {
-            return Err("values = { … } goes with decoder = \"static\" only".into());
+            return Err("values = { … } goes with decoder = \"static\" or \"bits\" only".into());
         }
         Ok(d)
     }
@@ -129,8 +138,26 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
                 let n = int(b);
                 m.get(&n).cloned().unwrap_or_else(|| n.to_string())
             }
+            Decoder::Bits(m) => bit_names(m, uint(b)),
         }
     }
+}
+
+/// The names of the set bits of `n`, lowest first, joined by " | "; bits without a name
+/// as one hexadecimal rest; `0x0` for none.
+fn bit_names(names: &BTreeMap<i64, String>, n: u64) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = n;
+    for (bit, name) in names {
+        if n & (1 << bit) != 0 {
+            out.push(name.clone());
+            rest &= !(1 << bit);
+        }
+    }
+    if rest != 0 || out.is_empty() {
+        out.push(format!("{rest:#x}"));
+    }
+    out.join(" | ")
 }
 
 fn lookup(table: &[(i64, &'static str)], n: i64) -> Option<&'static str> {
@@ -309,6 +336,17 @@ mod tests {
         assert_eq!(Decoder::Pid.decode(&42u32.to_ne_bytes()), "000042");
         assert_eq!(Decoder::String.decode(b"bash\0junk"), "bash");
         assert_eq!(Decoder::String.decode(b"full"), "full");
+    }
+
+    #[test]
+    fn bit_masks() {
+        let names = BTreeMap::from([(0, "RDONLY".to_string()), (1, "NOSUID".to_string()), (2, "NODEV".to_string())]);
+        let d = Decoder::parse("bits", Some(names.clone())).unwrap();
+        assert_eq!(d.decode(&0u64.to_ne_bytes()), "0x0");
+        assert_eq!(d.decode(&6u64.to_ne_bytes()), "NOSUID | NODEV");
+        assert_eq!(d.decode(&0x101u32.to_ne_bytes()), "RDONLY | 0x100");
+        assert!(Decoder::parse("bits", None).is_err());
+        assert!(Decoder::parse("bits", Some(BTreeMap::from([(64, "X".to_string())]))).is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("selftest", || &selftest::SPEC),
     ("opensnoop", || spec_module!("opensnoop")),
     ("statsnoop", || spec_module!("statsnoop")),
+    ("mountsnoop", || spec_module!("mountsnoop")),
 ];
 
 /// All module kinds (parses every built-in spec).
