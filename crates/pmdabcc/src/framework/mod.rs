@@ -526,7 +526,7 @@ fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecEr
             return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC(\"perf_event\"): it needs [[program]] name = {name:?} with perf_event = \"cpu-clock\" (and frequency or period)")));
         }
         let bare_uprobe = matches!(section.as_str(), "uprobe" | "uretprobe");
-        if bare_uprobe && e.and_then(|e| e.binary.as_ref()).is_none() {
+        if bare_uprobe && e.is_none_or(|e| e.binary.is_none() && e.binary_option.is_none()) {
             return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC({section:?}) without a target: it needs [[program]] with binary and symbol")));
         }
     }
@@ -544,7 +544,7 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             ));
         };
         let fits = match &o.kind {
-            OptKind::Bool | OptKind::Process { .. } => (1..=8).contains(size),
+            OptKind::Bool | OptKind::Process { .. } | OptKind::Path => (1..=8).contains(size),
             OptKind::Integer { min, max } => {
                 let bits = 8 * *size as u32;
                 *size <= 8 && (bits == 64 || (*max as i128) < (1i128 << bits) && *min >= -(1i64 << (bits - 1).min(62)))
@@ -653,6 +653,7 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
                 v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice(),
             )),
             OptKind::Process { .. } => OptionKind::Process,
+            OptKind::Path => OptionKind::Text,
         },
     }
 }
@@ -728,6 +729,8 @@ pub struct OptionValues {
     /// Bool options' values by key.
     pub flags: HashMap<String, bool>,
     pub process: Option<(crate::process::ProcessFilter, String)>,
+    /// Path options' values by key.
+    pub paths: HashMap<String, String>,
     /// Maps enabled by an option that is false: kept at one entry, their metrics not served.
     pub disabled_maps: Vec<String>,
     pub slots_override: Option<usize>,
@@ -771,6 +774,13 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
                 if let Some((off, size)) = rodata(&o.global) {
                     v.globals.push((off, size, i as u64));
                 }
+            }
+            OptKind::Path => {
+                let s = cfg.get(&o.key).unwrap_or(&o.default).trim().to_string();
+                if !s.starts_with('/') {
+                    return Err(cfg.error(&o.key, format!("expected an absolute path, got {s:?}")));
+                }
+                v.paths.insert(o.key.clone(), s);
             }
             OptKind::Process { map } => {
                 let f = crate::process::ProcessFilter::from_config(cfg, &o.key)?;

@@ -49,6 +49,8 @@ pub struct ProgramSpec {
     pub name: String,
     pub optional: bool,
     pub binary: Option<String>,
+    /// A `path` option whose value is the binary (its default when bcc.conf omits it).
+    pub binary_option: Option<String>,
     pub symbol: Option<String>,
     pub perf_event: Option<String>,
     /// Samples per second per CPU, or (`period`) one sample every so many events.
@@ -66,6 +68,8 @@ pub enum OptKind {
     Enum(Vec<String>),
     /// The shared process filter, filling `map` (pids and tids).
     Process { map: String },
+    /// An absolute file path (a uprobe's binary, see `binary_option`); sets no global.
+    Path,
 }
 
 #[derive(Clone, Debug)]
@@ -317,6 +321,11 @@ impl Spec {
             }
         }
         for p in &self.programs {
+            if let Some(o) = &p.binary_option {
+                if !self.options.iter().any(|x| x.key == *o && x.kind == OptKind::Path) {
+                    return Err(self.error(&p.at, format!("binary_option {o:?}: no path option of that key")));
+                }
+            }
             if let Some(by) = &p.enabled_by {
                 if !self.options.iter().any(|o| o.key == *by && o.kind == OptKind::Bool) {
                     return Err(self.error(&p.at, format!("enabled_by {by:?}: no bool option of that key")));
@@ -561,6 +570,7 @@ fn program(t: &Tbl) -> Result<ProgramSpec, SpecError> {
         name: t.req_str("name")?,
         optional: t.bool("optional")?.unwrap_or(false),
         binary: t.str("binary")?,
+        binary_option: t.str("binary_option")?,
         symbol: t.str("symbol")?,
         perf_event: t.str("perf_event")?,
         frequency: t.int("frequency", 1, 100_000)?.unwrap_or(99) as u64,
@@ -603,6 +613,7 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
             }
             OptKind::Enum(v)
         }
+        "path" => OptKind::Path,
         "process" => OptKind::Process {
             map: t
                 .str("map")?
@@ -612,7 +623,7 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
             return Err(t.err(
                 "type",
                 ty_line,
-                format!("unknown option type {other:?} (bool, integer, enum, process)"),
+                format!("unknown option type {other:?} (bool, integer, enum, process, path)"),
             ))
         }
     };
@@ -628,10 +639,11 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         }
     }
     let o = OptSpec {
-        global: t.str("global")?.or_else(|| match kind {
-            OptKind::Process { .. } => None,
-            _ => Some(key.clone()),
-        }),
+        global: match (t.str("global")?, &kind) {
+            (Some(_), OptKind::Path) => return Err(t.err("global", t.key_line("global"), "a path option sets no global")),
+            (g, OptKind::Process { .. } | OptKind::Path) => g,
+            (g, _) => g.or_else(|| Some(key.clone())),
+        },
         doc: t.req_str("doc")?,
         enables: t.str_list("enables")?,
         at: t.pos("key"),
@@ -639,6 +651,9 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         default,
         key,
     };
+    if o.kind == OptKind::Path && !o.default.is_empty() && !o.default.starts_with('/') {
+        return Err(t.err("default", t.key_line("default"), "a path option's default must be an absolute path"));
+    }
     if !o.enables.is_empty() && o.kind != OptKind::Bool {
         return Err(t.err("enables", t.key_line("enables"), "only a bool option can enable maps"));
     }
@@ -919,6 +934,20 @@ count_metric = { item = 2, name = "demo.lat_count", oneline = "c", help = "count
         assert_eq!(h.metric.units, Units::USEC);
         assert_eq!(h.count_metric.as_ref().unwrap().item, 2);
         assert_eq!(s.maps[0].metrics()[0].at.line, 20);
+    }
+
+    #[test]
+    fn a_path_option_names_a_uprobes_binary() {
+        let uprobe = "\n[[program]]\nname = \"p\"\nbinary_option = \"shell\"\nsymbol = \"readline\"\n";
+        let opt = "\n[[option]]\nkey = \"shell\"\ntype = \"path\"\ndefault = \"/bin/bash\"\ndoc = \"d\"\n";
+        let s = parse(&format!("{GOOD}{uprobe}{opt}")).unwrap();
+        assert_eq!(s.programs[0].binary_option.as_deref(), Some("shell"));
+        assert_eq!(s.options[1].kind, OptKind::Path);
+        assert_eq!(s.options[1].global, None);
+        let e = parse(&format!("{GOOD}{uprobe}")).unwrap_err();
+        assert!(e.msg.contains("no path option"), "{e}");
+        let e = parse(&format!("{GOOD}{uprobe}{}", opt.replace("/bin/bash", "bash"))).unwrap_err();
+        assert_eq!(e.key, "option.default", "{e}");
     }
 
     #[test]

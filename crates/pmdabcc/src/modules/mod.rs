@@ -43,6 +43,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("opensnoop", || spec_module!("opensnoop")),
     ("statsnoop", || spec_module!("statsnoop")),
     ("mountsnoop", || spec_module!("mountsnoop")),
+    ("bashreadline", || spec_module!("bashreadline")),
 ];
 
 /// All module kinds (parses every built-in spec).
