@@ -44,6 +44,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("statsnoop", || spec_module!("statsnoop")),
     ("mountsnoop", || spec_module!("mountsnoop")),
     ("bashreadline", || spec_module!("bashreadline")),
+    ("fsslower", || spec_module!("fsslower")),
 ];
 
 /// All module kinds (parses every built-in spec).
