@@ -48,8 +48,9 @@ struct pending {
 	__u32 op;
 };
 
+/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32); /* thread id */
 	__type(value, struct pending);

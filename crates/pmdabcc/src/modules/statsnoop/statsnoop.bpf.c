@@ -37,8 +37,9 @@ struct pending {
 /* Only calls that failed (bcc.conf failed = True). */
 const volatile bool failed_only = false;
 
+/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 10240);
 	__type(key, __u32); /* thread id */
 	__type(value, struct pending);
