@@ -115,7 +115,10 @@ static __always_inline int leave(long ret)
 	user_str(e->source, sizeof(e->source), p->source);
 	user_str(e->target, sizeof(e->target), p->target);
 	user_str(e->data, sizeof(e->data), p->data);
-	if (p->op == MOUNT) {
+	/* bpf_snprintf came in 5.13: older kernels leave `call` empty (and load). */
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_snprintf))
+		e->call[0] = 0;
+	else if (p->op == MOUNT) {
 		args[0] = (__u64)(long)e->source;
 		args[1] = (__u64)(long)e->target;
 		args[2] = (__u64)(long)e->fs;
