@@ -291,7 +291,6 @@ impl Session {
     }
 }
 
-
 impl Drop for Session {
     fn drop(&mut self) {
         if self.changed_config {
