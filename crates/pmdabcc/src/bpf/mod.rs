@@ -283,10 +283,12 @@ pub fn perf_event_open_sw(
     cpu: i32,
 ) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    let mut attr: libbpf_sys::perf_event_attr = Default::default();
-    attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
-    attr.size = std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32;
-    attr.config = config;
+    let mut attr = libbpf_sys::perf_event_attr {
+        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config,
+        ..Default::default()
+    };
     match sample {
         Sample::Frequency(f) => {
             attr.__bindgen_anon_1.sample_freq = f;

@@ -63,9 +63,7 @@ fn twin_of(name: &str) -> Option<(String, usize)> {
 /// The kernel's hook for a program section, when the kernel can be asked: `Some(false)` when
 /// it is certainly missing.
 fn hook_present(section: &str) -> Option<bool> {
-    let mut parts = section.splitn(2, '/');
-    let kind = parts.next()?;
-    let rest = parts.next()?;
+    let (kind, rest) = section.split_once('/')?;
     match kind {
         "tracepoint" | "tp" => {
             let (cat, name) = rest.split_once('/')?;
