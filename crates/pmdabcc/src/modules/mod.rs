@@ -40,6 +40,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
     ("oomkill", || spec_module!("oomkill")),
+    ("biosnoop", || spec_module!("biosnoop")),
     ("selftest", || &selftest::SPEC),
 ];
 
