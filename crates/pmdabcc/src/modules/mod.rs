@@ -41,6 +41,8 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("tcptop", || &tcptop::SPEC),
     ("oomkill", || spec_module!("oomkill")),
     ("biosnoop", || spec_module!("biosnoop")),
+    ("tcpconnect", || spec_module!("tcpconnect")),
+    ("tcpconnlat", || spec_module!("tcpconnlat")),
     ("selftest", || &selftest::SPEC),
 ];
 
