@@ -99,7 +99,8 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static)"
             Decoder::Inet => match <[u8; 16]>::try_from(b) {
                 Ok(a) => {
                     let v6 = Ipv6Addr::from(a);
-                    v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                    v6.to_ipv4_mapped()
+                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
                 }
                 Err(_) => hex(b),
             },

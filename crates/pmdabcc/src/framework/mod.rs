@@ -815,9 +815,13 @@ fn process_count_option(spec: &Spec) -> Option<OptionSpec> {
     }
     Some(OptionSpec {
         key: "process_count",
-        doc: "how many of the most recent events the table serves (instances 0, the newest, to N-1)",
+        doc:
+            "how many of the most recent events the table serves (instances 0, the newest, to N-1)",
         default: leak(&slots.to_string()),
-        kind: OptionKind::Integer { min: 1, max: 100_000 },
+        kind: OptionKind::Integer {
+            min: 1,
+            max: 100_000,
+        },
     })
 }
 
