@@ -165,7 +165,8 @@ impl Program {
         check_programs(&spec, &object, &origin)?;
         let metrics = metric_table(&spec, &maps);
         let indoms = indom_table(&spec);
-        let options = spec.options.iter().map(option_spec).collect();
+        let mut options: Vec<OptionSpec> = spec.options.iter().map(option_spec).collect();
+        options.extend(process_count_option(&spec));
         Ok(Program {
             spec,
             object,
@@ -800,6 +801,28 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
             OptKind::Process { .. } => OptionKind::Process,
         },
     }
+}
+
+/// `process_count`, the size of the recent-events table, which every module with an
+/// `events` map takes (the name pmdabpf and the original pmdabcc gave it).
+fn process_count_option(spec: &Spec) -> Option<OptionSpec> {
+    let slots = spec.maps.iter().find_map(|m| match &m.kind {
+        MapKind::Events(e) => Some(e.slots),
+        _ => None,
+    })?;
+    if spec.options.iter().any(|o| o.key == "process_count") {
+        return None;
+    }
+    Some(OptionSpec {
+        key: "process_count",
+        doc:
+            "how many of the most recent events the table serves (instances 0, the newest, to N-1)",
+        default: leak(&slots.to_string()),
+        kind: OptionKind::Integer {
+            min: 1,
+            max: 100_000,
+        },
+    })
 }
 
 /// Spec texts live as long as the agent: a `ModuleSpec` is `'static`. Each distinct spec is

@@ -39,6 +39,10 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("biolatency", || spec_module!("biolatency")),
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
+    ("oomkill", || spec_module!("oomkill")),
+    ("biosnoop", || spec_module!("biosnoop")),
+    ("tcpconnect", || spec_module!("tcpconnect")),
+    ("tcpconnlat", || spec_module!("tcpconnlat")),
     ("selftest", || &selftest::SPEC),
 ];
 
