@@ -91,7 +91,8 @@ deploy_install() {
     # What user modules build against, and where their objects and specs go.
     install -d -m 0755 "$BCC_DIR/include" "$BCC_DIR/modules"
     install -m 0644 crates/pmdabcc/src/bpf/vmlinux.h crates/pmdabcc/src/bpf/bits.bpf.h \
-        crates/pmdabcc/src/bpf/hist.bpf.h crates/pmdabcc/src/bpf/maps.bpf.h "$BCC_DIR/include/"
+        crates/pmdabcc/src/bpf/hist.bpf.h crates/pmdabcc/src/bpf/maps.bpf.h \
+        crates/pmdabcc/src/bpf/block.bpf.h crates/pmdabcc/src/bpf/inet.bpf.h "$BCC_DIR/include/"
     mv -f "$BCC_DIR/bcc.conf" "$BCC_DIR/bcc.conf.default"
     if [ -n "${BCC_CONF:-}" ]; then
         install -m 0644 "$BCC_CONF" "$BCC_DIR/bcc.conf"

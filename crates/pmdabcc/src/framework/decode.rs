@@ -25,6 +25,7 @@ pub enum Decoder {
     Errno,
     Ipv4,
     Ipv6,
+    Inet,
     Port,
     Cgroup,
     Static(BTreeMap<i64, String>),
@@ -59,6 +60,7 @@ impl Decoder {
             "errno" => Decoder::Errno,
             "ipv4" => Decoder::Ipv4,
             "ipv6" => Decoder::Ipv6,
+            "inet" => Decoder::Inet,
             "port" => Decoder::Port,
             "cgroup" => Decoder::Cgroup,
             "static" => {
@@ -77,7 +79,7 @@ impl Decoder {
             o => {
                 return Err(format!(
                     "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
-syscall, errno, ipv4, ipv6, port, cgroup, static, bits)"
+syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits)"
                 ))
             }
         };
@@ -90,7 +92,7 @@ syscall, errno, ipv4, ipv6, port, cgroup, static, bits)"
     pub fn need(&self) -> Need {
         match self {
             Decoder::String => Need::Text,
-            Decoder::Ipv6 => Need::Bytes(16),
+            Decoder::Ipv6 | Decoder::Inet => Need::Bytes(16),
             _ => Need::Int,
         }
     }
@@ -101,6 +103,15 @@ syscall, errno, ipv4, ipv6, port, cgroup, static, bits)"
             Decoder::String => text(b),
             Decoder::Ipv6 => match <[u8; 16]>::try_from(b) {
                 Ok(a) => Ipv6Addr::from(a).to_string(),
+                Err(_) => hex(b),
+            },
+            // IPv4 travels as an IPv4-mapped IPv6 address and is shown as IPv4.
+            Decoder::Inet => match <[u8; 16]>::try_from(b) {
+                Ok(a) => {
+                    let v6 = Ipv6Addr::from(a);
+                    v6.to_ipv4_mapped()
+                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                }
                 Err(_) => hex(b),
             },
             Decoder::Ipv4 => match <[u8; 4]>::try_from(b) {
@@ -379,6 +390,11 @@ mod tests {
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         assert_eq!(Decoder::Ipv6.decode(&v6), "::1");
+        assert_eq!(Decoder::Inet.decode(&v6), "::1");
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3];
+        assert_eq!(Decoder::Inet.decode(&mapped), "10.1.2.3");
+        assert_eq!(Decoder::Ipv6.decode(&mapped), "::ffff:10.1.2.3");
+        assert_eq!(Decoder::parse("inet", None), Ok(Decoder::Inet));
         assert_eq!(Decoder::Port.decode(&8080u16.to_be_bytes()), "8080");
     }
 

@@ -39,12 +39,16 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("biolatency", || spec_module!("biolatency")),
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
-    ("selftest", || &selftest::SPEC),
+    ("oomkill", || spec_module!("oomkill")),
+    ("biosnoop", || spec_module!("biosnoop")),
+    ("tcpconnect", || spec_module!("tcpconnect")),
+    ("tcpconnlat", || spec_module!("tcpconnlat")),
     ("opensnoop", || spec_module!("opensnoop")),
     ("statsnoop", || spec_module!("statsnoop")),
     ("mountsnoop", || spec_module!("mountsnoop")),
     ("bashreadline", || spec_module!("bashreadline")),
     ("fsslower", || spec_module!("fsslower")),
+    ("selftest", || &selftest::SPEC),
 ];
 
 /// All module kinds (parses every built-in spec).
