@@ -70,7 +70,10 @@ pub struct IndomSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptionKind {
     Bool,
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     Enum(&'static [&'static str]),
     /// Comma-separated words.
     List,

@@ -318,7 +318,9 @@ impl BccAgent {
             signature,
             policy: global.clone(),
         };
-        let fail = |mut slot: Slot, problems: Vec<String>| {
+        let fail = |mut slot: Slot, mut problems: Vec<String>| {
+            // In file order ("file:line: ...").
+            problems.sort_by_key(|p| p.split(':').nth(1).and_then(|l| l.parse::<usize>().ok()).unwrap_or(0));
             slot.status = problems.join("; ");
             slot.problems = problems;
             slot
@@ -374,7 +376,11 @@ impl BccAgent {
                 );
                 0
             }
-            (_, d) => match probe.get_u64("cluster", d.unwrap_or(0) as u64, 0..=(AGENT_CLUSTER as u64 - 1)) {
+            (_, d) => match probe.get_u64(
+                "cluster",
+                d.unwrap_or(0) as u64,
+                0..=(AGENT_CLUSTER as u64 - 1),
+            ) {
                 Ok(c) => c as u32,
                 Err(e) => {
                     problems.push(e.to_string());
@@ -836,13 +842,28 @@ fn module_of(
                 .map_err(|e| format!("{}: {e}", here("spec")))?;
             if let Some(m) = key("module") {
                 if m.value != p.spec.name {
-                    return Err(format!("{}: {:?} is not the spec's module name {:?}", here("module"), m.value, p.spec.name));
+                    return Err(format!(
+                        "{}: {:?} is not the spec's module name {:?}",
+                        here("module"),
+                        m.value,
+                        p.spec.name
+                    ));
                 }
             }
             return Ok(crate::framework::module_spec(p));
         }
-        (Some(_), None) => return Err(format!("{}: a user module needs spec = too", here("object"))),
-        (None, Some(_)) => return Err(format!("{}: a user module needs object = too", here("spec"))),
+        (Some(_), None) => {
+            return Err(format!(
+                "{}: a user module needs spec = too",
+                here("object")
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "{}: a user module needs object = too",
+                here("spec")
+            ))
+        }
     }
     let kind = key("module").map_or(name, |e| e.value.as_str());
     modules::find(kind).ok_or_else(|| {

@@ -25,9 +25,12 @@ pub enum Decoder {
     Errno,
     Ipv4,
     Ipv6,
+    Inet,
     Port,
     Cgroup,
     Static(BTreeMap<i64, String>),
+    /// A bit mask: the names of its set bits (by bit number), joined by " | ".
+    Bits(BTreeMap<i64, String>),
 }
 
 /// What a decoder needs of a field.
@@ -57,22 +60,31 @@ impl Decoder {
             "errno" => Decoder::Errno,
             "ipv4" => Decoder::Ipv4,
             "ipv6" => Decoder::Ipv6,
+            "inet" => Decoder::Inet,
             "port" => Decoder::Port,
             "cgroup" => Decoder::Cgroup,
             "static" => {
-                return values
-                    .map(Decoder::Static)
-                    .ok_or_else(|| "the static decoder needs values = { \"0\" = \"name\", … }".into())
+                return values.map(Decoder::Static).ok_or_else(|| {
+                    "the static decoder needs values = { \"0\" = \"name\", … }".into()
+                })
+            }
+            "bits" => {
+                let v = values
+                    .ok_or("the bits decoder needs values = { \"0\" = \"name of bit 0\", … }")?;
+                if let Some(b) = v.keys().find(|b| !(0..64).contains(*b)) {
+                    return Err(format!("bits decoder: bit {b} is not 0-63"));
+                }
+                return Ok(Decoder::Bits(v));
             }
             o => {
                 return Err(format!(
                     "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
-syscall, errno, ipv4, ipv6, port, cgroup, static)"
+syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits)"
                 ))
             }
         };
         if values.is_some() {
-            return Err("values = { … } goes with decoder = \"static\" only".into());
+            return Err("values = { … } goes with decoder = \"static\" or \"bits\" only".into());
         }
         Ok(d)
     }
@@ -80,7 +92,7 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
     pub fn need(&self) -> Need {
         match self {
             Decoder::String => Need::Text,
-            Decoder::Ipv6 => Need::Bytes(16),
+            Decoder::Ipv6 | Decoder::Inet => Need::Bytes(16),
             _ => Need::Int,
         }
     }
@@ -91,6 +103,15 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
             Decoder::String => text(b),
             Decoder::Ipv6 => match <[u8; 16]>::try_from(b) {
                 Ok(a) => Ipv6Addr::from(a).to_string(),
+                Err(_) => hex(b),
+            },
+            // IPv4 travels as an IPv4-mapped IPv6 address and is shown as IPv4.
+            Decoder::Inet => match <[u8; 16]>::try_from(b) {
+                Ok(a) => {
+                    let v6 = Ipv6Addr::from(a);
+                    v6.to_ipv4_mapped()
+                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                }
                 Err(_) => hex(b),
             },
             Decoder::Ipv4 => match <[u8; 4]>::try_from(b) {
@@ -129,8 +150,26 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
                 let n = int(b);
                 m.get(&n).cloned().unwrap_or_else(|| n.to_string())
             }
+            Decoder::Bits(m) => bit_names(m, uint(b)),
         }
     }
+}
+
+/// The names of the set bits of `n`, lowest first, joined by " | "; bits without a name
+/// as one hexadecimal rest; `0x0` for none.
+fn bit_names(names: &BTreeMap<i64, String>, n: u64) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = n;
+    for (bit, name) in names {
+        if n & (1 << bit) != 0 {
+            out.push(name.clone());
+            rest &= !(1 << bit);
+        }
+    }
+    if rest != 0 || out.is_empty() {
+        out.push(format!("{rest:#x}"));
+    }
+    out.join(" | ")
 }
 
 fn lookup(table: &[(i64, &'static str)], n: i64) -> Option<&'static str> {
@@ -182,7 +221,11 @@ pub fn comm_of(pid: u64) -> Option<String> {
 pub fn cmd_of(pid: u64) -> Option<String> {
     let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let argv0 = c.split(|b| *b == 0).next().unwrap_or(&[]);
-    let word = String::from_utf8_lossy(argv0).split(' ').next().unwrap_or("").to_string();
+    let word = String::from_utf8_lossy(argv0)
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .to_string();
     if word.is_empty() {
         return comm_of(pid).map(|c| format!("({c})"));
     }
@@ -255,7 +298,10 @@ fn cgroup_path(id: u64) -> String {
             walk_cgroups(&root, "/", m.dev(), &mut found, 0);
         }
     }
-    let p = found.get(&id).cloned().unwrap_or_else(|| format!("cgroup_{id}"));
+    let p = found
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| format!("cgroup_{id}"));
     if let Ok(mut c) = cache.lock() {
         *c = found;
     }
@@ -276,7 +322,13 @@ pub fn cgroup2_root() -> Option<std::path::PathBuf> {
 
 /// Records the directories of the cgroup v2 file system (`dev`) under `dir`: a cgroup v1
 /// hierarchy mounted below is another file system, with inode numbers of its own.
-fn walk_cgroups(dir: &std::path::Path, rel: &str, dev: u64, out: &mut HashMap<u64, String>, depth: usize) {
+fn walk_cgroups(
+    dir: &std::path::Path,
+    rel: &str,
+    dev: u64,
+    out: &mut HashMap<u64, String>,
+    depth: usize,
+) {
     use std::os::unix::fs::MetadataExt;
     if depth > 32 {
         return;
@@ -287,11 +339,17 @@ fn walk_cgroups(dir: &std::path::Path, rel: &str, dev: u64, out: &mut HashMap<u6
         }
         _ => return,
     }
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let sub = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+            let sub = if rel == "/" {
+                format!("/{name}")
+            } else {
+                format!("{rel}/{name}")
+            };
             walk_cgroups(&e.path(), &sub, dev, out, depth + 1);
         }
     }
@@ -312,11 +370,31 @@ mod tests {
     }
 
     #[test]
+    fn bit_masks() {
+        let names = BTreeMap::from([
+            (0, "RDONLY".to_string()),
+            (1, "NOSUID".to_string()),
+            (2, "NODEV".to_string()),
+        ]);
+        let d = Decoder::parse("bits", Some(names.clone())).unwrap();
+        assert_eq!(d.decode(&0u64.to_ne_bytes()), "0x0");
+        assert_eq!(d.decode(&6u64.to_ne_bytes()), "NOSUID | NODEV");
+        assert_eq!(d.decode(&0x101u32.to_ne_bytes()), "RDONLY | 0x100");
+        assert!(Decoder::parse("bits", None).is_err());
+        assert!(Decoder::parse("bits", Some(BTreeMap::from([(64, "X".to_string())]))).is_err());
+    }
+
+    #[test]
     fn network_fields() {
         assert_eq!(Decoder::Ipv4.decode(&[127, 0, 0, 1]), "127.0.0.1");
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         assert_eq!(Decoder::Ipv6.decode(&v6), "::1");
+        assert_eq!(Decoder::Inet.decode(&v6), "::1");
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3];
+        assert_eq!(Decoder::Inet.decode(&mapped), "10.1.2.3");
+        assert_eq!(Decoder::Ipv6.decode(&mapped), "::ffff:10.1.2.3");
+        assert_eq!(Decoder::parse("inet", None), Ok(Decoder::Inet));
         assert_eq!(Decoder::Port.decode(&8080u16.to_be_bytes()), "8080");
     }
 
@@ -332,19 +410,29 @@ mod tests {
         assert_eq!(s.decode(&0u8.to_ne_bytes()), "read");
         assert_eq!(s.decode(&5u8.to_ne_bytes()), "5");
         assert!(Decoder::parse("static", None).is_err());
-        assert!(Decoder::parse("colour", None).unwrap_err().contains("unknown decoder"));
+        assert!(Decoder::parse("colour", None)
+            .unwrap_err()
+            .contains("unknown decoder"));
     }
 
     #[test]
     fn system_lookups() {
         let me = std::process::id() as u64;
-        assert!(Decoder::PidComm.decode(&me.to_ne_bytes()).starts_with(&format!("{me:06} ")));
+        assert!(Decoder::PidComm
+            .decode(&me.to_ne_bytes())
+            .starts_with(&format!("{me:06} ")));
         // argv[0] of this test binary, as the proc PMDA would name it; kthreadd has none.
         let argv0 = std::env::args().next().unwrap();
-        assert_eq!(Decoder::PidCmd.decode(&me.to_ne_bytes()), format!("{me:06} {argv0}"));
-        assert_eq!(Decoder::PidCmd.decode(&2u32.to_ne_bytes()), "000002 (kthreadd)");
+        assert_eq!(
+            Decoder::PidCmd.decode(&me.to_ne_bytes()),
+            format!("{me:06} {argv0}")
+        );
+        assert_eq!(
+            Decoder::PidCmd.decode(&2u32.to_ne_bytes()),
+            "000002 (kthreadd)"
+        );
         assert_eq!(disk_name((1 << 20) | 3), "1:3"); // /dev/null: a char device
-        // The root cgroup's id is its directory's inode.
+                                                     // The root cgroup's id is its directory's inode.
         use std::os::unix::fs::MetadataExt;
         if let Some(m) = cgroup2_root().and_then(|r| std::fs::metadata(r).ok()) {
             assert_eq!(Decoder::Cgroup.decode(&m.ino().to_ne_bytes()), "/");

@@ -165,7 +165,8 @@ impl Program {
         check_programs(&spec, &object, &origin)?;
         let metrics = metric_table(&spec, &maps);
         let indoms = indom_table(&spec);
-        let options = spec.options.iter().map(option_spec).collect();
+        let mut options: Vec<OptionSpec> = spec.options.iter().map(option_spec).collect();
+        options.extend(process_count_option(&spec));
         Ok(Program {
             spec,
             object,
@@ -246,18 +247,29 @@ fn key_plans(
         return Err(err_at(spec, at, format!("map {map} declares no key type")));
     };
     if keys.is_empty() {
-        return Err(err_at(spec, at, format!("map {map}: a keyed map needs key = [{{ field = …, decoder = … }}]")));
+        return Err(err_at(
+            spec,
+            at,
+            format!("map {map}: a keyed map needs key = [{{ field = …, decoder = … }}]"),
+        ));
     }
     keys.iter()
         .map(|k| {
-            let f = field_of(spec, &k.at, l, k.field.as_deref(), &format!("the key of map {map}"))?;
+            let f = field_of(
+                spec,
+                &k.at,
+                l,
+                k.field.as_deref(),
+                &format!("the key of map {map}"),
+            )?;
             check_need(spec, &k.at, f, &k.decoder)?;
             Ok(KeyPlan {
                 loc: Loc::of(f),
                 decoder: k.decoder.clone(),
-                label: k.label.clone().unwrap_or_else(|| {
-                    k.field.clone().unwrap_or_else(|| "key".into())
-                }),
+                label: k
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| k.field.clone().unwrap_or_else(|| "key".into())),
             })
         })
         .collect()
@@ -286,7 +298,12 @@ fn check_need(spec: &Spec, at: &spec::Pos, f: &Field, d: &Decoder) -> Result<(),
 
 /// The metric type of a field: as declared, else u64/i64 for integers, string for text or a
 /// decoder that names things; a declared type must hold every value of the field.
-fn metric_type(spec: &Spec, d: &MetricDef, f: &Field, dec: Option<&Decoder>) -> Result<Type, SpecError> {
+fn metric_type(
+    spec: &Spec,
+    d: &MetricDef,
+    f: &Field,
+    dec: Option<&Decoder>,
+) -> Result<Type, SpecError> {
     let numeric_decoder = matches!(dec, None | Some(Decoder::Uint) | Some(Decoder::Int));
     if let Some(dec) = dec {
         check_need(spec, &d.at, f, dec)?;
@@ -304,7 +321,10 @@ fn metric_type(spec: &Spec, d: &MetricDef, f: &Field, dec: Option<&Decoder>) -> 
             return Err(err_at(
                 spec,
                 &d.at,
-                format!("field {:?} ({} bytes, {:?}) cannot be a metric value", f.name, f.size, f.kind),
+                format!(
+                    "field {:?} ({} bytes, {:?}) cannot be a metric value",
+                    f.name, f.size, f.kind
+                ),
             ))
         }
     };
@@ -356,7 +376,11 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
         return Err(err_at(
             spec,
             &m.at,
-            format!("the object has no map {:?} (maps: {})", m.name, known.join(", ")),
+            format!(
+                "the object has no map {:?} (maps: {})",
+                m.name,
+                known.join(", ")
+            ),
         ));
     };
     let t = ml.map_type;
@@ -375,24 +399,49 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
         ));
     }
     let value = || {
-        ml.value
-            .as_ref()
-            .ok_or_else(|| err_at(spec, &m.at, format!("map {} declares no value type (use __type(value, …))", m.name)))
+        ml.value.as_ref().ok_or_else(|| {
+            err_at(
+                spec,
+                &m.at,
+                format!(
+                    "map {} declares no value type (use __type(value, …))",
+                    m.name
+                ),
+            )
+        })
     };
     let what = format!("the value of map {}", m.name);
     let (plan, value_size) = match &m.kind {
         MapKind::Counters { metrics } => {
             let v = value()?;
-            (Plan::Counters { metrics: metric_plans(spec, metrics, v, &what)? }, v.size)
+            (
+                Plan::Counters {
+                    metrics: metric_plans(spec, metrics, v, &what)?,
+                },
+                v.size,
+            )
         }
-        MapKind::Keyed { indom, key, instance_id, metrics } => {
+        MapKind::Keyed {
+            indom,
+            key,
+            instance_id,
+            metrics,
+        } => {
             let v = value()?;
             let instance_id = match instance_id {
                 None => None,
                 Some((name, at)) => {
-                    let kl = ml.key.as_ref().ok_or_else(|| err_at(spec, at, format!("map {} declares no key type", m.name)))?;
+                    let kl = ml.key.as_ref().ok_or_else(|| {
+                        err_at(spec, at, format!("map {} declares no key type", m.name))
+                    })?;
                     let plain = name == "key" && kl.field("key").is_none();
-                    let f = field_of(spec, at, kl, (!plain).then_some(name.as_str()), &format!("the key of map {}", m.name))?;
+                    let f = field_of(
+                        spec,
+                        at,
+                        kl,
+                        (!plain).then_some(name.as_str()),
+                        &format!("the key of map {}", m.name),
+                    )?;
                     // PCP instance ids are non-negative 32-bit integers.
                     if !matches!(f.kind, FieldKind::Int { .. }) || f.size > 4 {
                         return Err(err_at(spec, at, format!("instance_id {name:?} must be an integer key field of at most 4 bytes (a pid, an index)")));
@@ -414,19 +463,41 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
             let v = value()?;
             let b = field_of(spec, &h.fields_at[0], v, Some(&h.buckets), &what)?;
             let FieldKind::Array { elem: 8, .. } = b.kind else {
-                return Err(err_at(spec, &h.fields_at[0], format!("buckets field {:?} must be an array of __u64 (struct hist of hist.bpf.h)", h.buckets)));
+                return Err(err_at(
+                    spec,
+                    &h.fields_at[0],
+                    format!(
+                        "buckets field {:?} must be an array of __u64 (struct hist of hist.bpf.h)",
+                        h.buckets
+                    ),
+                ));
             };
-            let opt_field = |(name, named): &(String, bool), at: &spec::Pos| -> Result<Option<Loc>, SpecError> {
+            let opt_field = |(name, named): &(String, bool),
+                             at: &spec::Pos|
+             -> Result<Option<Loc>, SpecError> {
                 match v.field(name) {
-                    Some(f) if matches!(f.kind, FieldKind::Int { .. }) && f.size == 8 => Ok(Some(Loc::of(f))),
+                    Some(f) if matches!(f.kind, FieldKind::Int { .. }) && f.size == 8 => {
+                        Ok(Some(Loc::of(f)))
+                    }
                     Some(_) => Err(err_at(spec, at, format!("field {name:?} must be a __u64"))),
-                    None if *named => Err(err_at(spec, at, format!("{what} (struct {}) has no field {name:?} (fields: {})", v.name, v.field_names()))),
+                    None if *named => Err(err_at(
+                        spec,
+                        at,
+                        format!(
+                            "{what} (struct {}) has no field {name:?} (fields: {})",
+                            v.name,
+                            v.field_names()
+                        ),
+                    )),
                     None => Ok(None),
                 }
             };
             let count = opt_field(&h.count, &h.fields_at[1])?;
             let sum = opt_field(&h.sum, &h.fields_at[2])?;
-            for (d, loc, f) in [(&h.count_metric, &count, "count"), (&h.sum_metric, &sum, "sum")] {
+            for (d, loc, f) in [
+                (&h.count_metric, &count, "count"),
+                (&h.sum_metric, &sum, "sum"),
+            ] {
                 if let (Some(d), None) = (d, loc) {
                     return Err(err_at(spec, &d.at, format!("{what} has no {f} field")));
                 }
@@ -462,12 +533,30 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
             let lost = match &e.lost {
                 None => None,
                 Some((map, field)) => {
-                    let lm = ol.maps.get(map).and_then(|l| l.value.as_ref()).ok_or_else(|| {
-                        err_at(spec, &m.at, format!("lost: the object has no map {map:?} with a value type"))
-                    })?;
-                    let f = field_of(spec, &m.at, lm, Some(field), &format!("the value of map {map}"))?;
+                    let lm = ol
+                        .maps
+                        .get(map)
+                        .and_then(|l| l.value.as_ref())
+                        .ok_or_else(|| {
+                            err_at(
+                                spec,
+                                &m.at,
+                                format!("lost: the object has no map {map:?} with a value type"),
+                            )
+                        })?;
+                    let f = field_of(
+                        spec,
+                        &m.at,
+                        lm,
+                        Some(field),
+                        &format!("the value of map {map}"),
+                    )?;
                     let item = e.lost_metric.as_ref().map(|d| d.item).ok_or_else(|| {
-                        err_at(spec, &m.at, "lost = { … } needs lost_metric = { item, name, … }")
+                        err_at(
+                            spec,
+                            &m.at,
+                            "lost = { … } needs lost_metric = { item, name, … }",
+                        )
                     })?;
                     Some((map.clone(), Loc::of(f), item))
                 }
@@ -506,26 +595,46 @@ fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecEr
         })?;
     let progs: Vec<(String, String)> = open
         .progs()
-        .map(|p| (p.name().to_string_lossy().into_owned(), p.section().to_string_lossy().into_owned()))
+        .map(|p| {
+            (
+                p.name().to_string_lossy().into_owned(),
+                p.section().to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     let entry = |name: &str| {
         let base = load::twin_base(name);
-        spec.programs.iter().find(|s| s.name == name || Some(s.name.as_str()) == base)
+        spec.programs
+            .iter()
+            .find(|s| s.name == name || Some(s.name.as_str()) == base)
     };
     for s in &spec.programs {
-        if !progs.iter().any(|(n, _)| n == &s.name || load::twin_base(n) == Some(s.name.as_str())) {
+        if !progs
+            .iter()
+            .any(|(n, _)| n == &s.name || load::twin_base(n) == Some(s.name.as_str()))
+        {
             let known: Vec<&str> = progs.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(spec.error(&s.at, format!("the object has no program {:?} (programs: {})", s.name, known.join(", "))));
+            return Err(spec.error(
+                &s.at,
+                format!(
+                    "the object has no program {:?} (programs: {})",
+                    s.name,
+                    known.join(", ")
+                ),
+            ));
         }
     }
-    let module_at = spec::Pos { line: 1, key: "program".into() };
+    let module_at = spec::Pos {
+        line: 1,
+        key: "program".into(),
+    };
     for (name, section) in &progs {
         let e = entry(name);
         if section == "perf_event" && e.and_then(|e| e.perf_event.as_ref()).is_none() {
             return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC(\"perf_event\"): it needs [[program]] name = {name:?} with perf_event = \"cpu-clock\" (and frequency or period)")));
         }
         let bare_uprobe = matches!(section.as_str(), "uprobe" | "uretprobe");
-        if bare_uprobe && e.and_then(|e| e.binary.as_ref()).is_none() {
+        if bare_uprobe && e.is_none_or(|e| e.binary.is_none() && e.binary_option.is_none()) {
             return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC({section:?}) without a target: it needs [[program]] with binary and symbol")));
         }
     }
@@ -539,19 +648,31 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             return Err(err_at(
                 spec,
                 &o.at,
-                format!("the object has no read-only global {g:?} (const volatile; globals: {})", known.join(", ")),
+                format!(
+                    "the object has no read-only global {g:?} (const volatile; globals: {})",
+                    known.join(", ")
+                ),
             ));
         };
         let fits = match &o.kind {
-            OptKind::Bool | OptKind::Process { .. } => (1..=8).contains(size),
+            OptKind::Bool | OptKind::Process { .. } | OptKind::Path => (1..=8).contains(size),
             OptKind::Integer { min, max } => {
                 let bits = 8 * *size as u32;
-                *size <= 8 && (bits == 64 || (*max as i128) < (1i128 << bits) && *min >= -(1i64 << (bits - 1).min(62)))
+                *size <= 8
+                    && (bits == 64
+                        || (*max as i128) < (1i128 << bits)
+                            && *min >= -(1i64 << (bits - 1).min(62)))
             }
-            OptKind::Enum(v) => (1..=8).contains(size) && (v.len() as u64) < (1u64 << (8 * size.min(&7))),
+            OptKind::Enum(v) => {
+                (1..=8).contains(size) && (v.len() as u64) < (1u64 << (8 * size.min(&7)))
+            }
         };
         if !fits {
-            return Err(err_at(spec, &o.at, format!("global {g:?} ({size} bytes) cannot hold this option's values")));
+            return Err(err_at(
+                spec,
+                &o.at,
+                format!("global {g:?} ({size} bytes) cannot hold this option's values"),
+            ));
         }
     }
     if let OptKind::Process { map } = &o.kind {
@@ -585,8 +706,14 @@ fn metric_spec(d: &MetricDef, ty: Type, indom: Option<u32>) -> crate::module::Me
 fn metric_table(spec: &Spec, plans: &[MapPlan]) -> Vec<crate::module::MetricSpec> {
     let mut out = Vec::new();
     for (m, p) in spec.maps.iter().zip(plans) {
-        let typed = |ms: &[spec::FieldMetric], ps: &[MetricPlan], indom: Option<u32>| -> Vec<crate::module::MetricSpec> {
-            ms.iter().zip(ps).map(|(m, p)| metric_spec(&m.def, p.ty, indom)).collect()
+        let typed = |ms: &[spec::FieldMetric],
+                     ps: &[MetricPlan],
+                     indom: Option<u32>|
+         -> Vec<crate::module::MetricSpec> {
+            ms.iter()
+                .zip(ps)
+                .map(|(m, p)| metric_spec(&m.def, p.ty, indom))
+                .collect()
         };
         match (&m.kind, &p.plan) {
             (MapKind::Counters { metrics }, Plan::Counters { metrics: ps }) => {
@@ -625,11 +752,25 @@ fn indom_table(spec: &Spec) -> Vec<IndomSpec> {
     for m in &spec.maps {
         match &m.kind {
             MapKind::Counters { .. } => {}
-            MapKind::Keyed { indom, instance_id, .. } => {
-                out.push(mk(indom, if instance_id.is_some() { IndomKind::Fixed } else { IndomKind::Cached }))
-            }
+            MapKind::Keyed {
+                indom, instance_id, ..
+            } => out.push(mk(
+                indom,
+                if instance_id.is_some() {
+                    IndomKind::Fixed
+                } else {
+                    IndomKind::Cached
+                },
+            )),
             MapKind::Histogram(h) => {
-                out.push(mk(&h.indom, if h.key.is_empty() { IndomKind::Fixed } else { IndomKind::Cached }));
+                out.push(mk(
+                    &h.indom,
+                    if h.key.is_empty() {
+                        IndomKind::Fixed
+                    } else {
+                        IndomKind::Cached
+                    },
+                ));
                 if let Some(k) = &h.key_indom {
                     out.push(mk(k, IndomKind::Cached));
                 }
@@ -647,13 +788,42 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
         default: leak(&o.default),
         kind: match &o.kind {
             OptKind::Bool => OptionKind::Bool,
-            OptKind::Integer { min, max } => OptionKind::Integer { min: *min, max: *max },
+            OptKind::Integer { min, max } => OptionKind::Integer {
+                min: *min,
+                max: *max,
+            },
             OptKind::Enum(v) => OptionKind::Enum(Box::leak(
-                v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice(),
+                v.iter()
+                    .map(|s| leak(s))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
             )),
             OptKind::Process { .. } => OptionKind::Process,
+            OptKind::Path => OptionKind::Text,
         },
     }
+}
+
+/// `process_count`, the size of the recent-events table, which every module with an
+/// `events` map takes (the name pmdabpf and the original pmdabcc gave it).
+fn process_count_option(spec: &Spec) -> Option<OptionSpec> {
+    let slots = spec.maps.iter().find_map(|m| match &m.kind {
+        MapKind::Events(e) => Some(e.slots),
+        _ => None,
+    })?;
+    if spec.options.iter().any(|o| o.key == "process_count") {
+        return None;
+    }
+    Some(OptionSpec {
+        key: "process_count",
+        doc:
+            "how many of the most recent events the table serves (instances 0, the newest, to N-1)",
+        default: leak(&slots.to_string()),
+        kind: OptionKind::Integer {
+            min: 1,
+            max: 100_000,
+        },
+    })
 }
 
 /// Spec texts live as long as the agent: a `ModuleSpec` is `'static`. Each distinct spec is
@@ -709,12 +879,17 @@ pub struct OptionValues {
     /// Bool options' values by key.
     pub flags: HashMap<String, bool>,
     pub process: Option<(crate::process::ProcessFilter, String)>,
+    /// Path options' values by key.
+    pub paths: HashMap<String, String>,
     /// Maps enabled by an option that is false: kept at one entry, their metrics not served.
     pub disabled_maps: Vec<String>,
     pub slots_override: Option<usize>,
 }
 
-fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
+fn create_spec_module(
+    spec: &'static ModuleSpec,
+    cfg: &ModuleConfig,
+) -> Result<Box<dyn Module>, ConfigError> {
     let p = spec.program.expect("spec module has a program");
     let mut v = OptionValues::default();
     for o in &p.spec.options {
@@ -737,7 +912,12 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
                     None => d,
                     Some(s) => match s.trim().parse::<i64>() {
                         Ok(n) if (*min..=*max).contains(&n) => n,
-                        _ => return Err(cfg.error(&o.key, format!("expected a whole number from {min} to {max}, got {s:?}"))),
+                        _ => {
+                            return Err(cfg.error(
+                                &o.key,
+                                format!("expected a whole number from {min} to {max}, got {s:?}"),
+                            ))
+                        }
                     },
                 };
                 if let Some((off, size)) = rodata(&o.global) {
@@ -746,12 +926,25 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
             }
             OptKind::Enum(names) => {
                 let s = cfg.get(&o.key).unwrap_or(&o.default).trim().to_string();
-                let i = names.iter().position(|n| n.eq_ignore_ascii_case(&s)).ok_or_else(|| {
-                    cfg.error(&o.key, format!("expected one of {}, got {s:?}", names.join(", ")))
-                })?;
+                let i = names
+                    .iter()
+                    .position(|n| n.eq_ignore_ascii_case(&s))
+                    .ok_or_else(|| {
+                        cfg.error(
+                            &o.key,
+                            format!("expected one of {}, got {s:?}", names.join(", ")),
+                        )
+                    })?;
                 if let Some((off, size)) = rodata(&o.global) {
                     v.globals.push((off, size, i as u64));
                 }
+            }
+            OptKind::Path => {
+                let s = cfg.get(&o.key).unwrap_or(&o.default).trim().to_string();
+                if !s.starts_with('/') {
+                    return Err(cfg.error(&o.key, format!("expected an absolute path, got {s:?}")));
+                }
+                v.paths.insert(o.key.clone(), s);
             }
             OptKind::Process { map } => {
                 let f = crate::process::ProcessFilter::from_config(cfg, &o.key)?;
@@ -767,9 +960,18 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
     }
     if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { .. })) {
         if let Some(n) = cfg.get("process_count") {
-            v.slots_override = Some(n.trim().parse::<usize>().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
-                cfg.error("process_count", format!("expected a whole number from 1 to 100000, got {n:?}"))
-            })?);
+            v.slots_override = Some(
+                n.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| {
+                        cfg.error(
+                            "process_count",
+                            format!("expected a whole number from 1 to 100000, got {n:?}"),
+                        )
+                    })?,
+            );
         }
     }
     Ok(Box::new(SpecModule::new(p, v, cfg.process_refresh)))
@@ -796,9 +998,19 @@ impl SpecModule {
             .filter(|m| opts.disabled_maps.contains(&m.name))
             .flat_map(|m| m.metrics().into_iter().map(|d| d.item))
             .collect();
-        let metrics: Vec<_> = program.metrics.iter().filter(|m| !off.contains(&m.item)).cloned().collect();
+        let metrics: Vec<_> = program
+            .metrics
+            .iter()
+            .filter(|m| !off.contains(&m.item))
+            .cloned()
+            .collect();
         let used: Vec<u32> = metrics.iter().filter_map(|m| m.indom).collect();
-        let indoms = program.indoms.iter().filter(|i| used.contains(&i.id)).cloned().collect();
+        let indoms = program
+            .indoms
+            .iter()
+            .filter(|i| used.contains(&i.id))
+            .cloned()
+            .collect();
         SpecModule {
             serve: serve::Served::new(program, &opts),
             program,
@@ -843,7 +1055,11 @@ impl Module for SpecModule {
     }
 
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
-        let m = self.metrics.iter().find(|m| m.item == item).ok_or(PmdaError::UnknownMetric)?;
+        let m = self
+            .metrics
+            .iter()
+            .find(|m| m.item == item)
+            .ok_or(PmdaError::UnknownMetric)?;
         self.serve.fetch(item, m.ty, inst)
     }
 
@@ -866,7 +1082,10 @@ impl Module for SpecModule {
     }
 
     fn bpf_objects(&self) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
-        self.loaded.as_ref().map(load::Loaded::objects).unwrap_or_default()
+        self.loaded
+            .as_ref()
+            .map(load::Loaded::objects)
+            .unwrap_or_default()
     }
 
     fn layout(&self) -> Option<(&[crate::module::MetricSpec], &[IndomSpec])> {

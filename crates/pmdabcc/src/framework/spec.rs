@@ -49,6 +49,8 @@ pub struct ProgramSpec {
     pub name: String,
     pub optional: bool,
     pub binary: Option<String>,
+    /// A `path` option whose value is the binary (its default when bcc.conf omits it).
+    pub binary_option: Option<String>,
     pub symbol: Option<String>,
     pub perf_event: Option<String>,
     /// Samples per second per CPU, or (`period`) one sample every so many events.
@@ -62,10 +64,17 @@ pub struct ProgramSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptKind {
     Bool,
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     Enum(Vec<String>),
     /// The shared process filter, filling `map` (pids and tids).
-    Process { map: String },
+    Process {
+        map: String,
+    },
+    /// An absolute file path (a uprobe's binary, see `binary_option`); sets no global.
+    Path,
 }
 
 #[derive(Clone, Debug)]
@@ -155,7 +164,9 @@ pub struct EventSpec {
 
 #[derive(Clone, Debug)]
 pub enum MapKind {
-    Counters { metrics: Vec<FieldMetric> },
+    Counters {
+        metrics: Vec<FieldMetric>,
+    },
     Keyed {
         indom: IndomDef,
         key: Vec<KeyField>,
@@ -271,10 +282,9 @@ impl Spec {
         for m in &self.maps {
             for d in m.metrics() {
                 if let Some(other) = items.insert(d.item, &d.name) {
-                    return Err(self.error(
-                        &d.at,
-                        format!("item {} is already used by {other}", d.item),
-                    ));
+                    return Err(
+                        self.error(&d.at, format!("item {} is already used by {other}", d.item))
+                    );
                 }
                 if !names.insert(d.name.as_str()) {
                     return Err(self.error(&d.at, format!("metric {} declared twice", d.name)));
@@ -285,22 +295,25 @@ impl Spec {
                 MapKind::Keyed { indom, .. } | MapKind::Events(EventSpec { indom, .. }) => {
                     vec![indom.id]
                 }
-                MapKind::Histogram(h) => {
-                    std::iter::once(h.indom.id).chain(h.key_indom.as_ref().map(|i| i.id)).collect()
-                }
+                MapKind::Histogram(h) => std::iter::once(h.indom.id)
+                    .chain(h.key_indom.as_ref().map(|i| i.id))
+                    .collect(),
             };
             for id in mine {
                 if let Some(other) = indoms.insert(id, &m.name) {
-                    return Err(self.error(
-                        &m.at,
-                        format!("indom {id} is already used by map {other}"),
-                    ));
+                    return Err(
+                        self.error(&m.at, format!("indom {id} is already used by map {other}"))
+                    );
                 }
             }
         }
         for n in &names {
             if let Some(p) = names.iter().find(|o| o.starts_with(&format!("{n}."))) {
-                let d = self.maps.iter().flat_map(|m| m.metrics()).find(|d| d.name == *p);
+                let d = self
+                    .maps
+                    .iter()
+                    .flat_map(|m| m.metrics())
+                    .find(|d| d.name == *p);
                 let at = d.map(|d| d.at.clone()).unwrap_or_default();
                 return Err(self.error(&at, format!("{n} would be both a metric and a subtree")));
             }
@@ -312,14 +325,35 @@ impl Spec {
             }
             for e in &o.enables {
                 if !self.maps.iter().any(|m| m.name == *e) {
-                    return Err(self.error(&o.at, format!("enables {e:?}: no [[map]] of that name")));
+                    return Err(
+                        self.error(&o.at, format!("enables {e:?}: no [[map]] of that name"))
+                    );
                 }
             }
         }
         for p in &self.programs {
+            if let Some(o) = &p.binary_option {
+                if !self
+                    .options
+                    .iter()
+                    .any(|x| x.key == *o && x.kind == OptKind::Path)
+                {
+                    return Err(self.error(
+                        &p.at,
+                        format!("binary_option {o:?}: no path option of that key"),
+                    ));
+                }
+            }
             if let Some(by) = &p.enabled_by {
-                if !self.options.iter().any(|o| o.key == *by && o.kind == OptKind::Bool) {
-                    return Err(self.error(&p.at, format!("enabled_by {by:?}: no bool option of that key")));
+                if !self
+                    .options
+                    .iter()
+                    .any(|o| o.key == *by && o.kind == OptKind::Bool)
+                {
+                    return Err(self.error(
+                        &p.at,
+                        format!("enabled_by {by:?}: no bool option of that key"),
+                    ));
                 }
             }
         }
@@ -506,7 +540,9 @@ impl<'a> Tbl<'a> {
                     _ => Err(self.err(key, l, "expected a list of tables")),
                 })
                 .collect(),
-            _ => Err(self.err(key, l, "expected [[") .map_msg(|m| format!("{m}{key}]] tables"))),
+            _ => Err(self
+                .err(key, l, "expected [[")
+                .map_msg(|m| format!("{m}{key}]] tables"))),
         }
     }
 
@@ -545,7 +581,11 @@ fn check_ident(t: &Tbl, key: &str, v: &str) -> Result<(), SpecError> {
     if ok {
         Ok(())
     } else {
-        Err(t.err(key, t.key_line(key), format!("{v:?}: letters, digits and _ only, starting with a letter")))
+        Err(t.err(
+            key,
+            t.key_line(key),
+            format!("{v:?}: letters, digits and _ only, starting with a letter"),
+        ))
     }
 }
 
@@ -561,6 +601,7 @@ fn program(t: &Tbl) -> Result<ProgramSpec, SpecError> {
         name: t.req_str("name")?,
         optional: t.bool("optional")?.unwrap_or(false),
         binary: t.str("binary")?,
+        binary_option: t.str("binary_option")?,
         symbol: t.str("symbol")?,
         perf_event: t.str("perf_event")?,
         frequency: t.int("frequency", 1, 100_000)?.unwrap_or(99) as u64,
@@ -570,7 +611,11 @@ fn program(t: &Tbl) -> Result<ProgramSpec, SpecError> {
     };
     if let Some(e) = &p.perf_event {
         if !["cpu-clock", "task-clock"].contains(&e.as_str()) {
-            return Err(t.err("perf_event", t.key_line("perf_event"), format!("{e:?}: expected cpu-clock or task-clock")));
+            return Err(t.err(
+                "perf_event",
+                t.key_line("perf_event"),
+                format!("{e:?}: expected cpu-clock or task-clock"),
+            ));
         }
     }
     t.done()?;
@@ -599,20 +644,29 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         "enum" => {
             let v = t.str_list("values")?;
             if v.is_empty() {
-                return Err(t.err("values", ty_line, "an enum option needs values = [\"…\", …]"));
+                return Err(t.err(
+                    "values",
+                    ty_line,
+                    "an enum option needs values = [\"…\", …]",
+                ));
             }
             OptKind::Enum(v)
         }
+        "path" => OptKind::Path,
         "process" => OptKind::Process {
-            map: t
-                .str("map")?
-                .ok_or_else(|| t.err("map", ty_line, "a process option needs map = \"<hash map of pids>\""))?,
+            map: t.str("map")?.ok_or_else(|| {
+                t.err(
+                    "map",
+                    ty_line,
+                    "a process option needs map = \"<hash map of pids>\"",
+                )
+            })?,
         },
         other => {
             return Err(t.err(
                 "type",
                 ty_line,
-                format!("unknown option type {other:?} (bool, integer, enum, process)"),
+                format!("unknown option type {other:?} (bool, integer, enum, process, path)"),
             ))
         }
     };
@@ -623,15 +677,26 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         }
         if let Ok(d) = default.parse::<i64>() {
             if !(*min..=*max).contains(&d) {
-                return Err(t.err("default", t.key_line("default"), format!("{d} is out of range {min}-{max}")));
+                return Err(t.err(
+                    "default",
+                    t.key_line("default"),
+                    format!("{d} is out of range {min}-{max}"),
+                ));
             }
         }
     }
     let o = OptSpec {
-        global: t.str("global")?.or_else(|| match kind {
-            OptKind::Process { .. } => None,
-            _ => Some(key.clone()),
-        }),
+        global: match (t.str("global")?, &kind) {
+            (Some(_), OptKind::Path) => {
+                return Err(t.err(
+                    "global",
+                    t.key_line("global"),
+                    "a path option sets no global",
+                ))
+            }
+            (g, OptKind::Process { .. } | OptKind::Path) => g,
+            (g, _) => g.or_else(|| Some(key.clone())),
+        },
         doc: t.req_str("doc")?,
         enables: t.str_list("enables")?,
         at: t.pos("key"),
@@ -639,8 +704,19 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         default,
         key,
     };
+    if o.kind == OptKind::Path && !o.default.is_empty() && !o.default.starts_with('/') {
+        return Err(t.err(
+            "default",
+            t.key_line("default"),
+            "a path option's default must be an absolute path",
+        ));
+    }
     if !o.enables.is_empty() && o.kind != OptKind::Bool {
-        return Err(t.err("enables", t.key_line("enables"), "only a bool option can enable maps"));
+        return Err(t.err(
+            "enables",
+            t.key_line("enables"),
+            "only a bool option can enable maps",
+        ));
     }
     t.done()?;
     Ok(o)
@@ -663,7 +739,13 @@ fn indom(t: &Tbl, key: &str, what: &str) -> Result<Option<IndomDef>, SpecError> 
 }
 
 fn req_indom(t: &Tbl, key: &str, what: &str) -> Result<IndomDef, SpecError> {
-    indom(t, key, what)?.ok_or_else(|| t.err(key, t.line, format!("missing key {key:?} (the instance domain id, 0-63)")))
+    indom(t, key, what)?.ok_or_else(|| {
+        t.err(
+            key,
+            t.line,
+            format!("missing key {key:?} (the instance domain id, 0-63)"),
+        )
+    })
 }
 
 fn metric_def(t: &Tbl, units_default: Units) -> Result<MetricDef, SpecError> {
@@ -676,22 +758,46 @@ fn metric_def(t: &Tbl, units_default: Units) -> Result<MetricDef, SpecError> {
         Some("i32") => Some(Type::I32),
         Some("i64") => Some(Type::I64),
         Some("string") => Some(Type::String),
-        Some(o) => return Err(t.err("type", t.key_line("type"), format!("unknown type {o:?} (u32, u64, i32, i64, string)"))),
+        Some(o) => {
+            return Err(t.err(
+                "type",
+                t.key_line("type"),
+                format!("unknown type {o:?} (u32, u64, i32, i64, string)"),
+            ))
+        }
     };
     let sem = match t.str("semantics")?.as_deref() {
         None | Some("counter") => Semantics::Counter,
         Some("instant") => Semantics::Instant,
         Some("discrete") => Semantics::Discrete,
-        Some(o) => return Err(t.err("semantics", t.key_line("semantics"), format!("unknown semantics {o:?} (counter, instant, discrete)"))),
+        Some(o) => {
+            return Err(t.err(
+                "semantics",
+                t.key_line("semantics"),
+                format!("unknown semantics {o:?} (counter, instant, discrete)"),
+            ))
+        }
     };
     let units = match t.str("units")?.as_deref() {
         None => units_default,
-        Some(u) => units_of(u).ok_or_else(|| t.err("units", t.key_line("units"), format!("unknown units {u:?} (count, bytes, nsec, usec, msec, sec, none)")))?,
+        Some(u) => units_of(u).ok_or_else(|| {
+            t.err(
+                "units",
+                t.key_line("units"),
+                format!("unknown units {u:?} (count, bytes, nsec, usec, msec, sec, none)"),
+            )
+        })?,
     };
     let d = MetricDef {
         item: t
             .int("item", 0, pcp_pmda::MAX_ITEM as i64)?
-            .ok_or_else(|| t.err("item", t.line, "missing key \"item\" (the metric's number, 0-1023)"))? as u32,
+            .ok_or_else(|| {
+                t.err(
+                    "item",
+                    t.line,
+                    "missing key \"item\" (the metric's number, 0-1023)",
+                )
+            })? as u32,
         oneline: t.req_str("oneline")?,
         help: t.req_str("help")?,
         sensitive: t.bool("sensitive")?.unwrap_or(false),
@@ -727,8 +833,12 @@ fn decoder(t: &Tbl) -> Result<Option<Decoder>, SpecError> {
         Some(v) => {
             let mut m = BTreeMap::new();
             for (k, item) in v.t.iter() {
-                let n: i64 = k.parse().map_err(|_| v.err(k, v.key_line(k), "keys of values must be numbers"))?;
-                let s = item.as_str().ok_or_else(|| v.err(k, v.key_line(k), "expected a string"))?;
+                let n: i64 = k
+                    .parse()
+                    .map_err(|_| v.err(k, v.key_line(k), "keys of values must be numbers"))?;
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| v.err(k, v.key_line(k), "expected a string"))?;
                 m.insert(n, s.to_string());
             }
             Some(m)
@@ -745,7 +855,11 @@ fn field_metrics(t: &Tbl, key: &str) -> Result<Vec<FieldMetric>, SpecError> {
         .map(|m| {
             let fm = FieldMetric {
                 field: m.str("field")?.filter(|f| !f.is_empty()),
-                field_at: m.pos(if m.t.contains_key("field") { "field" } else { "name" }),
+                field_at: m.pos(if m.t.contains_key("field") {
+                    "field"
+                } else {
+                    "name"
+                }),
                 decoder: decoder(m)?,
                 def: metric_def(m, Units::COUNT)?,
             };
@@ -763,7 +877,11 @@ fn key_fields(t: &Tbl) -> Result<Vec<KeyField>, SpecError> {
                 field: k.str("field")?.filter(|f| !f.is_empty()),
                 decoder: decoder(k)?.unwrap_or(Decoder::Uint),
                 label: k.str("label")?,
-                at: k.pos(if k.t.contains_key("field") { "field" } else { "decoder" }),
+                at: k.pos(if k.t.contains_key("field") {
+                    "field"
+                } else {
+                    "decoder"
+                }),
             };
             k.done()?;
             Ok(f)
@@ -799,23 +917,40 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
             let sum = t.str("sum")?;
             let linear = match t.str("bucket_type")?.as_deref() {
                 None | Some("log2") => None,
-                Some("linear") => Some(
-                    t.int("bucket_width", 1, i64::MAX)?
-                        .ok_or_else(|| t.err("bucket_width", t.key_line("bucket_type"), "linear buckets need bucket_width"))?
-                        as u64,
-                ),
-                Some(o) => return Err(t.err("bucket_type", t.key_line("bucket_type"), format!("unknown bucket type {o:?} (log2, linear)"))),
+                Some("linear") => Some(t.int("bucket_width", 1, i64::MAX)?.ok_or_else(|| {
+                    t.err(
+                        "bucket_width",
+                        t.key_line("bucket_type"),
+                        "linear buckets need bucket_width",
+                    )
+                })? as u64),
+                Some(o) => {
+                    return Err(t.err(
+                        "bucket_type",
+                        t.key_line("bucket_type"),
+                        format!("unknown bucket type {o:?} (log2, linear)"),
+                    ))
+                }
             };
             let key = key_fields(t)?;
             let key_indom = indom(t, "key_indom", &format!("keys of map {name}"))?;
             if !key.is_empty() && key_indom.is_none() {
                 let has_totals = t.t.contains_key("count_metric") || t.t.contains_key("sum_metric");
                 if has_totals {
-                    return Err(t.err("key_indom", t.line, "a keyed histogram with count_metric or sum_metric needs key_indom"));
+                    return Err(t.err(
+                        "key_indom",
+                        t.line,
+                        "a keyed histogram with count_metric or sum_metric needs key_indom",
+                    ));
                 }
             }
-            let metric = sub_metric(t, "metric", Units::COUNT)?
-                .ok_or_else(|| t.err("metric", t.line, "a histogram needs metric = { item, name, … }"))?;
+            let metric = sub_metric(t, "metric", Units::COUNT)?.ok_or_else(|| {
+                t.err(
+                    "metric",
+                    t.line,
+                    "a histogram needs metric = { item, name, … }",
+                )
+            })?;
             let units = metric.units;
             MapKind::Histogram(HistSpec {
                 indom: req_indom(t, "indom", &format!("buckets of map {name}"))?,
@@ -844,7 +979,11 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
             };
             MapKind::Events(EventSpec {
                 strukt: t.req_str("struct")?,
-                indom: req_indom(t, "indom", &format!("recent records of map {name}, 0 the newest"))?,
+                indom: req_indom(
+                    t,
+                    "indom",
+                    &format!("recent records of map {name}, 0 the newest"),
+                )?,
                 slots: t.int("slots", 1, 100_000)?.unwrap_or(64) as usize,
                 lost,
                 lost_metric: sub_metric(t, "lost_metric", Units::COUNT)?,
@@ -915,20 +1054,46 @@ count_metric = { item = 2, name = "demo.lat_count", oneline = "c", help = "count
         assert_eq!(s.options[0].default, "5");
         assert_eq!(s.options[0].global.as_deref(), Some("min_us"));
         assert_eq!(s.maps.len(), 2);
-        let MapKind::Histogram(h) = &s.maps[1].kind else { panic!() };
+        let MapKind::Histogram(h) = &s.maps[1].kind else {
+            panic!()
+        };
         assert_eq!(h.metric.units, Units::USEC);
         assert_eq!(h.count_metric.as_ref().unwrap().item, 2);
         assert_eq!(s.maps[0].metrics()[0].at.line, 20);
     }
 
     #[test]
+    fn a_path_option_names_a_uprobes_binary() {
+        let uprobe =
+            "\n[[program]]\nname = \"p\"\nbinary_option = \"shell\"\nsymbol = \"readline\"\n";
+        let opt = "\n[[option]]\nkey = \"shell\"\ntype = \"path\"\ndefault = \"/bin/bash\"\ndoc = \"d\"\n";
+        let s = parse(&format!("{GOOD}{uprobe}{opt}")).unwrap();
+        assert_eq!(s.programs[0].binary_option.as_deref(), Some("shell"));
+        assert_eq!(s.options[1].kind, OptKind::Path);
+        assert_eq!(s.options[1].global, None);
+        let e = parse(&format!("{GOOD}{uprobe}")).unwrap_err();
+        assert!(e.msg.contains("no path option"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}{uprobe}{}",
+            opt.replace("/bin/bash", "bash")
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "option.default", "{e}");
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let e = parse(&GOOD.replace("kind = \"counters\"", "kind = \"countrs\"")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (16, "map.kind"), "{e}");
-        assert!(e.to_string().starts_with("x.toml:16: map.kind: unknown map kind"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("x.toml:16: map.kind: unknown map kind"),
+            "{e}"
+        );
         let e = parse(&GOOD.replace("item = 0", "item = 1")).unwrap_err();
         assert!(e.msg.contains("item 1 is already used"), "{e}");
-        let e = parse(&GOOD.replace("help = \"the a\"", "help = \"the a\"\ncolour = 1")).unwrap_err();
+        let e =
+            parse(&GOOD.replace("help = \"the a\"", "help = \"the a\"\ncolour = 1")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (23, "map.metric.colour"), "{e}");
         let e = parse(&GOOD.replace("default = 5", "default = 500")).unwrap_err();
         assert_eq!(e.key, "option.default");

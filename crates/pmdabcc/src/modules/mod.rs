@@ -39,6 +39,15 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("biolatency", || spec_module!("biolatency")),
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
+    ("oomkill", || spec_module!("oomkill")),
+    ("biosnoop", || spec_module!("biosnoop")),
+    ("tcpconnect", || spec_module!("tcpconnect")),
+    ("tcpconnlat", || spec_module!("tcpconnlat")),
+    ("opensnoop", || spec_module!("opensnoop")),
+    ("statsnoop", || spec_module!("statsnoop")),
+    ("mountsnoop", || spec_module!("mountsnoop")),
+    ("bashreadline", || spec_module!("bashreadline")),
+    ("fsslower", || spec_module!("fsslower")),
     ("selftest", || &selftest::SPEC),
 ];
 
@@ -72,7 +81,9 @@ mod tests {
         let mut clusters = std::collections::BTreeSet::new();
         for m in super::all() {
             crate::module::check_table(m).unwrap();
-            let c = m.default_cluster.expect("built-in modules have a default cluster");
+            let c = m
+                .default_cluster
+                .expect("built-in modules have a default cluster");
             assert!(clusters.insert(c), "default cluster {c} used twice");
             assert_ne!(c, crate::agent::AGENT_CLUSTER);
         }

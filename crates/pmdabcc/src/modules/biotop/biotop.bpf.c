@@ -30,17 +30,12 @@
 #include <bpf/bpf_core_read.h>
 #include "biotop.h"
 #include "maps.bpf.h"
+#include "block.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool filter_enabled = false;  /* only PIDs in `pids` are attributed */
 const volatile bool attribute_at_issue = false; /* insert/issue mode (no block_io_start) */
 
-/* Request operations (the low 8 bits of cmd_flags since Linux 4.10); these numbers have
- * not changed since. */
-#define OP_MASK 0xff
-#define OP_FLUSH 2
-#define OP_DISCARD 3
-#define OP_SECURE_ERASE 5
 
 enum io_class { CLS_READ, CLS_WRITE, CLS_DISCARD, CLS_FLUSH };
 
@@ -223,36 +218,16 @@ static __always_inline void unattributed(int cls, __u64 bytes)
 
 /* ---- tp_btf: keyed by the request pointer ---- */
 
-/* The old layout, for CO-RE: request->rq_disk was removed in Linux 5.17 (the disk is then
- * request->q->disk, added in 5.15). */
-struct request___old {
-	struct gendisk *rq_disk;
-} __attribute__((preserve_access_index));
-
-static __always_inline __u32 rq_dev(struct request *rq)
-{
-	struct gendisk *disk;
-
-	if (bpf_core_field_exists(((struct request___old *)0)->rq_disk))
-		disk = BPF_CORE_READ((struct request___old *)rq, rq_disk);
-	else
-		disk = BPF_CORE_READ(rq, q, disk);
-	if (!disk)
-		return 0;
-	return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
-}
-
 /* Mirrors the kernel's op_stat_group (what /proc/diskstats counts), with data-less flushes
  * (REQ_OP_FLUSH, or an empty write with REQ_PREFLUSH as blkdev_issue_flush sends) apart. */
 static __always_inline int rq_class(struct request *rq, bool empty)
 {
 	__u32 flags = BPF_CORE_READ(rq, cmd_flags);
-	__u32 op = flags & OP_MASK;
-	__u32 preflush = 1u << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH);
+	__u32 op = flags & BLK_OP_MASK;
 
-	if (op == OP_FLUSH || (empty && (flags & preflush)))
+	if (op == BLK_OP_FLUSH || (empty && blk_flag(flags, __REQ_PREFLUSH)))
 		return CLS_FLUSH;
-	if (op == OP_DISCARD || op == OP_SECURE_ERASE)
+	if (op == BLK_OP_DISCARD || op == BLK_OP_SECURE_ERASE)
 		return CLS_DISCARD;
 	return (op & 1) ? CLS_WRITE : CLS_READ;
 }
