@@ -524,7 +524,8 @@ fn upstream_qa_scenarios_with_upstream_layouts() {
     ];
     // Each interval's table is served for an interval (2 s): watch for three intervals and
     // add up the client's distinct rows (its send and the reply may fall in two intervals).
-    let (mut seen, mut row): (Vec<(u64, u64)>, Option<BTreeMap<&str, String>>) = (Vec::new(), None);
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    let mut row = None;
     for _ in 0..30 {
         let r = rows("bcc.proc.io.net.tcptop", TOP)
             .into_values()
