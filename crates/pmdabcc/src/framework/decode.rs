@@ -25,6 +25,7 @@ pub enum Decoder {
     Errno,
     Ipv4,
     Ipv6,
+    Inet,
     Port,
     Cgroup,
     Static(BTreeMap<i64, String>),
@@ -57,6 +58,7 @@ impl Decoder {
             "errno" => Decoder::Errno,
             "ipv4" => Decoder::Ipv4,
             "ipv6" => Decoder::Ipv6,
+            "inet" => Decoder::Inet,
             "port" => Decoder::Port,
             "cgroup" => Decoder::Cgroup,
             "static" => {
@@ -67,7 +69,7 @@ impl Decoder {
             o => {
                 return Err(format!(
                     "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
-syscall, errno, ipv4, ipv6, port, cgroup, static)"
+syscall, errno, ipv4, ipv6, inet, port, cgroup, static)"
                 ))
             }
         };
@@ -80,7 +82,7 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
     pub fn need(&self) -> Need {
         match self {
             Decoder::String => Need::Text,
-            Decoder::Ipv6 => Need::Bytes(16),
+            Decoder::Ipv6 | Decoder::Inet => Need::Bytes(16),
             _ => Need::Int,
         }
     }
@@ -91,6 +93,15 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
             Decoder::String => text(b),
             Decoder::Ipv6 => match <[u8; 16]>::try_from(b) {
                 Ok(a) => Ipv6Addr::from(a).to_string(),
+                Err(_) => hex(b),
+            },
+            // IPv4 held as an IPv4-mapped IPv6 address (::ffff:a.b.c.d), as the tcp:*
+            // tracepoints store it: the dotted quad; any other address: RFC 5952 text.
+            Decoder::Inet => match <[u8; 16]>::try_from(b) {
+                Ok(a) => {
+                    let v6 = Ipv6Addr::from(a);
+                    v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                }
                 Err(_) => hex(b),
             },
             Decoder::Ipv4 => match <[u8; 4]>::try_from(b) {
@@ -317,6 +328,10 @@ mod tests {
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         assert_eq!(Decoder::Ipv6.decode(&v6), "::1");
+        assert_eq!(Decoder::Inet.decode(&v6), "::1");
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(Decoder::Inet.decode(&mapped.octets()), "10.1.2.3");
+        assert_eq!(Decoder::Ipv6.decode(&mapped.octets()), "::ffff:10.1.2.3");
         assert_eq!(Decoder::Port.decode(&8080u16.to_be_bytes()), "8080");
     }
 

@@ -73,6 +73,8 @@ pub struct KeyPlan {
     pub loc: Loc,
     pub decoder: Decoder,
     pub label: String,
+    /// Joins this part to the previous one in the instance name.
+    pub join: String,
 }
 
 /// How one map is served, resolved against the object's layouts.
@@ -258,6 +260,7 @@ fn key_plans(
                 label: k.label.clone().unwrap_or_else(|| {
                     k.field.clone().unwrap_or_else(|| "key".into())
                 }),
+                join: k.join.clone().unwrap_or_else(|| "::".into()),
             })
         })
         .collect()

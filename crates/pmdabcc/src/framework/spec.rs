@@ -113,6 +113,8 @@ pub struct KeyField {
     pub decoder: Decoder,
     /// Label name of this part of the key on instances (default: the field name).
     pub label: Option<String>,
+    /// What joins this part to the previous one in the instance name (default `::`).
+    pub join: Option<String>,
     pub at: Pos,
 }
 
@@ -763,6 +765,7 @@ fn key_fields(t: &Tbl) -> Result<Vec<KeyField>, SpecError> {
                 field: k.str("field")?.filter(|f| !f.is_empty()),
                 decoder: decoder(k)?.unwrap_or(Decoder::Uint),
                 label: k.str("label")?,
+                join: k.str("join")?,
                 at: k.pos(if k.t.contains_key("field") { "field" } else { "decoder" }),
             };
             k.done()?;

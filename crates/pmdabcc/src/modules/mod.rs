@@ -39,6 +39,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("biolatency", || spec_module!("biolatency")),
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
+    ("tcpretrans", || spec_module!("tcpretrans")),
     ("selftest", || &selftest::SPEC),
 ];
 
