@@ -724,6 +724,11 @@ fn decoder(t: &Tbl) -> Result<Option<Decoder>, SpecError> {
         return Ok(None);
     };
     let line = t.key_line("decoder");
+    if name == "enum" {
+        let e = t.str("enum")?.ok_or_else(|| t.err("decoder", line, "the enum decoder needs enum = \"<kernel enum name>\""))?;
+        let strip = t.str_list("strip")?;
+        return Decoder::kernel_enum(&e, strip).map(Some).map_err(|m| t.err("enum", t.key_line("enum"), m));
+    }
     let values = match t.table("values")? {
         None => None,
         Some(v) => {

@@ -40,6 +40,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
     ("tcpretrans", || spec_module!("tcpretrans")),
+    ("tcpdrop", || spec_module!("tcpdrop")),
     ("selftest", || &selftest::SPEC),
 ];
 
