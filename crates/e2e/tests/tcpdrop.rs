@@ -5,6 +5,7 @@
 //! - NO_SOCKET: SYNs to a closed port over loopback (IPv4 and IPv6), each answered by a RST
 //!   the namespace counts (Tcp OutRsts); UDP datagrams to a closed port (Udp NoPorts) drop
 //!   for the same reason but are not TCP, so the default protocols = tcp leaves them out.
+//!
 //! The agent counts system-wide: a reason's delta may exceed the namespaces' by what the
 //! host did meanwhile (its own OutRsts bound NO_SOCKET), never fall short.
 
