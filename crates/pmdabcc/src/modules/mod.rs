@@ -41,6 +41,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("tcptop", || &tcptop::SPEC),
     ("tcpretrans", || spec_module!("tcpretrans")),
     ("tcpdrop", || spec_module!("tcpdrop")),
+    ("tcpaccept", || spec_module!("tcpaccept")),
     ("selftest", || &selftest::SPEC),
 ];
 
