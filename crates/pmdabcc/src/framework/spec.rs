@@ -66,6 +66,8 @@ pub enum OptKind {
     Enum(Vec<String>),
     /// The shared process filter, filling `map` (pids and tids).
     Process { map: String },
+    /// A list of ports (TCP/UDP), put as `__u16` keys in hash map `map`.
+    Ports { map: String },
 }
 
 #[derive(Clone, Debug)]
@@ -610,11 +612,16 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
                 .str("map")?
                 .ok_or_else(|| t.err("map", ty_line, "a process option needs map = \"<hash map of pids>\""))?,
         },
+        "ports" => OptKind::Ports {
+            map: t
+                .str("map")?
+                .ok_or_else(|| t.err("map", ty_line, "a ports option needs map = \"<hash map of __u16 ports>\""))?,
+        },
         other => {
             return Err(t.err(
                 "type",
                 ty_line,
-                format!("unknown option type {other:?} (bool, integer, enum, process)"),
+                format!("unknown option type {other:?} (bool, integer, enum, process, ports)"),
             ))
         }
     };
@@ -631,7 +638,7 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
     }
     let o = OptSpec {
         global: t.str("global")?.or_else(|| match kind {
-            OptKind::Process { .. } => None,
+            OptKind::Process { .. } | OptKind::Ports { .. } => None,
             _ => Some(key.clone()),
         }),
         doc: t.req_str("doc")?,

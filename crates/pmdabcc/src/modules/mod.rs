@@ -42,6 +42,7 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("tcpretrans", || spec_module!("tcpretrans")),
     ("tcpdrop", || spec_module!("tcpdrop")),
     ("tcpaccept", || spec_module!("tcpaccept")),
+    ("tcpperpid", || spec_module!("tcpperpid")),
     ("selftest", || &selftest::SPEC),
 ];
 
