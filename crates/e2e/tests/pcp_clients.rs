@@ -125,3 +125,82 @@ fn pmlogconf_switches_the_group_on_and_pmlogger_records_the_rate() {
     stream.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `burst`: a loopback TCP connection to itself, 10 sends of 20000 bytes, then prints
+/// "CALLS BYTES" as its own send calls returned them and idles until stdin closes.
+const BURST: &str = r#"
+import socket, sys, threading
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+def sink():
+    c = l.accept()[0]
+    while c.recv(1 << 16):
+        pass
+threading.Thread(target=sink, daemon=True).start()
+s = socket.create_connection(l.getsockname())
+calls = sent = 0
+for _ in range(10):
+    data = b"h" * 20000
+    while data:
+        n = s.send(data); calls += 1; sent += n; data = data[n:]
+print(calls, sent, flush=True)
+sys.stdin.read()
+"#;
+
+/// pcp-htop with PCP's tcp columns (TCPSB: bytes sent, TCPS: send calls), in a tmux
+/// session; the captured screen's row of the process shows what its own calls returned.
+#[test]
+fn pcp_htop_tcp_columns_show_the_process() {
+    let s = Session::start();
+    s.assert_module_running("netproc");
+    let home = std::env::temp_dir().join(format!("bcc-htop-{}", std::process::id()));
+    std::fs::create_dir_all(home.join(".config/htop")).unwrap();
+    std::fs::write(
+        home.join(".config/htop/htoprc"),
+        "fields=0 Dynamic(tcp_send_bytes) Dynamic(tcp_send_calls) 1\nsort_key=0\ntree_view=0\ndelay=10\n",
+    )
+    .unwrap();
+    let mut burst = Peer::spawn(BURST, &[]);
+    let own = burst.line();
+    let (calls, bytes) = own.split_once(' ').unwrap();
+    let pid = burst.pid();
+    instance_of(pid);
+    let session = format!("bcchtop{}", std::process::id());
+    let cmd = format!("HOME={} /usr/lib/pcp/bin/pcp-htop -p {pid}", home.display());
+    run_ok(
+        "tmux",
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "30",
+            &cmd,
+        ],
+    );
+    let mut screen = String::new();
+    let row = wait_for(Duration::from_secs(10), || {
+        screen = run_ok("tmux", &["capture-pane", "-t", &session, "-p"]);
+        screen
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+            .map(str::to_string)
+    });
+    run("tmux", &["kill-session", "-t", &session]);
+    let _ = std::fs::remove_dir_all(&home);
+    let row = row.unwrap_or_else(|| panic!("pcp-htop shows no row for {pid}:\n{screen}"));
+    eprintln!("pcp-htop:\n{screen}");
+    assert!(
+        screen.contains("TCPSB") && screen.contains("TCPS"),
+        "no TCP columns on pcp-htop's screen:\n{screen}"
+    );
+    let f: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        (f.get(1).copied(), f.get(2).copied()),
+        (Some(bytes), Some(calls)),
+        "pcp-htop's TCPSB/TCPS for {pid}, the process's own {bytes} bytes in {calls} calls: {row}"
+    );
+    burst.finish();
+}
