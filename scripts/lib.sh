@@ -9,7 +9,7 @@ MARKER=.pcp-bcc-pmda
 PCP_BIN=/usr/lib/pcp/bin
 export PATH=/usr/bin:$PATH:$PCP_BIN   # system python3 first, for pmrep/pmpython
 
-DEB_PACKAGES="pcp libpcp-pmda3-dev libpcp3-dev clang llvm libelf-dev zlib1g-dev pkg-config make bpftool libbpf-dev"
+DEB_PACKAGES="pcp libpcp-pmda3-dev libpcp3-dev clang llvm libelf-dev zlib1g-dev pkg-config make bpftool libbpf-dev iproute2 tmux"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
