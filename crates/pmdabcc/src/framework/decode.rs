@@ -227,8 +227,10 @@ pub fn cmd_of(pid: u64) -> Option<String> {
 /// kernel's BTF (/sys/kernel/btf/vmlinux): the kernel's own numbering, which changes
 /// between releases (skb_drop_reason gains members in most). Empty if BTF or the enum is
 /// missing.
-fn kernel_enum(name: &str) -> std::sync::Arc<BTreeMap<i64, String>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, std::sync::Arc<BTreeMap<i64, String>>>>> = OnceLock::new();
+type EnumNames = std::sync::Arc<BTreeMap<i64, String>>;
+
+fn kernel_enum(name: &str) -> EnumNames {
+    static CACHE: OnceLock<Mutex<HashMap<String, EnumNames>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(m) = cache.lock().ok().and_then(|c| c.get(name).cloned()) {
         return m;
