@@ -9,7 +9,7 @@ MARKER=.pcp-bcc-pmda
 PCP_BIN=/usr/lib/pcp/bin
 export PATH=/usr/bin:$PATH:$PCP_BIN   # system python3 first, for pmrep/pmpython
 
-DEB_PACKAGES="pcp python3-pcp libpcp-pmda3-dev libpcp3-dev clang llvm libelf-dev zlib1g-dev pkg-config make bpftool libbpf-dev"
+DEB_PACKAGES="pcp python3-pcp libpcp-pmda3-dev libpcp3-dev clang llvm libelf-dev zlib1g-dev pkg-config make bpftool libbpf-dev iproute2 tmux"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -87,7 +87,7 @@ deploy_install() {
     mkdir -p "$BCC_DIR"
     install -m 0755 "${CARGO_TARGET_DIR:-target}/release/pmdabcc" "$BCC_DIR/pmdabcc.new" && mv -f "$BCC_DIR/pmdabcc.new" "$BCC_DIR/pmdabcc"
     install -m 0755 pmda/Install pmda/Remove "$BCC_DIR/"
-    install -m 0644 pmda/root_bcc pmda/domain.h pmda/pmdabcc.1 pmda/bcc.conf "$BCC_DIR/" 2>/dev/null || true
+    install -m 0644 pmda/root_bcc pmda/domain.h pmda/pmdabcc.1 pmda/bcc.conf pmda/bpf-proc-net.conf "$BCC_DIR/" 2>/dev/null || true
     # What user modules build against, and where their objects and specs go.
     install -d -m 0755 "$BCC_DIR/include" "$BCC_DIR/modules"
     install -m 0644 crates/pmdabcc/src/bpf/vmlinux.h crates/pmdabcc/src/bpf/bits.bpf.h \

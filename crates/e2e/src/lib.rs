@@ -5,6 +5,8 @@
 //! one pmcd) and fails, saying what is missing, when pmcd or the agent is not there: these
 //! tests never pass silently. `./test.sh` installs everything first.
 
+pub mod netns;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

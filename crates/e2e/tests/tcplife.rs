@@ -437,3 +437,72 @@ fn the_sessions_layout_serves_the_dashboard_names() {
         );
     }
 }
+
+/// `reuser FAM PORT N`: waits for a line on stdin, then one session sending N bytes.
+const REUSER: &str = r#"
+import socket, sys
+fam, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+af, host = (socket.AF_INET6, "::1") if fam == "6" else (socket.AF_INET, "127.0.0.1")
+sys.stdin.readline()
+c = socket.create_connection((host, port))
+c.sendall(b"r" * n); c.shutdown(socket.SHUT_WR)
+while c.recv(1 << 16):
+    pass
+print("done", flush=True)
+"#;
+
+/// A process that reuses the PID of one that had TCP sessions gets the instance from zero,
+/// not the old process's counts plus its own. The PID is reused on purpose: the kernel's
+/// next PID is set (kernel.ns_last_pid) just before the new process starts.
+#[test]
+fn a_reused_pid_starts_from_zero() {
+    let s = Session::start();
+    s.assert_module_running("tcplife");
+    let mut server = Peer::spawn(PEER, &["server", "4", "2", "0"]);
+    let port = server.line();
+    let (first, second) = (111_111u64, 2_222u64);
+    let mut a = Peer::spawn(PEER, &["client", "4", &port]);
+    assert_eq!(a.line(), "connected");
+    a.say(&format!("send {first}"));
+    assert_eq!(a.line(), "sent");
+    a.say("close");
+    a.line();
+    let (pid, name) = (a.pid(), inst(&a));
+    a.finish();
+    let seen = wait_for(Duration::from_secs(10), || {
+        (values(CLOSED).get(&name) == Some(&1) && values(TX).get(&name) == Some(&first)).then_some(())
+    });
+    assert!(seen.is_some(), "the first process's session: tx {:?}", values(TX).get(&name));
+    // Start processes until one gets the same PID.
+    let b = (0..50)
+        .find_map(|_| {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("write kernel.ns_last_pid");
+            let p = Peer::spawn(REUSER, &["4", &port, &second.to_string()]);
+            if p.pid() == pid {
+                Some(p)
+            } else {
+                drop(p); // its stdin closes: it exits without a session
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("could not start a process with PID {pid} again"));
+    let mut b = b;
+    // The agent tells the processes apart by start time, once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    b.say("go");
+    assert_eq!(b.line(), "done");
+    b.finish();
+    let got = wait_for(Duration::from_secs(10), || {
+        let (tx, closed) = (values(TX).get(&name).copied(), values(CLOSED).get(&name).copied());
+        (closed == Some(1) && tx == Some(second)).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "PID {pid} reused: tx {:?} (the new process sent {second}, the old one {first}), sessions_closed {:?}, opened {:?}",
+        values(TX).get(&name),
+        values(CLOSED).get(&name),
+        values(OPENED).get(&name)
+    );
+    assert_eq!(values(OPENED).get(&name), Some(&1));
+    server.finish();
+}

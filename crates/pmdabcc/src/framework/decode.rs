@@ -31,6 +31,9 @@ pub enum Decoder {
     Static(BTreeMap<i64, String>),
     /// A bit mask: the names of its set bits (by bit number), joined by " | ".
     Bits(BTreeMap<i64, String>),
+    /// A kernel enum's value: its enumerator's name, from the running kernel's BTF, less the
+    /// first of `strip` it starts with.
+    Enum { name: String, strip: Vec<String> },
 }
 
 /// What a decoder needs of a field.
@@ -45,6 +48,14 @@ pub enum Need {
 }
 
 impl Decoder {
+    /// The `enum` decoder of kernel enum `name` (an error unless it is a C identifier).
+    pub fn kernel_enum(name: &str, strip: Vec<String>) -> Result<Decoder, String> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("enum = {name:?} is not the name of a C enum"));
+        }
+        Ok(Decoder::Enum { name: name.into(), strip })
+    }
+
     pub fn parse(name: &str, values: Option<BTreeMap<i64, String>>) -> Result<Decoder, String> {
         let d = match name {
             "uint" => Decoder::Uint,
@@ -63,6 +74,7 @@ impl Decoder {
             "inet" => Decoder::Inet,
             "port" => Decoder::Port,
             "cgroup" => Decoder::Cgroup,
+            "enum" => return Err("the enum decoder needs enum = \"<kernel enum name>\"".into()),
             "static" => {
                 return values.map(Decoder::Static).ok_or_else(|| {
                     "the static decoder needs values = { \"0\" = \"name\", … }".into()
@@ -79,7 +91,7 @@ impl Decoder {
             o => {
                 return Err(format!(
                     "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
-syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits)"
+syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
                 ))
             }
         };
@@ -105,12 +117,12 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits)"
                 Ok(a) => Ipv6Addr::from(a).to_string(),
                 Err(_) => hex(b),
             },
-            // IPv4 travels as an IPv4-mapped IPv6 address and is shown as IPv4.
+            // IPv4 held as an IPv4-mapped IPv6 address (::ffff:a.b.c.d), as the tcp:*
+            // tracepoints store it: the dotted quad; any other address: RFC 5952 text.
             Decoder::Inet => match <[u8; 16]>::try_from(b) {
                 Ok(a) => {
                     let v6 = Ipv6Addr::from(a);
-                    v6.to_ipv4_mapped()
-                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                    v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string())
                 }
                 Err(_) => hex(b),
             },
@@ -151,6 +163,17 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits)"
                 m.get(&n).cloned().unwrap_or_else(|| n.to_string())
             }
             Decoder::Bits(m) => bit_names(m, uint(b)),
+            Decoder::Enum { name, strip } => {
+                let n = int(b);
+                match kernel_enum(name).get(&n) {
+                    Some(e) => strip
+                        .iter()
+                        .find_map(|p| e.strip_prefix(p.as_str()).filter(|r| !r.is_empty()))
+                        .unwrap_or(e)
+                        .to_string(),
+                    None => n.to_string(),
+                }
+            }
         }
     }
 }
@@ -230,6 +253,42 @@ pub fn cmd_of(pid: u64) -> Option<String> {
         return comm_of(pid).map(|c| format!("({c})"));
     }
     Some(word)
+}
+
+/// The enumerators of kernel enum `name` (value to name), read once from the running
+/// kernel's BTF (/sys/kernel/btf/vmlinux): the kernel's own numbering, which changes
+/// between releases (skb_drop_reason gains members in most). Empty if BTF or the enum is
+/// missing.
+type EnumNames = std::sync::Arc<BTreeMap<i64, String>>;
+
+fn kernel_enum(name: &str) -> EnumNames {
+    static CACHE: OnceLock<Mutex<HashMap<String, EnumNames>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(m) = cache.lock().ok().and_then(|c| c.get(name).cloned()) {
+        return m;
+    }
+    let m = std::sync::Arc::new(enum_from_btf(name).unwrap_or_default());
+    if let Ok(mut c) = cache.lock() {
+        c.insert(name.to_string(), m.clone());
+    }
+    m
+}
+
+fn enum_from_btf(name: &str) -> Option<BTreeMap<i64, String>> {
+    use libbpf_rs::btf::{types, Btf};
+    let btf = Btf::from_vmlinux().ok()?;
+    let mut out = BTreeMap::new();
+    if let Some(e) = btf.type_by_name::<types::Enum>(name) {
+        for m in e.iter() {
+            out.insert(m.value, m.name?.to_string_lossy().into_owned());
+        }
+    } else {
+        let e = btf.type_by_name::<types::Enum64>(name)?;
+        for m in e.iter() {
+            out.insert(i64::try_from(m.value).ok()?, m.name?.to_string_lossy().into_owned());
+        }
+    }
+    Some(out)
 }
 
 /// Kernel name of block device `dev` (kernel dev_t encoding, major << 20 | minor).
@@ -413,6 +472,8 @@ mod tests {
         assert!(Decoder::parse("colour", None)
             .unwrap_err()
             .contains("unknown decoder"));
+        assert!(Decoder::parse("enum", None).unwrap_err().contains("enum = "));
+        assert!(Decoder::kernel_enum("a b", vec![]).is_err());
     }
 
     #[test]
@@ -438,5 +499,24 @@ mod tests {
             assert_eq!(Decoder::Cgroup.decode(&m.ino().to_ne_bytes()), "/");
         }
         assert!(!Decoder::Ksym.decode(&0u64.to_ne_bytes()).is_empty());
+    }
+
+    /// Names from the running kernel's BTF; a value it lacks, the number.
+    #[test]
+    fn kernel_enum_names() {
+        if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+            return; // no BTF to read (the agent needs it anyway)
+        }
+        let d = Decoder::kernel_enum("skb_drop_reason", vec!["SKB_DROP_REASON_".into(), "SKB_".into()]).unwrap();
+        let names = kernel_enum("skb_drop_reason");
+        let (n, _) = names.iter().find(|(_, v)| *v == "SKB_DROP_REASON_NO_SOCKET").expect("NO_SOCKET in skb_drop_reason");
+        assert_eq!(d.decode(&(*n as u32).to_ne_bytes()), "NO_SOCKET");
+        let (c, _) = names.iter().find(|(_, v)| *v == "SKB_CONSUMED").expect("SKB_CONSUMED");
+        assert_eq!(d.decode(&(*c as u32).to_ne_bytes()), "CONSUMED");
+        assert_eq!(d.decode(&0x7fff_fff0u32.to_ne_bytes()), "2147483632");
+        let plain = Decoder::kernel_enum("skb_drop_reason", vec![]).unwrap();
+        assert_eq!(plain.decode(&(*n as u32).to_ne_bytes()), "SKB_DROP_REASON_NO_SOCKET");
+        let none = Decoder::kernel_enum("no_such_enum_here", vec![]).unwrap();
+        assert_eq!(none.decode(&3u32.to_ne_bytes()), "3");
     }
 }

@@ -73,6 +73,8 @@ pub struct KeyPlan {
     pub loc: Loc,
     pub decoder: Decoder,
     pub label: String,
+    /// Joins this part to the previous one in the instance name.
+    pub join: String,
 }
 
 /// How one map is served, resolved against the object's layouts.
@@ -266,10 +268,10 @@ fn key_plans(
             Ok(KeyPlan {
                 loc: Loc::of(f),
                 decoder: k.decoder.clone(),
-                label: k
-                    .label
-                    .clone()
-                    .unwrap_or_else(|| k.field.clone().unwrap_or_else(|| "key".into())),
+                label: k.label.clone().unwrap_or_else(|| {
+                    k.field.clone().unwrap_or_else(|| "key".into())
+                }),
+                join: k.join.clone().unwrap_or_else(|| "::".into()),
             })
         })
         .collect()
@@ -655,7 +657,9 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             ));
         };
         let fits = match &o.kind {
-            OptKind::Bool | OptKind::Process { .. } | OptKind::Path => (1..=8).contains(size),
+            OptKind::Bool | OptKind::Process { .. } | OptKind::Path | OptKind::Ports { .. } => {
+                (1..=8).contains(size)
+            }
             OptKind::Integer { min, max } => {
                 let bits = 8 * *size as u32;
                 *size <= 8
@@ -683,6 +687,15 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             .is_some_and(|k| k.size == 4);
         if !key_ok {
             return Err(err_at(spec, &o.at, format!("process filter map {map:?}: the object needs a hash map of that name keyed by __u32")));
+        }
+    }
+    if let OptKind::Ports { map } = &o.kind {
+        let key_ok = ol
+            .maps
+            .get(map)
+            .is_some_and(|m| m.map_type == HASH && m.key.as_ref().is_some_and(|k| k.size == 2));
+        if !key_ok {
+            return Err(err_at(spec, &o.at, format!("ports map {map:?}: the object needs a hash map of that name keyed by __u16")));
         }
     }
     Ok(())
@@ -800,6 +813,7 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
             )),
             OptKind::Process { .. } => OptionKind::Process,
             OptKind::Path => OptionKind::Text,
+            OptKind::Ports { .. } => OptionKind::Ports,
         },
     }
 }
@@ -881,6 +895,8 @@ pub struct OptionValues {
     pub process: Option<(crate::process::ProcessFilter, String)>,
     /// Path options' values by key.
     pub paths: HashMap<String, String>,
+    /// Ports options given: (map, ports) put in the map at start.
+    pub ports: Vec<(String, Vec<u16>)>,
     /// Maps enabled by an option that is false: kept at one entry, their metrics not served.
     pub disabled_maps: Vec<String>,
     pub slots_override: Option<usize>,
@@ -956,6 +972,17 @@ fn create_spec_module(
                     None => v.disabled_maps.push(map.clone()),
                 }
             }
+            OptKind::Ports { map } => {
+                let ports = cfg.get_ports(&o.key)?;
+                if let Some((off, size)) = rodata(&o.global) {
+                    v.globals.push((off, size, !ports.is_empty() as u64));
+                }
+                if ports.is_empty() {
+                    v.disabled_maps.push(map.clone());
+                } else {
+                    v.ports.push((map.clone(), ports));
+                }
+            }
         }
     }
     if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { .. })) {
@@ -1028,6 +1055,13 @@ impl Module for SpecModule {
         let loaded = load::load(self.program, &self.opts)?;
         let mut status = loaded.status.clone();
         self.serve.start(&loaded)?;
+        for (name, ports) in &self.opts.ports {
+            let map = loaded.map(name).ok_or_else(|| ModuleError::Other(format!("no map {name}")))?;
+            for p in ports {
+                libbpf_rs::MapCore::update(&map, &p.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
+                    .map_err(|e| ModuleError::Other(format!("ports map {name}: cannot add {p}: {e}")))?;
+            }
+        }
         if let Some((f, _)) = &mut self.opts.process {
             let n = self.serve.sync_process(&loaded, f);
             if n == 0 && self.process_refresh == 0 {

@@ -104,10 +104,14 @@ fn read_metric(m: &MetricPlan, copies: &[&[u8]]) -> Raw {
 }
 
 fn key_name(key: &[KeyPlan], k: &[u8]) -> String {
-    key.iter()
-        .map(|p| p.decoder.decode(p.loc.bytes(k)))
-        .collect::<Vec<_>>()
-        .join("::")
+    let mut name = String::new();
+    for (i, p) in key.iter().enumerate() {
+        if i > 0 {
+            name.push_str(&p.join);
+        }
+        name.push_str(&p.decoder.decode(p.loc.bytes(k)));
+    }
+    name
 }
 
 fn key_labels(key: &[KeyPlan], k: &[u8]) -> String {
@@ -532,5 +536,51 @@ impl Served {
     fn process_map<'l>(&self, l: &'l Loaded) -> Option<libbpf_rs::Map<'l>> {
         let name = self.process_map_name.as_deref()?;
         l.map(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::layout::FieldKind;
+
+    #[test]
+    fn key_parts_are_joined_as_the_spec_says() {
+        let part = |offset, size, decoder, join: &str| KeyPlan {
+            loc: Loc {
+                offset,
+                size,
+                kind: FieldKind::Int { signed: false },
+            },
+            decoder,
+            label: String::new(),
+            join: join.into(),
+        };
+        let addr = |offset| KeyPlan {
+            loc: Loc {
+                offset,
+                size: 16,
+                kind: FieldKind::Other,
+            },
+            ..part(0, 0, decode::Decoder::Inet, "::")
+        };
+        // "<saddr>:<lport>::<daddr>:<dport>", as the original tcpretrans named connections.
+        let key = [
+            addr(0),
+            part(32, 2, decode::Decoder::Uint, ":"),
+            addr(16),
+            part(34, 2, decode::Decoder::Uint, ":"),
+        ];
+        let mut k = vec![0u8; 36];
+        k[..16].copy_from_slice(
+            &"::ffff:10.0.0.1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        k[16..32].copy_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        k[32..34].copy_from_slice(&8080u16.to_ne_bytes());
+        k[34..36].copy_from_slice(&443u16.to_ne_bytes());
+        assert_eq!(key_name(&key, &k), "10.0.0.1:8080::fd00::2:443");
     }
 }

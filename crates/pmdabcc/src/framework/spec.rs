@@ -75,6 +75,8 @@ pub enum OptKind {
     },
     /// An absolute file path (a uprobe's binary, see `binary_option`); sets no global.
     Path,
+    /// A list of ports (TCP/UDP), put as `__u16` keys in hash map `map`.
+    Ports { map: String },
 }
 
 #[derive(Clone, Debug)]
@@ -122,6 +124,8 @@ pub struct KeyField {
     pub decoder: Decoder,
     /// Label name of this part of the key on instances (default: the field name).
     pub label: Option<String>,
+    /// What joins this part to the previous one in the instance name (default `::`).
+    pub join: Option<String>,
     pub at: Pos,
 }
 
@@ -662,11 +666,16 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
                 )
             })?,
         },
+        "ports" => OptKind::Ports {
+            map: t
+                .str("map")?
+                .ok_or_else(|| t.err("map", ty_line, "a ports option needs map = \"<hash map of __u16 ports>\""))?,
+        },
         other => {
             return Err(t.err(
                 "type",
                 ty_line,
-                format!("unknown option type {other:?} (bool, integer, enum, process, path)"),
+                format!("unknown option type {other:?} (bool, integer, enum, process, path, ports)"),
             ))
         }
     };
@@ -694,7 +703,7 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
                     "a path option sets no global",
                 ))
             }
-            (g, OptKind::Process { .. } | OptKind::Path) => g,
+            (g, OptKind::Process { .. } | OptKind::Path | OptKind::Ports { .. }) => g,
             (g, _) => g.or_else(|| Some(key.clone())),
         },
         doc: t.req_str("doc")?,
@@ -828,6 +837,11 @@ fn decoder(t: &Tbl) -> Result<Option<Decoder>, SpecError> {
         return Ok(None);
     };
     let line = t.key_line("decoder");
+    if name == "enum" {
+        let e = t.str("enum")?.ok_or_else(|| t.err("decoder", line, "the enum decoder needs enum = \"<kernel enum name>\""))?;
+        let strip = t.str_list("strip")?;
+        return Decoder::kernel_enum(&e, strip).map(Some).map_err(|m| t.err("enum", t.key_line("enum"), m));
+    }
     let values = match t.table("values")? {
         None => None,
         Some(v) => {
@@ -877,11 +891,8 @@ fn key_fields(t: &Tbl) -> Result<Vec<KeyField>, SpecError> {
                 field: k.str("field")?.filter(|f| !f.is_empty()),
                 decoder: decoder(k)?.unwrap_or(Decoder::Uint),
                 label: k.str("label")?,
-                at: k.pos(if k.t.contains_key("field") {
-                    "field"
-                } else {
-                    "decoder"
-                }),
+                join: k.str("join")?,
+                at: k.pos(if k.t.contains_key("field") { "field" } else { "decoder" }),
             };
             k.done()?;
             Ok(f)

@@ -222,3 +222,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn ports_options_need_a_hash_map_of_u16() {
+    let opt = "[[option]]\nkey = \"lport\"\ntype = \"ports\"\ndoc = \"d\"\n";
+    let e = Spec::parse(Path::new("m.toml"), &SYSFORK_SPEC.replacen("[[map]]", &format!("{opt}\n[[map]]"), 1)).unwrap_err();
+    assert!(e.msg.contains("needs map ="), "{e}");
+    let with_map = SYSFORK_SPEC.replacen("[[map]]", &format!("{opt}map = \"counts\"\n\n[[map]]"), 1);
+    let e = program(&with_map, SYSFORK_OBJ).unwrap_err();
+    assert!(e.msg.contains("keyed by __u16"), "{e}");
+}

@@ -48,6 +48,10 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("mountsnoop", || spec_module!("mountsnoop")),
     ("bashreadline", || spec_module!("bashreadline")),
     ("fsslower", || spec_module!("fsslower")),
+    ("tcpretrans", || spec_module!("tcpretrans")),
+    ("tcpdrop", || spec_module!("tcpdrop")),
+    ("tcpaccept", || spec_module!("tcpaccept")),
+    ("tcpperpid", || spec_module!("tcpperpid")),
     ("selftest", || &selftest::SPEC),
 ];
 

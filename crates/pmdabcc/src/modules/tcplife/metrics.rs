@@ -45,9 +45,11 @@ pub static PROCESS_INDOMS: &[IndomSpec] = &[IndomSpec {
     help: "One instance per process (thread group) that owned a TCP session since the agent \
 started, named by its PID as six digits (\"015751\"), as PCP's proc PMDA names processes \
 without the command. An exited process's instance stays until its final values have been \
-served by at least two fetches and the module's retention time has passed, then disappears \
-(a new process that reuses the PID before then continues that instance's counters); \
-instance ids persist across agent restarts.",
+served by at least two fetches and the module's retention time has passed, then disappears; \
+instance ids persist across agent restarts. A new process that reuses the PID takes the \
+instance over, starting from zero (a counter reset to PCP): processes are told apart by \
+their start time (/proc/PID/stat), checked every second, so one never continues another's \
+counts (sessions the new process closes within that second before it is noticed are lost).",
 }];
 
 pub static SESSION_INDOMS: &[IndomSpec] = &[IndomSpec {

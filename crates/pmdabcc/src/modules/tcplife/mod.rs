@@ -133,6 +133,17 @@ struct ProcTotals {
     closed_tx: u64,
     opened: u64,
     closed: u64,
+    /// The process's start time (/proc/PID/stat), read when it first appeared: a PID that
+    /// shows another start time later belongs to a new process.
+    start: Option<u64>,
+}
+
+/// A process's start time (clock ticks after boot, /proc/PID/stat field 22); None once it
+/// has exited.
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command (field 2) is in parentheses and may hold spaces: count after its end.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +217,7 @@ impl Shared {
                         missing_since: None,
                     },
                 );
-                self.procs.entry(e.pid).or_default().opened += 1;
+                self.procs.entry(e.pid).or_insert_with(|| ProcTotals::new(e.pid)).opened += 1;
             }
         } else if e.kind as u32 == types::tcplife_kind::TCPLIFE_CLOSE.0 {
             log::debug!(
@@ -219,7 +230,7 @@ impl Shared {
             match self.layout {
                 Layout::Process => {
                     let was_open = self.open.remove(&key).is_some();
-                    let p = self.procs.entry(e.pid).or_default();
+                    let p = self.procs.entry(e.pid).or_insert_with(|| ProcTotals::new(e.pid));
                     if !was_open {
                         p.opened += 1;
                     }
@@ -268,7 +279,7 @@ impl Shared {
         }
         for k in gone {
             if let Some(o) = self.open.remove(&k) {
-                let p = self.procs.entry(o.pid).or_default();
+                let p = self.procs.entry(o.pid).or_insert_with(|| ProcTotals::new(o.pid));
                 p.closed += 1;
                 p.closed_rx += o.rx;
                 p.closed_tx += o.tx;
@@ -324,6 +335,15 @@ struct Tcplife {
     fixed_set: bool,
     /// PIDs currently in the kernel's pids map.
     filtered_pids: BTreeSet<u32>,
+}
+
+impl ProcTotals {
+    fn new(pid: u32) -> Self {
+        ProcTotals {
+            start: proc_start(pid),
+            ..Default::default()
+        }
+    }
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -610,9 +630,22 @@ impl Module for Tcplife {
         let busy: BTreeSet<u32> = sh.open.values().map(|o| o.pid).collect();
         let pids: Vec<u32> = sh.procs.keys().copied().collect();
         for pid in pids {
-            let alive =
-                busy.contains(&pid) || std::path::Path::new(&format!("/proc/{pid}")).exists();
-            if alive {
+            let start = proc_start(pid);
+            if let (Some(now_start), Some(p)) = (start, sh.procs.get_mut(&pid)) {
+                if p.start.is_some_and(|s| s != now_start) {
+                    // The PID was reused: the new process's instance starts from zero (a
+                    // counter reset to PCP), its open sessions still count.
+                    log::debug!("tcplife: {} is a new process (PID reused)", inst_name(pid));
+                    *p = ProcTotals {
+                        start: Some(now_start),
+                        ..Default::default()
+                    };
+                    self.exits.remove(&pid);
+                    continue;
+                }
+                p.start.get_or_insert(now_start);
+            }
+            if busy.contains(&pid) || start.is_some() {
                 self.exits.remove(&pid);
                 continue;
             }

@@ -1,0 +1,232 @@
+//! A lossy link for the network tests: two network namespaces joined by a veth pair, IPv4
+//! and IPv6 on each end, and a tc classifier on each end's egress that drops every Nth TCP
+//! packet (the kernels here are built without netem). Each namespace keeps its own SNMP
+//! counters (/proc/net/snmp, /proc/net/netstat read inside it), the kernel's truth for
+//! what happened on the link alone.
+
+use crate::{run, run_ok};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// One end of the link.
+pub struct End {
+    pub ns: String,
+    pub dev: &'static str,
+    pub v4: &'static str,
+    pub v6: &'static str,
+}
+
+pub struct LossyLink {
+    pub a: End,
+    pub b: End,
+    dir: PathBuf,
+}
+
+impl LossyLink {
+    /// Creates the namespaces (named after `tag` and this process), the veth pair with
+    /// 10.213.0.1-2/24 and fd00:213::1-2/64, and drops every `every`-th TCP packet leaving
+    /// either end (0: no loss).
+    pub fn new(tag: &str, every: u32) -> LossyLink {
+        let me = std::process::id();
+        let link = LossyLink {
+            a: End {
+                ns: format!("bcc{tag}a{me}"),
+                dev: "veth0",
+                v4: "10.213.0.1",
+                v6: "fd00:213::1",
+            },
+            b: End {
+                ns: format!("bcc{tag}b{me}"),
+                dev: "veth1",
+                v4: "10.213.0.2",
+                v6: "fd00:213::2",
+            },
+            dir: std::env::temp_dir().join(format!("bcc-{tag}-{me}")),
+        };
+        for e in [&link.a, &link.b] {
+            run("ip", &["netns", "del", &e.ns]);
+            run_ok("ip", &["netns", "add", &e.ns]);
+        }
+        run_ok(
+            "ip",
+            &[
+                "-n", &link.a.ns, "link", "add", link.a.dev, "type", "veth", "peer", "name",
+                link.b.dev, "netns", &link.b.ns,
+            ],
+        );
+        for e in [&link.a, &link.b] {
+            run_ok("ip", &["-n", &e.ns, "link", "set", "lo", "up"]);
+            run_ok(
+                "ip",
+                &[
+                    "-n",
+                    &e.ns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", e.v4),
+                    "dev",
+                    e.dev,
+                ],
+            );
+            run_ok(
+                "ip",
+                &[
+                    "-n",
+                    &e.ns,
+                    "addr",
+                    "add",
+                    &format!("{}/64", e.v6),
+                    "dev",
+                    e.dev,
+                    "nodad",
+                ],
+            );
+            run_ok("ip", &["-n", &e.ns, "link", "set", e.dev, "up"]);
+        }
+        if every > 0 {
+            let obj = link.drop_object(every);
+            for e in [&link.a, &link.b] {
+                run_ok(
+                    "ip",
+                    &[
+                        "netns", "exec", &e.ns, "tc", "qdisc", "add", "dev", e.dev, "clsact",
+                    ],
+                );
+                run_ok(
+                    "ip",
+                    &[
+                        "netns", "exec", &e.ns, "tc", "filter", "add", "dev", e.dev, "egress",
+                        "bpf", "da", "obj", &obj, "sec", "tc",
+                    ],
+                );
+            }
+        }
+        // Static neighbours: no ARP or neighbour discovery on the link, whose first
+        // packets the drop filter would otherwise delay.
+        for (from, to) in [(&link.a, &link.b), (&link.b, &link.a)] {
+            let mac = run_ok(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &to.ns,
+                    "cat",
+                    &format!("/sys/class/net/{}/address", to.dev),
+                ],
+            );
+            for addr in [to.v4, to.v6] {
+                run_ok(
+                    "ip",
+                    &[
+                        "-n",
+                        &from.ns,
+                        "neigh",
+                        "replace",
+                        addr,
+                        "lladdr",
+                        mac.trim(),
+                        "dev",
+                        from.dev,
+                        "nud",
+                        "permanent",
+                    ],
+                );
+            }
+        }
+        link
+    }
+
+    /// tcdrop.bpf.c built for `every`.
+    fn drop_object(&self, every: u32) -> String {
+        std::fs::create_dir_all(&self.dir).expect("temp dir");
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/tcdrop.bpf.c");
+        let inc = concat!(env!("CARGO_MANIFEST_DIR"), "/../pmdabcc/src/bpf");
+        let obj = self.dir.join("tcdrop.bpf.o").to_string_lossy().into_owned();
+        run_ok(
+            "clang",
+            &[
+                "-O2",
+                "-g",
+                "-target",
+                "bpf",
+                &format!("-DEVERY={every}"),
+                "-I",
+                inc,
+                "-c",
+                src,
+                "-o",
+                &obj,
+            ],
+        );
+        obj
+    }
+
+    /// A command run inside `end`'s namespace.
+    pub fn command(end: &End, prog: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &end.ns, prog]).args(args);
+        c
+    }
+
+    /// Starts a Python script inside `end`'s namespace, stdout piped.
+    pub fn python(end: &End, script: &str, args: &[&str]) -> Child {
+        let mut a = vec!["-c", script];
+        a.extend_from_slice(args);
+        Self::command(end, "python3", &a)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run python3 in the namespace")
+    }
+
+    /// The namespace's SNMP counters, "Group.Name" -> value, from /proc/net/snmp,
+    /// /proc/net/snmp6 and /proc/net/netstat read inside it.
+    pub fn counters(end: &End) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+            let text = run_ok("ip", &["netns", "exec", &end.ns, "cat", file]);
+            let lines: Vec<&str> = text.lines().collect();
+            for pair in lines.chunks(2) {
+                let [names, values] = pair else { continue };
+                let (group, names) = names.split_once(':').unwrap_or_default();
+                let values = values.split_once(':').map(|v| v.1).unwrap_or_default();
+                for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                    if let Ok(v) = v.parse() {
+                        out.insert(format!("{group}.{n}"), v);
+                    }
+                }
+            }
+        }
+        let text = run_ok("ip", &["netns", "exec", &end.ns, "cat", "/proc/net/snmp6"]);
+        for l in text.lines() {
+            let mut f = l.split_whitespace();
+            if let (Some(n), Some(Ok(v))) = (f.next(), f.next().map(str::parse)) {
+                out.insert(format!("Ip6.{n}"), v);
+            }
+        }
+        out
+    }
+
+    /// Packets the end's clsact (the drop filter) has dropped: tc's own statistics.
+    pub fn tc_dropped(end: &End) -> u64 {
+        let text = run_ok(
+            "ip",
+            &[
+                "netns", "exec", &end.ns, "tc", "-s", "qdisc", "show", "dev", end.dev,
+            ],
+        );
+        text.lines()
+            .skip_while(|l| !l.starts_with("qdisc clsact"))
+            .find_map(|l| l.split("(dropped ").nth(1)?.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no clsact drop count in tc -s qdisc:\n{text}"))
+    }
+}
+
+impl Drop for LossyLink {
+    fn drop(&mut self) {
+        for e in [&self.a, &self.b] {
+            run("ip", &["netns", "del", &e.ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcpperpid: TCP bytes sent and received per process, from sock:sock_send_length /
+ * sock:sock_recv_length (6.3+), counted as the data moves, with optional local and remote
+ * port filters. The original's default counted a session's bytes when it closed, from
+ * tcplife's program (a long-lived connection showed nothing until its end); its
+ * `highres` mode counted at tcp_sendmsg/tcp_cleanup_rbuf kprobes, as this does with the
+ * tracepoints. Keyed by process (TGID); a process's entry goes when it exits.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define MSG_PEEK 2
+
+struct perpid_bytes {
+	__u64 tx;
+	__u64 rx;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tgid */
+	__type(value, struct perpid_bytes);
+} bytes SEC(".maps");
+
+/* The lport and dport options: ports (host order) to count; all when not given. */
+const volatile bool filter_lport = false;
+const volatile bool filter_dport = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} lports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} dports SEC(".maps");
+
+static __always_inline void account(struct sock *sk, int ret, bool send)
+{
+	struct perpid_bytes zero = {}, *b;
+	__u16 family, lport, dport;
+	__u32 tgid;
+
+	if (ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	if (filter_lport) {
+		lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		if (!bpf_map_lookup_elem(&lports, &lport))
+			return;
+	}
+	if (filter_dport) {
+		dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		if (!bpf_map_lookup_elem(&dports, &dport))
+			return;
+	}
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	b = bpf_map_lookup_elem(&bytes, &tgid);
+	if (!b) {
+		bpf_map_update_elem(&bytes, &tgid, &zero, BPF_NOEXIST);
+		b = bpf_map_lookup_elem(&bytes, &tgid);
+		if (!b)
+			return; /* map full */
+	}
+	if (send)
+		b->tx += ret; /* per-CPU value */
+	else
+		b->rx += ret;
+}
+
+/* A process is gone when its last thread exits: its entry goes, so a reused PID starts
+ * from zero. */
+static __always_inline void retire(struct task_struct *p)
+{
+	__u32 tgid;
+
+	if (BPF_CORE_READ(p, signal, live.counter) > 0)
+		return;
+	tgid = BPF_CORE_READ(p, tgid);
+	bpf_map_delete_elem(&bytes, &tgid);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(pp_send_btf, struct sock *sk, int ret, int flags)
+{
+	account(sk, ret, true);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(pp_recv_btf, struct sock *sk, int ret, int flags)
+{
+	if (!(flags & MSG_PEEK))
+		account(sk, ret, false);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(pp_exit_btf, struct task_struct *p)
+{
+	retire(p);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int pp_send_tp(struct trace_event_raw_sock_msg_length *ctx)
+{
+	account((struct sock *)ctx->sk, ctx->ret, true);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int pp_recv_tp(struct trace_event_raw_sock_msg_length *ctx)
+{
+	if (!(ctx->flags & MSG_PEEK))
+		account((struct sock *)ctx->sk, ctx->ret, false);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int pp_exit_tp(void *ctx)
+{
+	retire((struct task_struct *)bpf_get_current_task());
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
