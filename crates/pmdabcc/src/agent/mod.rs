@@ -20,7 +20,7 @@ use crate::module::{
 };
 use crate::modules;
 use log::{error, info, warn};
-use pcp_pmda::{Agent, Client, Control, Indom, LabelTarget, Metric, PmdaError, Pmid, Value, Waker};
+use pcp_pmda::{Agent, Client, Control, Indom, LabelTarget, Metric, PmdaError, Pmid, Type, Value, Waker};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -795,6 +795,7 @@ fn add_spec_metrics(
         out.push(Metric {
             pmid: Pmid::new(cluster, m.item),
             name: format!("{prefix}{}", m.name),
+            aliases: m.aliases.iter().map(|a| format!("{prefix}{a}")).collect(),
             ty: m.ty,
             sem: m.sem,
             units: m.units,
@@ -893,10 +894,18 @@ impl Agent for BccAgent {
         if m.sensitive && !slot.policy.allows(client, &mut self.group_cache) {
             return Err(PmdaError::Permission);
         }
-        slot.module
-            .as_ref()
-            .ok_or(PmdaError::Again)?
-            .fetch(pmid.item, inst)
+        let module = slot.module.as_ref().ok_or(PmdaError::Again)?;
+        if m.ty != Type::Event {
+            return module.fetch(pmid.item, inst);
+        }
+        // Event records carry several fields: the module leaves out the sensitive ones for
+        // a client the policy does not allow them.
+        let who = crate::module::FetchClient {
+            context: client.context,
+            cluster: slot.cluster,
+            sensitive: slot.policy.allows(client, &mut self.group_cache),
+        };
+        module.fetch_for(pmid.item, inst, &who)
     }
 
     fn store(

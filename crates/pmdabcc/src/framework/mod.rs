@@ -105,6 +105,8 @@ pub enum Plan {
         record_size: usize,
         metrics: Vec<MetricPlan>,
         lost: Option<(String, Loc, u32)>,
+        /// Item of the event-record metric, if the spec declares one.
+        records: Option<u32>,
     },
 }
 
@@ -479,6 +481,7 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
                     record_size: rec.size,
                     metrics: metric_plans(spec, &e.metrics, rec, &format!("struct {}", e.strukt))?,
                     lost,
+                    records: e.records.as_ref().map(|d| d.item),
                 },
                 rec.size,
             )
@@ -578,6 +581,7 @@ fn metric_spec(d: &MetricDef, ty: Type, indom: Option<u32>) -> crate::module::Me
         oneline: leak(&d.oneline),
         help: leak(&d.help),
         sensitive: d.sensitive,
+        aliases: Box::leak(d.aliases.iter().map(|a| leak(a)).collect::<Vec<_>>().into_boxed_slice()),
     }
 }
 
@@ -606,6 +610,13 @@ fn metric_table(spec: &Spec, plans: &[MapPlan]) -> Vec<crate::module::MetricSpec
                 out.extend(typed(&e.metrics, ps, Some(e.indom.id)));
                 if let Some(d) = &e.lost_metric {
                     out.push(metric_spec(d, Type::U64, None));
+                }
+                if let Some(d) = &e.records {
+                    // Event records are observations: instant, no units (pmdaEventNewArray(3)).
+                    let mut s = metric_spec(d, Type::Event, None);
+                    s.sem = pcp_pmda::Semantics::Instant;
+                    s.units = pcp_pmda::Units::NONE;
+                    out.push(s);
                 }
             }
             _ => {}
@@ -712,6 +723,8 @@ pub struct OptionValues {
     /// Maps enabled by an option that is false: kept at one entry, their metrics not served.
     pub disabled_maps: Vec<String>,
     pub slots_override: Option<usize>,
+    /// Memory bound of each event-record queue (bcc.conf `queue_memory`), in bytes.
+    pub queue_memory: usize,
 }
 
 fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
@@ -765,6 +778,14 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
             }
         }
     }
+    v.queue_memory = DEFAULT_QUEUE_MEMORY;
+    if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { records: Some(_), .. })) {
+        if let Some(s) = cfg.get("queue_memory") {
+            v.queue_memory = parse_size(s)
+                .filter(|n| (MIN_QUEUE_MEMORY..=MAX_QUEUE_MEMORY).contains(n))
+                .ok_or_else(|| cfg.error("queue_memory", format!("expected a size from 64K to 4G (bytes, or with a K, M or G suffix), got {s:?}")))?;
+        }
+    }
     if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { .. })) {
         if let Some(n) = cfg.get("process_count") {
             v.slots_override = Some(n.trim().parse::<usize>().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
@@ -773,6 +794,24 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
         }
     }
     Ok(Box::new(SpecModule::new(p, v, cfg.process_refresh)))
+}
+
+/// Default memory bound of an event-record queue: a burst of 20,000 records of up to ~1.6 KB
+/// each waits whole for a client that fetches once after it.
+pub const DEFAULT_QUEUE_MEMORY: usize = 32 << 20;
+const MIN_QUEUE_MEMORY: usize = 64 << 10;
+const MAX_QUEUE_MEMORY: usize = 4 << 30;
+
+/// A size in bytes: a number with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    num.trim().parse::<usize>().ok()?.checked_mul(1 << shift)
 }
 
 /// A running spec module.
@@ -839,6 +878,13 @@ impl Module for SpecModule {
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
         let m = self.metrics.iter().find(|m| m.item == item).ok_or(PmdaError::UnknownMetric)?;
         self.serve.fetch(item, m.ty, inst)
+    }
+
+    fn fetch_for(&self, item: u32, inst: Option<u32>, who: &crate::module::FetchClient) -> Result<Option<Value>, PmdaError> {
+        match self.serve.fetch_records(item, who) {
+            Some(v) => v,
+            None => self.fetch(item, inst),
+        }
     }
 
     fn tick(&mut self, _inst: &mut ModuleInstances) {

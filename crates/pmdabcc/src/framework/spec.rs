@@ -93,6 +93,8 @@ pub struct MetricDef {
     pub oneline: String,
     pub help: String,
     pub sensitive: bool,
+    /// More names of the metric (same PMID), e.g. the Python pmdabcc's.
+    pub aliases: Vec<String>,
     pub at: Pos,
 }
 
@@ -150,6 +152,8 @@ pub struct EventSpec {
     /// A counters-style map and field the program adds lost records to.
     pub lost: Option<(String, String)>,
     pub lost_metric: Option<MetricDef>,
+    /// The event-record metric (PM_TYPE_EVENT): every record, its fields as parameters.
+    pub records: Option<MetricDef>,
     pub metrics: Vec<FieldMetric>,
 }
 
@@ -191,6 +195,7 @@ impl MapSpec {
                 .iter()
                 .map(|m| &m.def)
                 .chain(e.lost_metric.iter())
+                .chain(e.records.iter())
                 .collect(),
         }
     }
@@ -276,8 +281,10 @@ impl Spec {
                         format!("item {} is already used by {other}", d.item),
                     ));
                 }
-                if !names.insert(d.name.as_str()) {
-                    return Err(self.error(&d.at, format!("metric {} declared twice", d.name)));
+                for n in std::iter::once(&d.name).chain(&d.aliases) {
+                    if !names.insert(n.as_str()) {
+                        return Err(self.error(&d.at, format!("metric {n} declared twice")));
+                    }
                 }
             }
             let mine: Vec<u32> = match &m.kind {
@@ -695,6 +702,13 @@ fn metric_def(t: &Tbl, units_default: Units) -> Result<MetricDef, SpecError> {
         oneline: t.req_str("oneline")?,
         help: t.req_str("help")?,
         sensitive: t.bool("sensitive")?.unwrap_or(false),
+        aliases: {
+            let a = t.str_list("aliases")?;
+            for n in &a {
+                check_metric_name(t, n)?;
+            }
+            a
+        },
         at: t.pos("name"),
         name,
         ty,
@@ -848,6 +862,7 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
                 slots: t.int("slots", 1, 100_000)?.unwrap_or(64) as usize,
                 lost,
                 lost_metric: sub_metric(t, "lost_metric", Units::COUNT)?,
+                records: sub_metric(t, "records", Units::NONE)?,
                 metrics: field_metrics(t, "metric")?,
             })
         }

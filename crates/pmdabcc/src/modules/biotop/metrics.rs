@@ -58,6 +58,7 @@ the PID takes the instance over, starting from zero (a counter reset to PCP): pr
 told apart by their start time, so one never continues another's counts."
             ),
             sensitive: $sens,
+            aliases: &[],
         }
     };
 }
@@ -186,6 +187,7 @@ be recorded because the BPF table already held `max_entries` pairs (bcc.conf [bi
 Non-zero means the proc.io.perdev* values are incomplete: raise max_entries or lower \
 retention.",
         sensitive: false,
+        aliases: &[],
     },
     MetricSpec {
         item: UNATTRIBUTED,
@@ -201,6 +203,7 @@ requests of processes excluded by the `process` option, and requests aged out of
 in-flight table. All disks together. With proc.io.perdev summed over all instances it \
 accounts for all the read and write bytes the disks completed.",
         sensitive: false,
+        aliases: &[],
     },
     MetricSpec {
         item: UNSEEN,
@@ -220,5 +223,6 @@ per-process values are short by about this many requests. An estimate: requests 
 kernel accounts in an unusual way, and the past requests of a disk that is removed, hide as \
 many.",
         sensitive: false,
+        aliases: &[],
     },
 ];
