@@ -16,6 +16,8 @@ pub enum Decoder {
     Int,
     Hex,
     String,
+    /// NUL-separated strings (an argument vector), joined by spaces.
+    Argv,
     Pid,
     PidComm,
     PidCmd,
@@ -48,6 +50,7 @@ impl Decoder {
             "int" => Decoder::Int,
             "hex" => Decoder::Hex,
             "string" => Decoder::String,
+            "argv" => Decoder::Argv,
             "pid" => Decoder::Pid,
             "pid_comm" => Decoder::PidComm,
             "pid_cmd" => Decoder::PidCmd,
@@ -66,7 +69,7 @@ impl Decoder {
             }
             o => {
                 return Err(format!(
-                    "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
+                    "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
 syscall, errno, ipv4, ipv6, port, cgroup, static)"
                 ))
             }
@@ -79,7 +82,7 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
 
     pub fn need(&self) -> Need {
         match self {
-            Decoder::String => Need::Text,
+            Decoder::String | Decoder::Argv => Need::Text,
             Decoder::Ipv6 => Need::Bytes(16),
             _ => Need::Int,
         }
@@ -89,6 +92,7 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
     pub fn decode(&self, b: &[u8]) -> String {
         match self {
             Decoder::String => text(b),
+            Decoder::Argv => argv(b),
             Decoder::Ipv6 => match <[u8; 16]>::try_from(b) {
                 Ok(a) => Ipv6Addr::from(a).to_string(),
                 Err(_) => hex(b),
@@ -131,6 +135,12 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
             }
         }
     }
+}
+
+/// NUL-separated strings joined by spaces (trailing NULs and padding dropped).
+pub fn argv(b: &[u8]) -> String {
+    let end = b.iter().rposition(|c| *c != 0).map_or(0, |i| i + 1);
+    b[..end].split(|c| *c == 0).map(String::from_utf8_lossy).collect::<Vec<_>>().join(" ")
 }
 
 fn lookup(table: &[(i64, &'static str)], n: i64) -> Option<&'static str> {

@@ -54,8 +54,11 @@ impl Loc {
             kind: f.kind.clone(),
         }
     }
+    /// The field's bytes; a record that ends inside the field (a variable-length event
+    /// record, cut after the used part of its last array) gives the part it has.
     pub fn bytes<'b>(&self, b: &'b [u8]) -> &'b [u8] {
-        b.get(self.offset..self.offset + self.size).unwrap_or(&[])
+        let end = (self.offset + self.size).min(b.len());
+        b.get(self.offset..end).unwrap_or(&[])
     }
 }
 
@@ -547,6 +550,7 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
         };
         let fits = match &o.kind {
             OptKind::Bool | OptKind::Process { .. } => (1..=8).contains(size),
+            OptKind::Match { .. } => false,
             OptKind::Integer { min, max } => {
                 let bits = 8 * *size as u32;
                 *size <= 8 && (bits == 64 || (*max as i128) < (1i128 << bits) && *min >= -(1i64 << (bits - 1).min(62)))
@@ -555,6 +559,11 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
         };
         if !fits {
             return Err(err_at(spec, &o.at, format!("global {g:?} ({size} bytes) cannot hold this option's values")));
+        }
+    }
+    if let OptKind::Match { field } = &o.kind {
+        if match_target(spec, field).is_none() {
+            return Err(err_at(spec, &o.at, format!("match option: no events map has a metric of field {field:?}")));
         }
     }
     if let OptKind::Process { map } = &o.kind {
@@ -663,6 +672,7 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
                 v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice(),
             )),
             OptKind::Process { .. } => OptionKind::Process,
+            OptKind::Match { .. } => OptionKind::Text,
         },
     }
 }
@@ -725,6 +735,20 @@ pub struct OptionValues {
     pub slots_override: Option<usize>,
     /// Memory bound of each event-record queue (bcc.conf `queue_memory`), in bytes.
     pub queue_memory: usize,
+    /// Match options given: (events map, item of the field's metric, expression).
+    pub matches: Vec<(String, u32, regex::Regex)>,
+}
+
+/// The events map and metric item a match option's field is served by.
+fn match_target(spec: &Spec, field: &str) -> Option<(String, u32)> {
+    spec.maps.iter().find_map(|m| match &m.kind {
+        MapKind::Events(e) => e
+            .metrics
+            .iter()
+            .find(|f| f.field.as_deref() == Some(field))
+            .map(|f| (m.name.clone(), f.def.item)),
+        _ => None,
+    })
 }
 
 fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
@@ -764,6 +788,14 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
                 })?;
                 if let Some((off, size)) = rodata(&o.global) {
                     v.globals.push((off, size, i as u64));
+                }
+            }
+            OptKind::Match { field } => {
+                if let Some(s) = cfg.get(&o.key).map(str::trim).filter(|s| !s.is_empty()) {
+                    let re = regex::Regex::new(s)
+                        .map_err(|e| cfg.error(&o.key, format!("not a regular expression: {e}")))?;
+                    let (map, item) = match_target(&p.spec, field).expect("checked with the spec");
+                    v.matches.push((map, item, re));
                 }
             }
             OptKind::Process { map } => {

@@ -66,6 +66,8 @@ struct MapState {
     recent: Option<Arc<Mutex<Recent>>>,
     /// The event-record queue, when the map has a `records` metric.
     queue: Option<Arc<EventQueue>>,
+    /// Match options on this map's records: (the field's metric, expression).
+    filters: Vec<(MetricPlan, regex::Regex)>,
     stream: Option<Stream>,
     slots: usize,
 }
@@ -160,6 +162,15 @@ impl Served {
                 served: HashMap::new(),
                 recent: None,
                 queue: None,
+                filters: match &plan.plan {
+                    Plan::Events { metrics, .. } => opts
+                        .matches
+                        .iter()
+                        .filter(|(map, _, _)| *map == plan.name)
+                        .filter_map(|(_, item, re)| Some((metrics.iter().find(|m| m.item == *item)?.clone(), re.clone())))
+                        .collect(),
+                    _ => Vec::new(),
+                },
                 stream: None,
                 slots: match plan.plan {
                     Plan::Events { slots, .. } => opts.slots_override.unwrap_or(slots),
@@ -200,7 +211,15 @@ impl Served {
                 let sink = recent.clone();
                 let queue = records.map(|_| EventQueue::new(&format!("{}.{}", self.module, m.plan.name), self.queue_memory));
                 let qsink = queue.clone();
+                let filters = m.filters.clone();
                 m.stream = Some(Stream::start(&map, &m.plan.name, move |r| {
+                    let shown = |mp: &MetricPlan| match read_metric(mp, &[r]) {
+                        Raw::Int(n) => n.to_string(),
+                        Raw::Text(s) => s,
+                    };
+                    if !filters.iter().all(|(mp, re)| re.is_match(&shown(mp))) {
+                        return;
+                    }
                     if let Some(q) = &qsink {
                         q.append(r);
                     }

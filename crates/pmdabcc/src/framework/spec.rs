@@ -66,6 +66,9 @@ pub enum OptKind {
     Enum(Vec<String>),
     /// The shared process filter, filling `map` (pids and tids).
     Process { map: String },
+    /// A regular expression an event record's `field` (as its metric serves it) must match:
+    /// other records are dropped by the agent before the table and the event records.
+    Match { field: String },
 }
 
 #[derive(Clone, Debug)]
@@ -615,11 +618,16 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
                 .str("map")?
                 .ok_or_else(|| t.err("map", ty_line, "a process option needs map = \"<hash map of pids>\""))?,
         },
+        "match" => OptKind::Match {
+            field: t
+                .str("field")?
+                .ok_or_else(|| t.err("field", ty_line, "a match option needs field = \"<a field of an events map's record>\""))?,
+        },
         other => {
             return Err(t.err(
                 "type",
                 ty_line,
-                format!("unknown option type {other:?} (bool, integer, enum, process)"),
+                format!("unknown option type {other:?} (bool, integer, enum, process, match)"),
             ))
         }
     };
@@ -636,7 +644,7 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
     }
     let o = OptSpec {
         global: t.str("global")?.or_else(|| match kind {
-            OptKind::Process { .. } => None,
+            OptKind::Process { .. } | OptKind::Match { .. } => None,
             _ => Some(key.clone()),
         }),
         doc: t.req_str("doc")?,

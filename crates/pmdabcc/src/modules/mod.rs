@@ -39,6 +39,8 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("biolatency", || spec_module!("biolatency")),
     ("netproc", || spec_module!("netproc")),
     ("tcptop", || &tcptop::SPEC),
+    ("execsnoop", || spec_module!("execsnoop")),
+    ("exitsnoop", || spec_module!("exitsnoop")),
     ("selftest", || &selftest::SPEC),
 ];
 
