@@ -315,8 +315,9 @@ impl State {
         }
         let mut nnames = 0;
         for (raw, e) in &by_pmid {
-            // The primary name first: pmNameID gives the first name inserted for a PMID.
-            for n in std::iter::once(&e.info.name).chain(&e.info.aliases) {
+            // Aliases first: the tree lists a PMID's names newest first, and clients name
+            // a PMID (pmNameID: event parameters, pmval's headings) by the first.
+            for n in e.info.aliases.iter().chain(std::iter::once(&e.info.name)) {
                 let name = CString::new(n.clone()).map_err(|_| SetupError::Nul(n.clone()))?;
                 // SAFETY: valid tree and NUL-terminated name (copied by libpcp).
                 let sts = unsafe { sys::pmdaTreeInsert(tree, *raw, name.as_ptr()) };

@@ -1,0 +1,322 @@
+//! End-to-end tests of the event modules (execsnoop, exitsnoop) under the real pmcd: the
+//! test runs processes of known argv, pid, parent and exit status (the workload's truth) and
+//! reads them back field by field from both views, the table of the newest (pminfo -f) and
+//! the event records (pmval, a PCP client of its own context); a burst of 20,000 execs
+//! between two fetches reaches two clients whole, each record once; an unprivileged client
+//! gets no sensitive field in either view. Other activity on the host adds records of its
+//! own: every check picks the test's records by their unique arguments or pids.
+
+use e2e::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One event record as pmval prints it: parameter name (module-relative, e.g. "args") to
+/// value text (strings without quotes).
+type Record = BTreeMap<String, String>;
+
+/// A pmval reading event records: `samples` fetches, `interval` seconds apart, in one
+/// context. Started when its first fetch (which starts its cursor) has been answered.
+struct Reader {
+    child: Child,
+    /// Drains pmval's output as it comes (a full pipe would hold up its fetches).
+    rest: std::thread::JoinHandle<String>,
+    text: String,
+}
+
+impl Reader {
+    fn start(metric: &str, samples: u32, interval: u32, user: Option<&str>) -> Reader {
+        let s = samples.to_string();
+        let t = interval.to_string();
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(u) = user {
+            args.extend(["runuser", "-u", u, "--"]);
+        }
+        args.extend(["stdbuf", "-oL", "pmval", "-s", &s, "-t", &t, metric]);
+        let mut child = Command::new(args[0])
+            .args(&args[1..])
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin:/usr/lib/pcp/bin")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pmval");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut text = String::new();
+        // The first fetch gives no records (it starts the client's cursor).
+        loop {
+            let mut l = String::new();
+            if out.read_line(&mut l).expect("read pmval") == 0 {
+                panic!("pmval {metric} ended before its first fetch:\n{text}");
+            }
+            text.push_str(&l);
+            if l.contains("event records") || l.contains("No value") || l.contains("Error") {
+                break;
+            }
+        }
+        assert!(text.contains(": 0 event records"), "the first fetch of {metric} (it starts the cursor) should have no records:\n{text}");
+        let rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+            rest
+        });
+        Reader { child, rest, text }
+    }
+
+    /// Waits for pmval to finish; returns the records of every later fetch, in order, and
+    /// the missed counts it reported.
+    fn finish(mut self) -> (Vec<Record>, u64, String) {
+        let st = self.child.wait().expect("pmval");
+        self.text.push_str(&self.rest.join().expect("pmval reader"));
+        assert!(st.success(), "pmval failed ({st}):\n{}", tail(&self.text));
+        let mut records = Vec::new();
+        let mut missed = 0;
+        let mut cur: Option<Record> = None;
+        for l in self.text.lines() {
+            if l.contains("--- event record") {
+                if let Some(r) = cur.take() {
+                    records.push(r);
+                }
+                if l.contains("missed") {
+                    missed += l.split_whitespace().filter_map(|w| w.parse::<u64>().ok()).last().unwrap_or(0);
+                } else {
+                    cur = Some(Record::new());
+                }
+            } else if let (Some(r), Some((name, v))) = (cur.as_mut(), l.trim().split_once("[-1] ")) {
+                let short = name.rsplit('.').next().unwrap_or(name).to_string();
+                r.insert(short, v.trim_matches('"').to_string());
+            } else if l.contains("event records") {
+                if let Some(r) = cur.take() {
+                    records.push(r);
+                }
+            }
+        }
+        if let Some(r) = cur.take() {
+            records.push(r);
+        }
+        (records, missed, self.text)
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Runs `/bin/true <tag>-<i>` for each i, one after another; returns each child's pid.
+fn exec_true(tag: &str, n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| {
+            let mut c = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().expect("spawn /bin/true");
+            let pid = c.id();
+            assert!(c.wait().expect("wait").success());
+            pid
+        })
+        .collect()
+}
+
+/// The table view: instance name -> field -> value, for the given fields (metrics under
+/// `bcc.<module>.`, or full names), all in one pminfo fetch (the table moves with every exec
+/// on the host, so two fetches may see different slots).
+fn table(module: &str, fields: &[&str]) -> BTreeMap<String, BTreeMap<String, String>> {
+    let names: Vec<String> = fields.iter().map(|f| if f.contains('.') { f.to_string() } else { format!("bcc.{module}.{f}") }).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let vals = fetch(&refs);
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (f, n) in fields.iter().zip(&names) {
+        for (inst, v) in vals.get(n).cloned().unwrap_or_default() {
+            out.entry(inst.unwrap_or_default()).or_default().insert(f.to_string(), v);
+        }
+    }
+    out
+}
+
+/// A word no other process on the host passes as an argument.
+fn tag() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("bccev{}x{}", std::process::id(), t.as_nanos() % 1_000_000_000)
+}
+
+#[test]
+fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
+    let s = Session::start();
+    s.assert_module_running("execsnoop");
+    let me = std::process::id().to_string();
+    let tag = tag();
+    let reader = Reader::start("bcc.execsnoop.records", 2, 4, None);
+    let pids = exec_true(&tag, 5);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut tab = table("execsnoop", &["comm", "pid", "ppid", "ret", "args", "uid", "bcc.proc.exec.args", "bcc.proc.exec.pid"]);
+    // The aliases: the same values under the Python pmdabcc's names.
+    for (slot, r) in tab.iter_mut() {
+        for f in ["args", "pid"] {
+            let a = r.remove(&format!("bcc.proc.exec.{f}"));
+            assert_eq!(a.as_ref(), r.get(f), "slot {slot}: bcc.proc.exec.{f} is not bcc.execsnoop.{f}");
+        }
+    }
+    let (records, missed, text) = reader.finish();
+    assert_eq!(missed, 0, "{}", tail(&text));
+    for (i, pid) in pids.iter().enumerate() {
+        let want: Record = [
+            ("comm", "true".to_string()),
+            ("pid", pid.to_string()),
+            ("ppid", me.clone()),
+            ("ret", "0".into()),
+            ("args", format!("/bin/true {tag}-{i}")),
+            ("uid", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let got: Vec<&Record> = records.iter().filter(|r| r.get("args") == want.get("args")).collect();
+        assert_eq!(got, vec![&want], "exec {i} in the event records:\n{}", tail(&text));
+        let rows: Vec<(&String, &BTreeMap<String, String>)> = tab.iter().filter(|(_, r)| r.get("args") == want.get("args")).collect();
+        assert_eq!(rows.len(), 1, "exec {i} once in the table: {tab:?}");
+        assert_eq!(rows[0].1, &want, "exec {i} in the table");
+    }
+    // Slot 0 is the newest: the test's execs sit in the table newest first.
+    let order: Vec<usize> = (0..tab.len())
+        .filter_map(|slot| tab.get(&slot.to_string())?.get("args")?.strip_prefix(&format!("/bin/true {tag}-"))?.parse().ok())
+        .collect();
+    assert_eq!(order, vec![4, 3, 2, 1, 0], "table order of the test's execs (slot 0 newest): {tab:?}");
+    assert_eq!(value_u64("bcc.execsnoop.lost", None), Some(0), "no exec lost");
+}
+
+#[test]
+fn a_burst_of_20000_execs_reaches_two_clients_whole() {
+    const N: usize = 20_000;
+    let s = Session::start();
+    s.assert_module_running("execsnoop");
+    let tag = tag();
+    let lost0 = value_u64("bcc.execsnoop.lost", None).expect("bcc.execsnoop.lost");
+    // One client fetches once after the whole burst, the other every 2 s during it.
+    let slow = Reader::start("bcc.execsnoop.records", 2, 35, None);
+    let fast = Reader::start("bcc.execsnoop.records", 17, 2, None);
+    let t0 = Instant::now();
+    // Four exec loops at once: exec i runs `/bin/true <tag>-i` and records its pid.
+    const LOOPS: usize = 4;
+    let parts: Vec<Vec<(usize, u32)>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..LOOPS)
+            .map(|k| {
+                let tag = &tag;
+                sc.spawn(move || {
+                    (k..N)
+                        .step_by(LOOPS)
+                        .map(|i| {
+                            let mut c = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().expect("spawn /bin/true");
+                            let pid = c.id();
+                            assert!(c.wait().expect("wait").success());
+                            (i, pid)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("exec loop")).collect()
+    });
+    let pids: BTreeMap<usize, u32> = parts.into_iter().flatten().collect();
+    let burst = t0.elapsed();
+    eprintln!("{N} execs in {burst:?}");
+    assert!(burst < Duration::from_secs(32), "the burst took {burst:?}: too slow to fit between the slow client's fetches");
+    std::thread::sleep(Duration::from_millis(300));
+    let tab = table("execsnoop", &["args"]);
+    let index = |a: &str| -> Option<usize> { a.strip_prefix(&format!("/bin/true {tag}-"))?.parse().ok() };
+    let mut orders = Vec::new();
+    for (who, r) in [("the slow client", slow), ("the fast client", fast)] {
+        let (records, missed, text) = r.finish();
+        assert_eq!(missed, 0, "{who} missed records");
+        let mine: Vec<(usize, &Record)> = records.iter().filter_map(|r| Some((index(r.get("args")?)?, r))).collect();
+        let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+        for (i, r) in &mine {
+            *seen.entry(*i).or_default() += 1;
+            assert_eq!(r.get("pid"), Some(&pids[i].to_string()), "{who}: pid of exec {i}");
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "{who}: records delivered more than once: {twice:?}");
+        let absent: Vec<usize> = (0..N).filter(|i| !seen.contains_key(i)).collect();
+        assert!(absent.is_empty(), "{who}: {} of {N} execs missing (first {:?}):\n{}", absent.len(), &absent[..absent.len().min(10)], tail(&text));
+        orders.push(mine.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+    }
+    assert_eq!(orders[0], orders[1], "both clients get the records in the same (arrival) order");
+    assert_eq!(value_u64("bcc.execsnoop.lost", None), Some(lost0), "execs lost in the ring buffer");
+    // The table holds the newest process_count (20): the last of the burst, newest first.
+    let order: Vec<usize> = (0..tab.len()).filter_map(|slot| index(tab.get(&slot.to_string())?.get("args")?)).collect();
+    assert!(!order.is_empty() && order.len() <= 20, "table: {tab:?}");
+    let want: Vec<usize> = orders[0].iter().rev().take(order.len()).copied().collect();
+    assert_eq!(order, want, "the table shows the newest of the burst (as the records ordered them), newest first");
+}
+
+#[test]
+fn exitsnoop_reports_exit_codes_and_signals() {
+    let s = Session::start();
+    s.assert_module_running("exitsnoop");
+    let me = std::process::id().to_string();
+    let reader = Reader::start("bcc.exitsnoop.records", 2, 4, None);
+    let t0 = Instant::now();
+    let mut code = Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().expect("sh");
+    let code_pid = code.id();
+    assert_eq!(code.wait().unwrap().code(), Some(7));
+    let mut killed = Command::new("/bin/sleep").arg("60").spawn().expect("sleep");
+    let killed_pid = killed.id();
+    std::thread::sleep(Duration::from_millis(200));
+    killed.kill().expect("kill");
+    killed.wait().unwrap();
+    let elapsed = t0.elapsed().as_nanos() as u64;
+    std::thread::sleep(Duration::from_millis(300));
+    let tab = table("exitsnoop", &["pid", "tid", "ppid", "sig", "exit_code", "comm", "coredump", "age"]);
+    let (records, missed, text) = reader.finish();
+    assert_eq!(missed, 0);
+    for (pid, comm, sig, exit_code) in [(code_pid, "sh", "0", "7"), (killed_pid, "sleep", "9", "0")] {
+        let pid = pid.to_string();
+        let want: Record = [
+            ("pid", pid.clone()),
+            ("tid", pid.clone()),
+            ("ppid", me.clone()),
+            ("sig", sig.into()),
+            ("exit_code", exit_code.into()),
+            ("comm", comm.into()),
+            ("coredump", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let check = |what: &str, r: &Record| {
+            let age: u64 = r.get("age").and_then(|a| a.parse().ok()).unwrap_or(0);
+            assert!(age > 0 && age <= elapsed, "{what}: age {age} ns of pid {pid} outside (0, {elapsed}]");
+            let mut r = r.clone();
+            r.remove("age");
+            assert_eq!(r, want, "{what}: exit of pid {pid}");
+        };
+        let got: Vec<&Record> = records.iter().filter(|r| r.get("pid") == Some(&pid)).collect();
+        assert_eq!(got.len(), 1, "exit of pid {pid} once in the records:\n{}", tail(&text));
+        check("records", got[0]);
+        let rows: Vec<&BTreeMap<String, String>> = tab.values().filter(|r| r.get("pid") == Some(&pid)).collect();
+        assert_eq!(rows.len(), 1, "exit of pid {pid} once in the table: {tab:?}");
+        check("table", rows[0]);
+    }
+}
+
+#[test]
+fn an_unprivileged_client_gets_no_sensitive_field() {
+    let s = Session::start();
+    s.assert_module_running("execsnoop");
+    let tag = tag();
+    let reader = Reader::start("bcc.execsnoop.records", 2, 3, Some("nobody"));
+    let pids = exec_true(&tag, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let nobody = sh("runuser -u nobody -- pminfo -f bcc.execsnoop.args bcc.execsnoop.comm bcc.proc.exec.args bcc.execsnoop.pid bcc.execsnoop.ret 2>&1");
+    let (records, _, text) = reader.finish();
+    for m in ["bcc.execsnoop.args", "bcc.execsnoop.comm", "bcc.proc.exec.args"] {
+        assert!(nobody.contains(&format!("{m}\nError: No permission")), "{m} is not refused to nobody:\n{nobody}");
+    }
+    assert!(nobody.contains("bcc.execsnoop.pid\n    inst"), "pid has values for nobody:\n{nobody}");
+    assert!(!nobody.contains(&tag), "a sensitive value reached nobody:\n{nobody}");
+    // The records: the test's execs (found by pid) without comm and args.
+    assert!(!text.contains(&tag), "arguments reached nobody through the records:\n{}", tail(&text));
+    for pid in pids {
+        let got: Vec<&Record> = records.iter().filter(|r| r.get("pid") == Some(&pid.to_string())).collect();
+        assert_eq!(got.len(), 1, "exec of pid {pid} once in nobody's records:\n{}", tail(&text));
+        let keys: Vec<&str> = got[0].keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["pid", "ppid", "ret", "uid"], "parameters nobody gets");
+    }
+}
