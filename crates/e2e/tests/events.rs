@@ -54,7 +54,10 @@ impl Reader {
                 break;
             }
         }
-        assert!(text.contains(": 0 event records"), "the first fetch of {metric} (it starts the cursor) should have no records:\n{text}");
+        assert!(
+            text.contains(": 0 event records"),
+            "the first fetch of {metric} (it starts the cursor) should have no records:\n{text}"
+        );
         let rest = std::thread::spawn(move || {
             let mut rest = String::new();
             let _ = std::io::Read::read_to_string(&mut out, &mut rest);
@@ -78,11 +81,16 @@ impl Reader {
                     records.push(r);
                 }
                 if l.contains("missed") {
-                    missed += l.split_whitespace().filter_map(|w| w.parse::<u64>().ok()).last().unwrap_or(0);
+                    missed += l
+                        .split_whitespace()
+                        .filter_map(|w| w.parse::<u64>().ok())
+                        .last()
+                        .unwrap_or(0);
                 } else {
                     cur = Some(Record::new());
                 }
-            } else if let (Some(r), Some((name, v))) = (cur.as_mut(), l.trim().split_once("[-1] ")) {
+            } else if let (Some(r), Some((name, v))) = (cur.as_mut(), l.trim().split_once("[-1] "))
+            {
                 let short = name.rsplit('.').next().unwrap_or(name).to_string();
                 r.insert(short, v.trim_matches('"').to_string());
             } else if l.contains("event records") {
@@ -107,7 +115,10 @@ fn tail(s: &str) -> String {
 fn exec_true(tag: &str, n: usize) -> Vec<u32> {
     (0..n)
         .map(|i| {
-            let mut c = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().expect("spawn /bin/true");
+            let mut c = Command::new("/bin/true")
+                .arg(format!("{tag}-{i}"))
+                .spawn()
+                .expect("spawn /bin/true");
             let pid = c.id();
             assert!(c.wait().expect("wait").success());
             pid
@@ -119,13 +130,24 @@ fn exec_true(tag: &str, n: usize) -> Vec<u32> {
 /// `bcc.<module>.`, or full names), all in one pminfo fetch (the table moves with every exec
 /// on the host, so two fetches may see different slots).
 fn table(module: &str, fields: &[&str]) -> BTreeMap<String, BTreeMap<String, String>> {
-    let names: Vec<String> = fields.iter().map(|f| if f.contains('.') { f.to_string() } else { format!("bcc.{module}.{f}") }).collect();
+    let names: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            if f.contains('.') {
+                f.to_string()
+            } else {
+                format!("bcc.{module}.{f}")
+            }
+        })
+        .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let vals = fetch(&refs);
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (f, n) in fields.iter().zip(&names) {
         for (inst, v) in vals.get(n).cloned().unwrap_or_default() {
-            out.entry(inst.unwrap_or_default()).or_default().insert(f.to_string(), v);
+            out.entry(inst.unwrap_or_default())
+                .or_default()
+                .insert(f.to_string(), v);
         }
     }
     out
@@ -133,8 +155,14 @@ fn table(module: &str, fields: &[&str]) -> BTreeMap<String, BTreeMap<String, Str
 
 /// A word no other process on the host passes as an argument.
 fn tag() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("bccev{}x{}", std::process::id(), t.as_nanos() % 1_000_000_000)
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "bccev{}x{}",
+        std::process::id(),
+        t.as_nanos() % 1_000_000_000
+    )
 }
 
 #[test]
@@ -146,12 +174,28 @@ fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
     let reader = Reader::start("bcc.execsnoop.records", 2, 4, None);
     let pids = exec_true(&tag, 5);
     std::thread::sleep(Duration::from_millis(300));
-    let mut tab = table("execsnoop", &["comm", "pid", "ppid", "ret", "args", "uid", "bcc.proc.exec.args", "bcc.proc.exec.pid"]);
+    let mut tab = table(
+        "execsnoop",
+        &[
+            "comm",
+            "pid",
+            "ppid",
+            "ret",
+            "args",
+            "uid",
+            "bcc.proc.exec.args",
+            "bcc.proc.exec.pid",
+        ],
+    );
     // The aliases: the same values under the Python pmdabcc's names.
     for (slot, r) in tab.iter_mut() {
         for f in ["args", "pid"] {
             let a = r.remove(&format!("bcc.proc.exec.{f}"));
-            assert_eq!(a.as_ref(), r.get(f), "slot {slot}: bcc.proc.exec.{f} is not bcc.execsnoop.{f}");
+            assert_eq!(
+                a.as_ref(),
+                r.get(f),
+                "slot {slot}: bcc.proc.exec.{f} is not bcc.execsnoop.{f}"
+            );
         }
     }
     let (records, missed, text) = reader.finish();
@@ -168,18 +212,43 @@ fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let got: Vec<&Record> = records.iter().filter(|r| r.get("args") == want.get("args")).collect();
-        assert_eq!(got, vec![&want], "exec {i} in the event records:\n{}", tail(&text));
-        let rows: Vec<(&String, &BTreeMap<String, String>)> = tab.iter().filter(|(_, r)| r.get("args") == want.get("args")).collect();
+        let got: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.get("args") == want.get("args"))
+            .collect();
+        assert_eq!(
+            got,
+            vec![&want],
+            "exec {i} in the event records:\n{}",
+            tail(&text)
+        );
+        let rows: Vec<(&String, &BTreeMap<String, String>)> = tab
+            .iter()
+            .filter(|(_, r)| r.get("args") == want.get("args"))
+            .collect();
         assert_eq!(rows.len(), 1, "exec {i} once in the table: {tab:?}");
         assert_eq!(rows[0].1, &want, "exec {i} in the table");
     }
     // Slot 0 is the newest: the test's execs sit in the table newest first.
     let order: Vec<usize> = (0..tab.len())
-        .filter_map(|slot| tab.get(&slot.to_string())?.get("args")?.strip_prefix(&format!("/bin/true {tag}-"))?.parse().ok())
+        .filter_map(|slot| {
+            tab.get(&slot.to_string())?
+                .get("args")?
+                .strip_prefix(&format!("/bin/true {tag}-"))?
+                .parse()
+                .ok()
+        })
         .collect();
-    assert_eq!(order, vec![4, 3, 2, 1, 0], "table order of the test's execs (slot 0 newest): {tab:?}");
-    assert_eq!(value_u64("bcc.execsnoop.lost", None), Some(0), "no exec lost");
+    assert_eq!(
+        order,
+        vec![4, 3, 2, 1, 0],
+        "table order of the test's execs (slot 0 newest): {tab:?}"
+    );
+    assert_eq!(
+        value_u64("bcc.execsnoop.lost", None),
+        Some(0),
+        "no exec lost"
+    );
 }
 
 #[test]
@@ -203,7 +272,10 @@ fn a_burst_of_20000_execs_reaches_two_clients_whole() {
                     (k..N)
                         .step_by(LOOPS)
                         .map(|i| {
-                            let mut c = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().expect("spawn /bin/true");
+                            let mut c = Command::new("/bin/true")
+                                .arg(format!("{tag}-{i}"))
+                                .spawn()
+                                .expect("spawn /bin/true");
                             let pid = c.id();
                             assert!(c.wait().expect("wait").success());
                             (i, pid)
@@ -212,38 +284,72 @@ fn a_burst_of_20000_execs_reaches_two_clients_whole() {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("exec loop")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("exec loop"))
+            .collect()
     });
     let pids: BTreeMap<usize, u32> = parts.into_iter().flatten().collect();
     let burst = t0.elapsed();
     eprintln!("{N} execs in {burst:?}");
-    assert!(burst < Duration::from_secs(32), "the burst took {burst:?}: too slow to fit between the slow client's fetches");
+    assert!(
+        burst < Duration::from_secs(32),
+        "the burst took {burst:?}: too slow to fit between the slow client's fetches"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let tab = table("execsnoop", &["args"]);
-    let index = |a: &str| -> Option<usize> { a.strip_prefix(&format!("/bin/true {tag}-"))?.parse().ok() };
+    let index =
+        |a: &str| -> Option<usize> { a.strip_prefix(&format!("/bin/true {tag}-"))?.parse().ok() };
     let mut orders = Vec::new();
     for (who, r) in [("the slow client", slow), ("the fast client", fast)] {
         let (records, missed, text) = r.finish();
         assert_eq!(missed, 0, "{who} missed records");
-        let mine: Vec<(usize, &Record)> = records.iter().filter_map(|r| Some((index(r.get("args")?)?, r))).collect();
+        let mine: Vec<(usize, &Record)> = records
+            .iter()
+            .filter_map(|r| Some((index(r.get("args")?)?, r)))
+            .collect();
         let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
         for (i, r) in &mine {
             *seen.entry(*i).or_default() += 1;
-            assert_eq!(r.get("pid"), Some(&pids[i].to_string()), "{who}: pid of exec {i}");
+            assert_eq!(
+                r.get("pid"),
+                Some(&pids[i].to_string()),
+                "{who}: pid of exec {i}"
+            );
         }
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "{who}: records delivered more than once: {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "{who}: records delivered more than once: {twice:?}"
+        );
         let absent: Vec<usize> = (0..N).filter(|i| !seen.contains_key(i)).collect();
-        assert!(absent.is_empty(), "{who}: {} of {N} execs missing (first {:?}):\n{}", absent.len(), &absent[..absent.len().min(10)], tail(&text));
+        assert!(
+            absent.is_empty(),
+            "{who}: {} of {N} execs missing (first {:?}):\n{}",
+            absent.len(),
+            &absent[..absent.len().min(10)],
+            tail(&text)
+        );
         orders.push(mine.iter().map(|(i, _)| *i).collect::<Vec<_>>());
     }
-    assert_eq!(orders[0], orders[1], "both clients get the records in the same (arrival) order");
-    assert_eq!(value_u64("bcc.execsnoop.lost", None), Some(lost0), "execs lost in the ring buffer");
+    assert_eq!(
+        orders[0], orders[1],
+        "both clients get the records in the same (arrival) order"
+    );
+    assert_eq!(
+        value_u64("bcc.execsnoop.lost", None),
+        Some(lost0),
+        "execs lost in the ring buffer"
+    );
     // The table holds the newest process_count (20): the last of the burst, newest first.
-    let order: Vec<usize> = (0..tab.len()).filter_map(|slot| index(tab.get(&slot.to_string())?.get("args")?)).collect();
+    let order: Vec<usize> = (0..tab.len())
+        .filter_map(|slot| index(tab.get(&slot.to_string())?.get("args")?))
+        .collect();
     assert!(!order.is_empty() && order.len() <= 20, "table: {tab:?}");
     let want: Vec<usize> = orders[0].iter().rev().take(order.len()).copied().collect();
-    assert_eq!(order, want, "the table shows the newest of the burst (as the records ordered them), newest first");
+    assert_eq!(
+        order, want,
+        "the table shows the newest of the burst (as the records ordered them), newest first"
+    );
 }
 
 #[test]
@@ -253,7 +359,10 @@ fn exitsnoop_reports_exit_codes_and_signals() {
     let me = std::process::id().to_string();
     let reader = Reader::start("bcc.exitsnoop.records", 2, 4, None);
     let t0 = Instant::now();
-    let mut code = Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().expect("sh");
+    let mut code = Command::new("/bin/sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .expect("sh");
     let code_pid = code.id();
     assert_eq!(code.wait().unwrap().code(), Some(7));
     let mut killed = Command::new("/bin/sleep").arg("60").spawn().expect("sleep");
@@ -263,10 +372,23 @@ fn exitsnoop_reports_exit_codes_and_signals() {
     killed.wait().unwrap();
     let elapsed = t0.elapsed().as_nanos() as u64;
     std::thread::sleep(Duration::from_millis(300));
-    let tab = table("exitsnoop", &["pid", "tid", "ppid", "sig", "exit_code", "comm", "coredump", "age"]);
+    let tab = table(
+        "exitsnoop",
+        &[
+            "pid",
+            "tid",
+            "ppid",
+            "sig",
+            "exit_code",
+            "comm",
+            "coredump",
+            "age",
+        ],
+    );
     let (records, missed, text) = reader.finish();
     assert_eq!(missed, 0);
-    for (pid, comm, sig, exit_code) in [(code_pid, "sh", "0", "7"), (killed_pid, "sleep", "9", "0")] {
+    for (pid, comm, sig, exit_code) in [(code_pid, "sh", "0", "7"), (killed_pid, "sleep", "9", "0")]
+    {
         let pid = pid.to_string();
         let want: Record = [
             ("pid", pid.clone()),
@@ -282,16 +404,34 @@ fn exitsnoop_reports_exit_codes_and_signals() {
         .collect();
         let check = |what: &str, r: &Record| {
             let age: u64 = r.get("age").and_then(|a| a.parse().ok()).unwrap_or(0);
-            assert!(age > 0 && age <= elapsed, "{what}: age {age} ns of pid {pid} outside (0, {elapsed}]");
+            assert!(
+                age > 0 && age <= elapsed,
+                "{what}: age {age} ns of pid {pid} outside (0, {elapsed}]"
+            );
             let mut r = r.clone();
             r.remove("age");
             assert_eq!(r, want, "{what}: exit of pid {pid}");
         };
-        let got: Vec<&Record> = records.iter().filter(|r| r.get("pid") == Some(&pid)).collect();
-        assert_eq!(got.len(), 1, "exit of pid {pid} once in the records:\n{}", tail(&text));
+        let got: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.get("pid") == Some(&pid))
+            .collect();
+        assert_eq!(
+            got.len(),
+            1,
+            "exit of pid {pid} once in the records:\n{}",
+            tail(&text)
+        );
         check("records", got[0]);
-        let rows: Vec<&BTreeMap<String, String>> = tab.values().filter(|r| r.get("pid") == Some(&pid)).collect();
-        assert_eq!(rows.len(), 1, "exit of pid {pid} once in the table: {tab:?}");
+        let rows: Vec<&BTreeMap<String, String>> = tab
+            .values()
+            .filter(|r| r.get("pid") == Some(&pid))
+            .collect();
+        assert_eq!(
+            rows.len(),
+            1,
+            "exit of pid {pid} once in the table: {tab:?}"
+        );
         check("table", rows[0]);
     }
 }
@@ -306,17 +446,46 @@ fn an_unprivileged_client_gets_no_sensitive_field() {
     std::thread::sleep(Duration::from_millis(300));
     let nobody = sh("runuser -u nobody -- pminfo -f bcc.execsnoop.args bcc.execsnoop.comm bcc.proc.exec.args bcc.execsnoop.pid bcc.execsnoop.ret 2>&1");
     let (records, _, text) = reader.finish();
-    for m in ["bcc.execsnoop.args", "bcc.execsnoop.comm", "bcc.proc.exec.args"] {
-        assert!(nobody.contains(&format!("{m}\nError: No permission")), "{m} is not refused to nobody:\n{nobody}");
+    for m in [
+        "bcc.execsnoop.args",
+        "bcc.execsnoop.comm",
+        "bcc.proc.exec.args",
+    ] {
+        assert!(
+            nobody.contains(&format!("{m}\nError: No permission")),
+            "{m} is not refused to nobody:\n{nobody}"
+        );
     }
-    assert!(nobody.contains("bcc.execsnoop.pid\n    inst"), "pid has values for nobody:\n{nobody}");
-    assert!(!nobody.contains(&tag), "a sensitive value reached nobody:\n{nobody}");
+    assert!(
+        nobody.contains("bcc.execsnoop.pid\n    inst"),
+        "pid has values for nobody:\n{nobody}"
+    );
+    assert!(
+        !nobody.contains(&tag),
+        "a sensitive value reached nobody:\n{nobody}"
+    );
     // The records: the test's execs (found by pid) without comm and args.
-    assert!(!text.contains(&tag), "arguments reached nobody through the records:\n{}", tail(&text));
+    assert!(
+        !text.contains(&tag),
+        "arguments reached nobody through the records:\n{}",
+        tail(&text)
+    );
     for pid in pids {
-        let got: Vec<&Record> = records.iter().filter(|r| r.get("pid") == Some(&pid.to_string())).collect();
-        assert_eq!(got.len(), 1, "exec of pid {pid} once in nobody's records:\n{}", tail(&text));
+        let got: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.get("pid") == Some(&pid.to_string()))
+            .collect();
+        assert_eq!(
+            got.len(),
+            1,
+            "exec of pid {pid} once in nobody's records:\n{}",
+            tail(&text)
+        );
         let keys: Vec<&str> = got[0].keys().map(String::as_str).collect();
-        assert_eq!(keys, vec!["pid", "ppid", "ret", "uid"], "parameters nobody gets");
+        assert_eq!(
+            keys,
+            vec!["pid", "ppid", "ret", "uid"],
+            "parameters nobody gets"
+        );
     }
 }

@@ -25,6 +25,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Bytes a kept record costs besides its data (queue entry, time, allocation).
 const RECORD_OVERHEAD: usize = 64;
 
+/// A kept record: when it came, and its bytes (shared by the clients that fetch it).
+pub type Queued = (SystemTime, Arc<[u8]>);
+
 /// One client's position: the sequence number of the next record it gets.
 #[derive(Clone, Copy, Debug)]
 struct Cursor {
@@ -33,7 +36,7 @@ struct Cursor {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    records: VecDeque<(SystemTime, Arc<[u8]>)>,
+    records: VecDeque<Queued>,
     /// Sequence number of `records[0]`; `first + records.len()` is the next one appended.
     first: u64,
     bytes: usize,
@@ -56,7 +59,12 @@ impl QueueState {
 
     /// Drops the records every client has fetched.
     fn trim(&mut self) {
-        let min = self.clients.values().map(|c| c.next).min().unwrap_or(self.end());
+        let min = self
+            .clients
+            .values()
+            .map(|c| c.next)
+            .min()
+            .unwrap_or(self.end());
         while self.first < min && !self.records.is_empty() {
             self.pop_front();
         }
@@ -153,7 +161,7 @@ impl EventQueue {
     /// The records `context` has not fetched yet, oldest first, and how many of those it
     /// missed (dropped at the bound); moves its cursor past them. A context's first call
     /// starts its cursor: it gets what comes from then on.
-    pub fn take(&self, context: i32) -> (Vec<(SystemTime, Arc<[u8]>)>, u64) {
+    pub fn take(&self, context: i32) -> (Vec<Queued>, u64) {
         let mut s = self.lock();
         let end = s.end();
         let first = s.first;
@@ -327,7 +335,7 @@ fn add_param(h: i32, pmid: Pmid, v: &Value) -> Result<(), i32> {
 mod tests {
     use super::*;
 
-    fn seqs(v: &[(SystemTime, Arc<[u8]>)]) -> Vec<u8> {
+    fn seqs(v: &[Queued]) -> Vec<u8> {
         v.iter().map(|(_, d)| d[0]).collect()
     }
 
@@ -392,7 +400,10 @@ mod tests {
         }
         let (r, missed) = q.take(3);
         assert_eq!((r.len(), missed), (20_000, 0));
-        assert!(r.iter().enumerate().all(|(i, (_, d))| d[..4] == (i as u32).to_ne_bytes()));
+        assert!(r
+            .iter()
+            .enumerate()
+            .all(|(i, (_, d))| d[..4] == (i as u32).to_ne_bytes()));
     }
 
     #[test]
@@ -401,9 +412,15 @@ mod tests {
             records: vec![
                 EventRecord {
                     time: SystemTime::now(),
-                    params: vec![(Pmid::new(8, 1), Value::U32(42)), (Pmid::new(8, 0), Value::String("sh".into()))],
+                    params: vec![
+                        (Pmid::new(8, 1), Value::U32(42)),
+                        (Pmid::new(8, 0), Value::String("sh".into())),
+                    ],
                 },
-                EventRecord { time: SystemTime::now(), params: vec![] },
+                EventRecord {
+                    time: SystemTime::now(),
+                    params: vec![],
+                },
             ],
             missed: 5,
         };
