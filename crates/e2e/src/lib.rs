@@ -291,7 +291,6 @@ impl Session {
     }
 }
 
-
 impl Drop for Session {
     fn drop(&mut self) {
         if self.changed_config {
@@ -530,17 +529,34 @@ impl SkipWatch {
     }
 
     /// Hits since start that the programs did not run for, per tracepoint watched.
+    ///
+    /// A hit and its program's run are one step in the kernel, but the two counts are read
+    /// apart (bpftool takes milliseconds): runs read after the hits count hits that came
+    /// between, hiding skips; runs read before count them as skips. So runs are read before
+    /// and after the hits, and a tracepoint's count is taken when both reads agree (no hit in
+    /// between), else after a few tries from the later read (a count that can only be low).
     pub fn skipped_by_event(&self) -> BTreeMap<&'static str, u64> {
-        let hits: Vec<u64> = self.points.iter().map(|(h, ..)| h.count()).collect();
-        let runs = program_runs();
-        self.points
-            .iter()
-            .zip(hits)
-            .map(|((h, progs, h0, r0), hits)| {
-                let ran: u64 = progs.iter().filter_map(|p| runs.get(*p)).sum();
-                (h.event, (hits - h0).saturating_sub(ran - r0))
-            })
-            .collect()
+        let ran = |runs: &BTreeMap<String, u64>, progs: &[&str]| -> u64 {
+            progs.iter().filter_map(|p| runs.get(*p)).sum()
+        };
+        let mut out = BTreeMap::new();
+        for (h, progs, h0, r0) in &self.points {
+            let mut skipped = 0;
+            for attempt in 0..10 {
+                let before = ran(&program_runs(), progs);
+                let hits = h.count();
+                let after = ran(&program_runs(), progs);
+                skipped = (hits - h0).saturating_sub(after - r0);
+                if before == after {
+                    break;
+                }
+                if attempt < 9 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            out.insert(h.event, skipped);
+        }
+        out
     }
 
     pub fn skipped(&self) -> u64 {

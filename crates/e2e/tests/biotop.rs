@@ -346,7 +346,10 @@ fn parallel_writers_are_each_credited_exactly() {
     let disk = disk_of(DIR);
     let sizes = [8u64, 16, 24, 32];
     exact_unless_kernel_skipped(&disk, || {
-        let files: Vec<Scratch> = sizes.iter().map(|s| Scratch::new(&format!("par{s}"))).collect();
+        let files: Vec<Scratch> = sizes
+            .iter()
+            .map(|s| Scratch::new(&format!("par{s}")))
+            .collect();
         let kids: Vec<Child> = files
             .iter()
             .zip(sizes)

@@ -78,14 +78,32 @@ struct Pmproxy(Child);
 impl Pmproxy {
     fn start() -> Pmproxy {
         let bin = "/usr/lib/pcp/bin/pmproxy";
-        assert!(std::path::Path::new(bin).exists(), "{bin} missing: pmproxy comes with the pcp package (./test.sh installs it)");
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} missing: pmproxy comes with the pcp package (./test.sh installs it)"
+        );
         let child = Command::new(bin)
-            .args(["-f", "-A", "-U", "root", "-i", "127.0.0.1", "-p", PORT, "-s", "/tmp/pcp-bcc-e2e-pmproxy.sock", "-l", "/tmp/pcp-bcc-e2e-pmproxy.log"])
+            .args([
+                "-f",
+                "-A",
+                "-U",
+                "root",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                PORT,
+                "-s",
+                "/tmp/pcp-bcc-e2e-pmproxy.sock",
+                "-l",
+                "/tmp/pcp-bcc-e2e-pmproxy.log",
+            ])
             .spawn()
             .expect("start pmproxy");
         let p = Pmproxy(child);
-        wait_for(Duration::from_secs(10), || get("/pmapi/context").contains("context").then_some(()))
-            .expect("pmproxy did not answer on 127.0.0.1 (log: /tmp/pcp-bcc-e2e-pmproxy.log)");
+        wait_for(Duration::from_secs(10), || {
+            get("/pmapi/context").contains("context").then_some(())
+        })
+        .expect("pmproxy did not answer on 127.0.0.1 (log: /tmp/pcp-bcc-e2e-pmproxy.log)");
         p
     }
 }
@@ -98,7 +116,15 @@ impl Drop for Pmproxy {
 }
 
 fn get(path: &str) -> String {
-    let o = run("curl", &["-s", "--max-time", "5", &format!("http://127.0.0.1:{PORT}{path}")]);
+    let o = run(
+        "curl",
+        &[
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{PORT}{path}"),
+        ],
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -133,37 +159,68 @@ fn every_panel_query_returns_data_through_pmproxy() {
         let answer = wait_for(Duration::from_secs(10), || {
             let per: Vec<(String, Vec<u64>)> = metrics
                 .iter()
-                .map(|m| (m.to_string(), instances(&get(&format!("/pmapi/fetch?hostspec=local:&names={m}")))))
+                .map(|m| {
+                    (
+                        m.to_string(),
+                        instances(&get(&format!("/pmapi/fetch?hostspec=local:&names={m}"))),
+                    )
+                })
                 .collect();
-            let common = per[0].1.iter().any(|i| per.iter().all(|(_, v)| v.contains(i)));
+            let common = per[0]
+                .1
+                .iter()
+                .any(|i| per.iter().all(|(_, v)| v.contains(i)));
             common.then_some(per)
         });
         match answer {
             Some(per) => eprintln!("{panel}: {per:?}"),
             None => {
-                let now: Vec<String> = metrics.iter().map(|m| get(&format!("/pmapi/fetch?hostspec=local:&names={m}"))).collect();
-                missing.push(format!("{panel}: no row/instance with values in every query: {now:?}"));
+                let now: Vec<String> = metrics
+                    .iter()
+                    .map(|m| get(&format!("/pmapi/fetch?hostspec=local:&names={m}")))
+                    .collect();
+                missing.push(format!(
+                    "{panel}: no row/instance with values in every query: {now:?}"
+                ));
             }
         }
     }
     // The heatmaps parse instance names "<low>-<high>".
     for m in ["bcc.runq.latency", "bcc.disk.all.latency"] {
         let indom = get(&format!("/pmapi/indom?hostspec=local:&name={m}"));
-        let names: Vec<&str> = indom.split("\"name\":\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+        let names: Vec<&str> = indom
+            .split("\"name\":\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .collect();
         let ok = !names.is_empty()
-            && names.iter().all(|n| n.split_once('-').is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok()));
+            && names.iter().all(|n| {
+                n.split_once('-')
+                    .is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())
+            });
         if !ok {
-            missing.push(format!("{m}: heatmap instance names are not <low>-<high>: {indom}"));
+            missing.push(format!(
+                "{m}: heatmap instance names are not <low>-<high>: {indom}"
+            ));
         }
     }
     // Without credentials (pmproxy's default, TCP to pmcd) the sensitive columns are empty,
     // the counters not.
     let tcp = |m: &str| instances(&get(&format!("/pmapi/fetch?names={m}")));
-    if !tcp("bcc.proc.io.net.tcptop.comm").is_empty() || tcp("bcc.proc.io.net.tcptop.tx").is_empty() {
-        missing.push(format!("over TCP: comm {:?} (want none), tx {:?} (want some)", tcp("bcc.proc.io.net.tcptop.comm"), tcp("bcc.proc.io.net.tcptop.tx")));
+    if !tcp("bcc.proc.io.net.tcptop.comm").is_empty() || tcp("bcc.proc.io.net.tcptop.tx").is_empty()
+    {
+        missing.push(format!(
+            "over TCP: comm {:?} (want none), tx {:?} (want some)",
+            tcp("bcc.proc.io.net.tcptop.comm"),
+            tcp("bcc.proc.io.net.tcptop.tx")
+        ));
     }
     let _ = traffic.kill();
     let _ = traffic.wait();
     let _ = std::io::stderr().flush();
-    assert!(missing.is_empty(), "dashboard queries without data:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "dashboard queries without data:\n{}",
+        missing.join("\n")
+    );
 }

@@ -113,7 +113,9 @@ fn agent_counts(pid: u32) -> (BTreeMap<String, u64>, Option<String>) {
     let mut name = None;
     let mut out = BTreeMap::new();
     for (f, m) in FIELDS.iter().zip(&names) {
-        let vals = all.get(m).unwrap_or_else(|| panic!("{m}: no values at all (fetch: {all:?})"));
+        let vals = all
+            .get(m)
+            .unwrap_or_else(|| panic!("{m}: no values at all (fetch: {all:?})"));
         for (inst, v) in vals {
             if let Some(i) = inst.as_deref().filter(|i| i.starts_with(&prefix)) {
                 name = Some(i.to_string());
@@ -129,7 +131,12 @@ fn instance_id(metric: &str, name: &str) -> Option<u32> {
     let out = run_ok("pminfo", &["-f", metric]);
     let want = format!("\"{name}\"]");
     out.lines().find(|l| l.contains(&want)).and_then(|l| {
-        l.trim().strip_prefix("inst [")?.split_whitespace().next()?.parse().ok()
+        l.trim()
+            .strip_prefix("inst [")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     })
 }
 
@@ -137,8 +144,12 @@ fn instance_id(metric: &str, name: &str) -> Option<u32> {
 fn proc_pmda_name(pid: u32) -> Option<String> {
     let out = run_ok("pminfo", &["-f", "proc.psinfo.pid"]);
     let want = format!("inst [{pid} or \"");
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix(&want)?.split_once("\"]").map(|(n, _)| n.to_string()))
+    out.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(&want)?
+            .split_once("\"]")
+            .map(|(n, _)| n.to_string())
+    })
 }
 
 #[test]
@@ -151,28 +162,50 @@ fn calls_and_bytes_per_process_equal_the_workloads_own_counts() {
     let mut args = vec!["client"];
     args.extend(ports.split_whitespace());
     let mut client = Peer::spawn(PEER, &args);
-    let truth = [(client.pid(), counts(&mut client)), (server.pid(), counts(&mut server))];
+    let truth = [
+        (client.pid(), counts(&mut client)),
+        (server.pid(), counts(&mut server)),
+    ];
     // The workload agrees with itself: what one side sent the other received.
     let (c, sv) = (&truth[0].1, &truth[1].1);
     assert_eq!(c["tcp.send.bytes"], sv["tcp.recv.bytes"]);
     assert_eq!(c["tcp.recv.bytes"], sv["tcp.send.bytes"]);
     assert_eq!(c["udp.send.bytes"], sv["udp.recv.bytes"]);
-    assert!(truth.iter().all(|(_, t)| t.values().all(|v| *v > 0)), "{truth:?}");
+    assert!(
+        truth.iter().all(|(_, t)| t.values().all(|v| *v > 0)),
+        "{truth:?}"
+    );
     let mut failures = Vec::new();
     for (pid, want) in &truth {
         let (got, name) = agent_counts(*pid);
-        let name = name.unwrap_or_else(|| panic!("process {pid} is not an instance of bcc.proc.net.*"));
-        eprintln!("{name}: agent {got:?}\n{:>w$}  truth {want:?}", "", w = name.len());
+        let name =
+            name.unwrap_or_else(|| panic!("process {pid} is not an instance of bcc.proc.net.*"));
+        eprintln!(
+            "{name}: agent {got:?}\n{:>w$}  truth {want:?}",
+            "",
+            w = name.len()
+        );
         if &got != want {
             failures.push(format!("{name}: agent {got:?}, its own calls {want:?}"));
         }
         // Named and numbered as PCP's proc PMDA names the process.
-        assert_eq!(Some(name.clone()), proc_pmda_name(*pid), "instance name vs the proc PMDA's");
-        assert_eq!(instance_id("bcc.proc.net.tcp.send.bytes", &name), Some(*pid), "instance id is not the PID");
+        assert_eq!(
+            Some(name.clone()),
+            proc_pmda_name(*pid),
+            "instance name vs the proc PMDA's"
+        );
+        assert_eq!(
+            instance_id("bcc.proc.net.tcp.send.bytes", &name),
+            Some(*pid),
+            "instance id is not the PID"
+        );
     }
     if !failures.is_empty() {
         let skipped = skips.skipped_by_event();
-        panic!("counts differ ({}); kernel-skipped program runs: {skipped:?}", failures.join("; "));
+        panic!(
+            "counts differ ({}); kernel-skipped program runs: {skipped:?}",
+            failures.join("; ")
+        );
     }
     // Exited processes leave the instance domain.
     let (cp, sp) = (client.pid(), server.pid());
@@ -183,7 +216,10 @@ fn calls_and_bytes_per_process_equal_the_workloads_own_counts() {
         let (_, b) = agent_counts(sp);
         (a.is_none() && b.is_none()).then_some(())
     });
-    assert!(gone.is_some(), "exited processes {cp}, {sp} are still instances");
+    assert!(
+        gone.is_some(),
+        "exited processes {cp}, {sp} are still instances"
+    );
 }
 
 /// The shipped consumers: /etc/pcp/derived/proc.conf's proc.hog.net and pmrep's
@@ -200,33 +236,62 @@ fn proc_hog_net_and_pmrep_proc_net_show_the_process() {
     // ~400 kB/s sent: its rate must show, and not be off by an order of magnitude.
     // pmval takes a list of names: quote the one with a space.
     let quoted = format!("\"{inst}\"");
-    let hog = run_ok("pmval", &["-s", "3", "-t", "1", "-f", "0", "-i", &quoted, "proc.hog.net"]);
+    let hog = run_ok(
+        "pmval",
+        &[
+            "-s",
+            "3",
+            "-t",
+            "1",
+            "-f",
+            "0",
+            "-i",
+            &quoted,
+            "proc.hog.net",
+        ],
+    );
     let last: f64 = hog
         .lines()
         .rev()
         .find_map(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or_else(|| panic!("proc.hog.net for {inst}: no value:\n{hog}"));
     eprintln!("proc.hog.net {inst}:\n{hog}");
-    assert!(hog.contains("byte / sec") || hog.contains("Kbyte / sec"), "units: {hog}");
-    let bytes_per_sec = if hog.contains("Kbyte / sec") { last * 1024.0 } else { last };
+    assert!(
+        hog.contains("byte / sec") || hog.contains("Kbyte / sec"),
+        "units: {hog}"
+    );
+    let bytes_per_sec = if hog.contains("Kbyte / sec") {
+        last * 1024.0
+    } else {
+        last
+    };
     assert!(
         (40_000.0..4_000_000.0).contains(&bytes_per_sec),
         "proc.hog.net of {inst}: {bytes_per_sec} B/s, the process sends about 400000"
     );
-    let rep = run_ok("pmrep", &["-s", "3", "-t", "1", "-o", "csv", "-i", &inst, ":proc-net"]);
+    let rep = run_ok(
+        "pmrep",
+        &["-s", "3", "-t", "1", "-o", "csv", "-i", &inst, ":proc-net"],
+    );
     eprintln!("pmrep :proc-net:\n{rep}");
     let header = rep.lines().next().unwrap_or_default();
     assert!(
         header.contains("bcc.proc.net.tcp.send.bytes") && header.contains(&inst),
         "pmrep :proc-net has no column for {inst}:\n{rep}"
     );
-    let col = header.split(',').position(|h| h.contains("tcp.send.bytes")).unwrap();
+    let col = header
+        .split(',')
+        .position(|h| h.contains("tcp.send.bytes"))
+        .unwrap();
     let sent: f64 = rep
         .lines()
         .last()
         .and_then(|l| l.split(',').nth(col)?.trim_matches('"').parse().ok())
         .unwrap_or_else(|| panic!("pmrep :proc-net: no TCP send value for {inst}:\n{rep}"));
-    assert!(sent > 0.0, "pmrep :proc-net shows no TCP send rate for {inst}:\n{rep}");
+    assert!(
+        sent > 0.0,
+        "pmrep :proc-net shows no TCP send rate for {inst}:\n{rep}"
+    );
     let _ = counts(&mut stream);
     stream.finish();
     let _ = counts(&mut sink);

@@ -274,7 +274,10 @@ fn a_burst_of_1000_sessions_loses_none() {
         let watch = SkipWatch::start(TCPLIFE_HOOKS);
         let mut server = Peer::spawn(PEER, &["server", fam, &n.to_string(), "0"]);
         let port = server.line();
-        let mut burst = Peer::spawn(PEER, &["burst", fam, &port, &n.to_string(), &size.to_string()]);
+        let mut burst = Peer::spawn(
+            PEER,
+            &["burst", fam, &port, &n.to_string(), &size.to_string()],
+        );
         assert_eq!(burst.line(), "done");
         assert_eq!(server.line().parse::<u64>().unwrap(), n * size);
         let (si, bi) = (inst(&server), inst(&burst));

@@ -9,7 +9,9 @@ use e2e::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const FIELDS: [&str; 8] = ["pid", "comm", "laddr", "lport", "daddr", "dport", "rx", "tx"];
+const FIELDS: [&str; 8] = [
+    "pid", "comm", "laddr", "lport", "daddr", "dport", "rx", "tx",
+];
 
 /// `server FAM`: listens on the loopback address, prints its port, accepts one connection
 /// and, per stdin line "recv N", reads N bytes and prints "ok". `client FAM PORT`: connects,
@@ -37,13 +39,18 @@ for line in sys.stdin:
 
 /// The served rows: instance -> field -> value.
 fn rows() -> BTreeMap<String, BTreeMap<&'static str, String>> {
-    let names: Vec<String> = FIELDS.iter().map(|f| format!("bcc.proc.io.net.tcptop.{f}")).collect();
+    let names: Vec<String> = FIELDS
+        .iter()
+        .map(|f| format!("bcc.proc.io.net.tcptop.{f}"))
+        .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let all = fetch(&refs);
     let mut out: BTreeMap<String, BTreeMap<&'static str, String>> = BTreeMap::new();
     for (f, m) in FIELDS.iter().zip(&names) {
         for (inst, v) in all.get(m).into_iter().flatten() {
-            out.entry(inst.clone().unwrap_or_default()).or_default().insert(f, v.clone());
+            out.entry(inst.clone().unwrap_or_default())
+                .or_default()
+                .insert(f, v.clone());
         }
     }
     out
@@ -51,7 +58,9 @@ fn rows() -> BTreeMap<String, BTreeMap<&'static str, String>> {
 
 /// The row with these fields, if served now.
 fn find(want: &[(&str, String)]) -> Option<BTreeMap<&'static str, String>> {
-    rows().into_values().find(|r| want.iter().all(|(k, v)| r.get(k) == Some(v)))
+    rows()
+        .into_values()
+        .find(|r| want.iter().all(|(k, v)| r.get(k) == Some(v)))
 }
 
 #[test]
@@ -95,7 +104,10 @@ fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
                 seen = Some((c, sr));
                 break;
             }
-            eprintln!("IPv{fam} attempt {attempt}: burst not seen whole in one interval: {:?}", rows());
+            eprintln!(
+                "IPv{fam} attempt {attempt}: burst not seen whole in one interval: {:?}",
+                rows()
+            );
         }
         let (c, sr) = seen.unwrap_or_else(|| {
             panic!("IPv{fam}: no interval showed the client's tx and the server's rx of {burst} bytes: {:?}", rows())
@@ -110,9 +122,15 @@ fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
         assert_eq!(sr["tx"], "0");
         // Idle for an interval: the connection leaves the table.
         let gone = wait_for(Duration::from_secs(5), || {
-            find(&[("pid", cpid.clone()), ("lport", cport.clone())]).is_none().then_some(())
+            find(&[("pid", cpid.clone()), ("lport", cport.clone())])
+                .is_none()
+                .then_some(())
         });
-        assert!(gone.is_some(), "IPv{fam}: idle connection still listed: {:?}", rows());
+        assert!(
+            gone.is_some(),
+            "IPv{fam}: idle connection still listed: {:?}",
+            rows()
+        );
         client.finish();
         server.finish();
     }
@@ -127,14 +145,20 @@ fn addresses_ports_and_commands_are_refused_to_unprivileged_users() {
     let mut client = Peer::spawn(PEER, &["client", "4", &sport]);
     client.line();
     // Keep the connection busy so the table has a row while nobody asks.
-    let names: Vec<String> = FIELDS.iter().map(|f| format!("bcc.proc.io.net.tcptop.{f}")).collect();
+    let names: Vec<String> = FIELDS
+        .iter()
+        .map(|f| format!("bcc.proc.io.net.tcptop.{f}"))
+        .collect();
     let mut nobody = String::new();
     for _ in 0..10 {
         client.say("send 100000");
         server.say("recv 100000");
         client.line();
         server.line();
-        nobody = sh(&format!("runuser -u nobody -- pminfo -f {} 2>&1", names.join(" ")));
+        nobody = sh(&format!(
+            "runuser -u nobody -- pminfo -f {} 2>&1",
+            names.join(" ")
+        ));
         if nobody.contains("bcc.proc.io.net.tcptop.tx\n    inst") {
             break;
         }

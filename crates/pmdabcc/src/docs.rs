@@ -63,11 +63,18 @@ fn descriptor_line(domain: u32, cluster: u32, m: &MetricSpec, indoms: &[IndomSpe
                     pcp_pmda::IndomKind::Cached => "cached",
                     pcp_pmda::IndomKind::Fixed => "fixed",
                 });
-            format!("{domain}.{}({kind})", crate::module::indom_serial(cluster, i))
+            format!(
+                "{domain}.{}({kind})",
+                crate::module::indom_serial(cluster, i)
+            )
         }
         None => "none".into(),
     };
-    let aliases: String = m.aliases.iter().map(|a| format!(" alias=bcc.{a}")).collect();
+    let aliases: String = m
+        .aliases
+        .iter()
+        .map(|a| format!(" alias=bcc.{a}"))
+        .collect();
     format!(
         "{domain}.{cluster}.{} bcc.{} {} {} {} indom={} {}{aliases}",
         m.item,
@@ -87,7 +94,12 @@ pub fn golden() -> String {
     let agent = crate::agent::AGENT_CLUSTER;
     lines.push("# agent".to_string());
     for m in crate::agent::metrics::METRICS {
-        lines.push(descriptor_line(149, agent, m, crate::agent::metrics::INDOMS));
+        lines.push(descriptor_line(
+            149,
+            agent,
+            m,
+            crate::agent::metrics::INDOMS,
+        ));
     }
     for spec in documented() {
         let c = spec.default_cluster.unwrap_or(0);
@@ -173,7 +185,12 @@ pub fn conf_sections() -> String {
         if !s.options.is_empty() {
             out.push_str("# Options:\n");
             for o in s.options {
-                let text = format!("{} ({}; default {})", o.doc, o.kind.describe(), option_default(&o.kind, o.default));
+                let text = format!(
+                    "{} ({}; default {})",
+                    o.doc,
+                    o.kind.describe(),
+                    option_default(&o.kind, o.default)
+                );
                 for (i, l) in wrap(&text, 66).iter().enumerate() {
                     let key = if i == 0 { o.key } else { "" };
                     out.push_str(&format!("#   {key:<18} {l}\n"));
@@ -217,11 +234,22 @@ pub fn man_modules() -> String {
             s.min_kernel.unwrap_or("?"),
             roff(&capitalise(s.summary))
         ));
-        let names: Vec<String> = s.metrics.iter().map(|m| format!("\\f3bcc.{}\\f1", roff(m.name))).collect();
+        let names: Vec<String> = s
+            .metrics
+            .iter()
+            .map(|m| format!("\\f3bcc.{}\\f1", roff(m.name)))
+            .collect();
         out.push_str(&format!("Metrics: {}.\n", names.join(", ")));
         for (when, m, _) in s.layouts {
-            let names: Vec<String> = m.iter().map(|m| format!("\\f3bcc.{}\\f1", roff(m.name))).collect();
-            out.push_str(&format!("With \\f3{}\\f1: {}.\n", roff(when), names.join(", ")));
+            let names: Vec<String> = m
+                .iter()
+                .map(|m| format!("\\f3bcc.{}\\f1", roff(m.name)))
+                .collect();
+            out.push_str(&format!(
+                "With \\f3{}\\f1: {}.\n",
+                roff(when),
+                names.join(", ")
+            ));
         }
         for o in s.options {
             out.push_str(&format!(
@@ -238,12 +266,21 @@ pub fn man_modules() -> String {
 
 /// The README's module table.
 pub fn readme_table() -> String {
-    let mut out = String::from("| module | cluster | kernels | what | metrics | options |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| module | cluster | kernels | what | metrics | options |\n|---|---|---|---|---|---|\n",
+    );
     for s in documented() {
-        let names: Vec<String> = s.metrics.iter().map(|m| format!("`bcc.{}`", m.name)).collect();
+        let names: Vec<String> = s
+            .metrics
+            .iter()
+            .map(|m| format!("`bcc.{}`", m.name))
+            .collect();
         let mut metrics = names.join(", ");
         for (when, m, _) in s.layouts {
-            let n: Vec<String> = m.iter().map(|m| format!("`{}`", m.name.rsplit('.').next().unwrap_or(m.name))).collect();
+            let n: Vec<String> = m
+                .iter()
+                .map(|m| format!("`{}`", m.name.rsplit('.').next().unwrap_or(m.name)))
+                .collect();
             metrics.push_str(&format!("; with `{when}`: {}", n.join(", ")));
         }
         let opts: Vec<String> = s.options.iter().map(|o| format!("`{}`", o.key)).collect();
@@ -306,8 +343,16 @@ mod tests {
     fn descriptors_match_the_golden_file() {
         let g = golden();
         let conflicts = pmid_conflicts(&g);
-        check(&root().join("crates/pmdabcc/metrics.golden"), g, "UPDATE_GOLDEN");
-        assert!(conflicts.is_empty(), "one PMID, two descriptors:\n{}", conflicts.join("\n"));
+        check(
+            &root().join("crates/pmdabcc/metrics.golden"),
+            g,
+            "UPDATE_GOLDEN",
+        );
+        assert!(
+            conflicts.is_empty(),
+            "one PMID, two descriptors:\n{}",
+            conflicts.join("\n")
+        );
     }
 
     #[test]
@@ -319,7 +364,8 @@ mod tests {
         ] {
             let path = root().join(file);
             let doc = std::fs::read_to_string(&path).unwrap();
-            let want = splice(&doc, &gen).unwrap_or_else(|| panic!("{file} has no BEGIN MODULES / END MODULES markers"));
+            let want = splice(&doc, &gen)
+                .unwrap_or_else(|| panic!("{file} has no BEGIN MODULES / END MODULES markers"));
             check(&path, want, "UPDATE_DOCS");
         }
     }
@@ -330,24 +376,35 @@ mod tests {
     #[test]
     fn min_kernels_come_from_the_kernel_matrix() {
         let table = std::fs::read_to_string(root().join("tests/kernels/expected.tsv")).unwrap();
-        let version = |k: &str| -> Vec<u32> { k.split('.').filter_map(|p| p.parse().ok()).collect() };
+        let version =
+            |k: &str| -> Vec<u32> { k.split('.').filter_map(|p| p.parse().ok()).collect() };
         for spec in modules::all() {
             let mut rows: Vec<(Vec<u32>, &str, &str)> = table
                 .lines()
                 .filter(|l| !l.starts_with('#'))
                 .filter_map(|l| {
                     let f: Vec<&str> = l.split('\t').collect();
-                    (f.get(1) == Some(&spec.name)).then(|| (version(f[0]), f[0], f.get(2).copied().unwrap_or("")))
+                    (f.get(1) == Some(&spec.name))
+                        .then(|| (version(f[0]), f[0], f.get(2).copied().unwrap_or("")))
                 })
                 .collect();
-            assert!(!rows.is_empty(), "{}: no [{}] section in tests/kernels/expected.tsv", spec.name, spec.name);
+            assert!(
+                !rows.is_empty(),
+                "{}: no [{}] section in tests/kernels/expected.tsv",
+                spec.name,
+                spec.name
+            );
             rows.sort();
             let from = rows
                 .iter()
                 .rposition(|r| r.2 != "running")
                 .map_or(0, |i| i + 1);
             let want = rows.get(from).map(|r| r.1);
-            assert_eq!(spec.min_kernel, want, "{}: min_kernel disagrees with the kernel matrix", spec.name);
+            assert_eq!(
+                spec.min_kernel, want,
+                "{}: min_kernel disagrees with the kernel matrix",
+                spec.name
+            );
         }
     }
 
@@ -360,6 +417,9 @@ mod tests {
     #[test]
     fn splice_keeps_the_markers() {
         let d = "a\n# BEGIN MODULES x\nold\n# END MODULES\nb\n";
-        assert_eq!(splice(d, "new\n").unwrap(), "a\n# BEGIN MODULES x\nnew\n# END MODULES\nb\n");
+        assert_eq!(
+            splice(d, "new\n").unwrap(),
+            "a\n# BEGIN MODULES x\nnew\n# END MODULES\nb\n"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The bcc PMDA: eBPF (CO-RE) programs served as Performance Co-Pilot metrics.
 //!
-//! - [`config`]: bcc.conf
+//! - [`config`][config]: bcc.conf
 //! - [`module`]: the module interface; [`modules`]: one folder per module
 //! - [`agent`]: runs the modules behind the PMDA layer (the `pcp-pmda` crate)
 //! - [`bpf`]: BPF plumbing shared by the modules

@@ -73,7 +73,10 @@ pub struct IndomSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptionKind {
     Bool,
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     Enum(&'static [&'static str]),
     /// Comma-separated words.
     List,
@@ -241,7 +244,12 @@ pub trait Module: Send {
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError>;
     /// [`Module::fetch`] for a client: values that depend on who asks (event records, of
     /// which each client context gets its own share) come through here.
-    fn fetch_for(&self, item: u32, inst: Option<u32>, _who: &FetchClient) -> Result<Option<Value>, PmdaError> {
+    fn fetch_for(
+        &self,
+        item: u32,
+        inst: Option<u32>,
+        _who: &FetchClient,
+    ) -> Result<Option<Value>, PmdaError> {
         self.fetch(item, inst)
     }
     /// Periodic work, about once a second (process filter re-scans, retention).

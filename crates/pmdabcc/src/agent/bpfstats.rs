@@ -75,7 +75,7 @@ pub fn prog_stats(fd: i32) -> Option<ProgStats> {
     // SAFETY: fd is a program fd owned by a loaded skeleton; info/len describe a zeroed
     // struct of the size we pass (the kernel writes at most len bytes).
     let r = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
-    (r == 0).then(|| ProgStats {
+    (r == 0).then_some(ProgStats {
         id: info.id,
         run_cnt: info.run_cnt,
         run_time_ns: info.run_time_ns,

@@ -20,7 +20,9 @@ use crate::module::{
 };
 use crate::modules;
 use log::{error, info, warn};
-use pcp_pmda::{Agent, Client, Control, Indom, LabelTarget, Metric, PmdaError, Pmid, Type, Value, Waker};
+use pcp_pmda::{
+    Agent, Client, Control, Indom, LabelTarget, Metric, PmdaError, Pmid, Type, Value, Waker,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -318,11 +320,18 @@ impl BccAgent {
         slot.cluster = match (probe.get("cluster"), spec.default_cluster) {
             (None, None) => {
                 slot.status = probe
-                    .error("cluster", "required: the module's spec has no default cluster")
+                    .error(
+                        "cluster",
+                        "required: the module's spec has no default cluster",
+                    )
                     .to_string();
                 return slot;
             }
-            (_, d) => match probe.get_u64("cluster", d.unwrap_or(0) as u64, 0..=(AGENT_CLUSTER as u64 - 1)) {
+            (_, d) => match probe.get_u64(
+                "cluster",
+                d.unwrap_or(0) as u64,
+                0..=(AGENT_CLUSTER as u64 - 1),
+            ) {
                 Ok(c) => c as u32,
                 Err(e) => {
                     slot.status = e.to_string();
@@ -758,13 +767,28 @@ fn module_of(
                 .map_err(|e| format!("{}: {e}", here("spec")))?;
             if let Some(m) = key("module") {
                 if m.value != p.spec.name {
-                    return Err(format!("{}: {:?} is not the spec's module name {:?}", here("module"), m.value, p.spec.name));
+                    return Err(format!(
+                        "{}: {:?} is not the spec's module name {:?}",
+                        here("module"),
+                        m.value,
+                        p.spec.name
+                    ));
                 }
             }
             return Ok(crate::framework::module_spec(p));
         }
-        (Some(_), None) => return Err(format!("{}: a user module needs spec = too", here("object"))),
-        (None, Some(_)) => return Err(format!("{}: a user module needs object = too", here("spec"))),
+        (Some(_), None) => {
+            return Err(format!(
+                "{}: a user module needs spec = too",
+                here("object")
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "{}: a user module needs object = too",
+                here("spec")
+            ))
+        }
     }
     let kind = key("module").map_or(name, |e| e.value.as_str());
     modules::find(kind).ok_or_else(|| {

@@ -34,7 +34,10 @@ pub fn capture_libbpf<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
 /// The lines of a failed load worth showing a user: what failed, and the verifier's first
 /// and last lines (its verdict is at the end).
 pub fn load_failure_summary(lines: &[String]) -> String {
-    let failed = lines.iter().filter(|l| l.contains("failed") || l.contains("error")).take(2);
+    let failed = lines
+        .iter()
+        .filter(|l| l.contains("failed") || l.contains("error"))
+        .take(2);
     let log: Vec<&String> = lines
         .iter()
         .skip_while(|l| !l.contains("BEGIN PROG LOAD LOG"))
@@ -183,21 +186,65 @@ pub fn as_bytes<T: Pod>(v: &T) -> &[u8] {
 }
 
 /// Whether the running kernel has a BTF tracepoint (`btf_trace_<name>`, what tp_btf and
-/// raw_tp programs attach to); `None` without kernel BTF. The names are read once.
+/// raw_tp programs attach to); `None` without kernel BTF. The names are read once and kept
+/// as one sorted text (1,600 names on 6.18: 40 KiB, not the 100 KiB of a set of strings).
 pub fn kernel_has_btf_tracepoint(name: &str) -> Option<bool> {
-    static NAMES: std::sync::OnceLock<Option<std::collections::HashSet<String>>> =
-        std::sync::OnceLock::new();
+    static NAMES: std::sync::OnceLock<Option<SortedNames>> = std::sync::OnceLock::new();
     NAMES
         .get_or_init(|| {
             let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
-            Some(
+            Some(SortedNames::new(
                 btf.type_by_kind::<libbpf_rs::btf::types::Typedef>()
-                    .filter_map(|t| t.name()?.to_str()?.strip_prefix("btf_trace_").map(str::to_string))
-                    .collect(),
-            )
+                    .filter_map(|t| {
+                        t.name()?
+                            .to_str()?
+                            .strip_prefix("btf_trace_")
+                            .map(str::to_string)
+                    }),
+            ))
         })
         .as_ref()
         .map(|s| s.contains(name))
+}
+
+/// A set of names in one buffer, searched by bisection.
+struct SortedNames {
+    text: String,
+    starts: Vec<u32>,
+}
+
+impl SortedNames {
+    fn new(names: impl Iterator<Item = String>) -> SortedNames {
+        let mut v: Vec<String> = names.collect();
+        v.sort_unstable();
+        v.dedup();
+        let mut text = String::with_capacity(v.iter().map(String::len).sum());
+        let mut starts = Vec::with_capacity(v.len() + 1);
+        for n in &v {
+            starts.push(text.len() as u32);
+            text.push_str(n);
+        }
+        starts.push(text.len() as u32);
+        SortedNames { text, starts }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        &self.text[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        let n = self.starts.len() - 1;
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.get(mid).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
 }
 
 fn sysconf(name: libc::c_int, default: u64) -> u64 {
@@ -230,12 +277,18 @@ pub enum Sample {
 }
 
 /// Opens a software perf event (`PERF_COUNT_SW_*`) on `cpu`, for perf_event programs.
-pub fn perf_event_open_sw(config: u64, sample: Sample, cpu: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+pub fn perf_event_open_sw(
+    config: u64,
+    sample: Sample,
+    cpu: i32,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    let mut attr: libbpf_sys::perf_event_attr = Default::default();
-    attr.type_ = libbpf_sys::PERF_TYPE_SOFTWARE;
-    attr.size = std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32;
-    attr.config = config;
+    let mut attr = libbpf_sys::perf_event_attr {
+        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config,
+        ..Default::default()
+    };
     match sample {
         Sample::Frequency(f) => {
             attr.__bindgen_anon_1.sample_freq = f;
@@ -246,7 +299,14 @@ pub fn perf_event_open_sw(config: u64, sample: Sample, cpu: i32) -> std::io::Res
     // SAFETY: perf_event_open with a zero-initialised attr of the right size; pid -1 with a
     // cpu counts every task on that CPU; the fd returned is owned by the caller.
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr as *const _, -1, cpu, -1, libbpf_sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong)
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const _,
+            -1,
+            cpu,
+            -1,
+            libbpf_sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -365,7 +425,9 @@ pub fn loaded_programs(obj: &libbpf_rs::Object) -> Vec<crate::module::ProgInfo> 
 }
 
 /// Every loaded program and every map of an object, for the self-metrics.
-pub fn object_infos(obj: &libbpf_rs::Object) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
+pub fn object_infos(
+    obj: &libbpf_rs::Object,
+) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
     use std::os::fd::AsFd;
     let maps = obj
         .maps()
@@ -376,7 +438,6 @@ pub fn object_infos(obj: &libbpf_rs::Object) -> (Vec<crate::module::ProgInfo>, V
         .collect();
     (loaded_programs(obj), maps)
 }
-
 
 /// Classic tracepoints are attached through tracefs (libbpf reads each event's id there).
 /// Where it is not mounted (some minimal systems and containers), mount it, as perf and
@@ -406,4 +467,23 @@ pub fn ensure_tracefs() -> Result<&'static str, String> {
         ));
     }
     Ok("mounted by the agent")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sorted_names_find_exactly_their_members() {
+        let s = super::SortedNames::new(
+            ["sched_switch", "block_rq_issue", "a", "sched_switch"]
+                .iter()
+                .map(|x| x.to_string()),
+        );
+        for n in ["a", "block_rq_issue", "sched_switch"] {
+            assert!(s.contains(n), "{n}");
+        }
+        for n in ["", "b", "sched", "sched_switch_", "zz"] {
+            assert!(!s.contains(n), "{n}");
+        }
+        assert!(!super::SortedNames::new(std::iter::empty()).contains("x"));
+    }
 }

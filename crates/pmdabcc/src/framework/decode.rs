@@ -63,16 +63,14 @@ impl Decoder {
             "port" => Decoder::Port,
             "cgroup" => Decoder::Cgroup,
             "static" => {
-                return values
-                    .map(Decoder::Static)
-                    .ok_or_else(|| "the static decoder needs values = { \"0\" = \"name\", … }".into())
+                return values.map(Decoder::Static).ok_or_else(|| {
+                    "the static decoder needs values = { \"0\" = \"name\", … }".into()
+                })
             }
-            o => {
-                return Err(format!(
-                    "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
+            o => return Err(format!(
+                "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
 syscall, errno, ipv4, ipv6, port, cgroup, static)"
-                ))
-            }
+            )),
         };
         if values.is_some() {
             return Err("values = { … } goes with decoder = \"static\" only".into());
@@ -140,7 +138,11 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
 /// NUL-separated strings joined by spaces (trailing NULs and padding dropped).
 pub fn argv(b: &[u8]) -> String {
     let end = b.iter().rposition(|c| *c != 0).map_or(0, |i| i + 1);
-    b[..end].split(|c| *c == 0).map(String::from_utf8_lossy).collect::<Vec<_>>().join(" ")
+    b[..end]
+        .split(|c| *c == 0)
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn lookup(table: &[(i64, &'static str)], n: i64) -> Option<&'static str> {
@@ -192,7 +194,11 @@ pub fn comm_of(pid: u64) -> Option<String> {
 pub fn cmd_of(pid: u64) -> Option<String> {
     let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let argv0 = c.split(|b| *b == 0).next().unwrap_or(&[]);
-    let word = String::from_utf8_lossy(argv0).split(' ').next().unwrap_or("").to_string();
+    let word = String::from_utf8_lossy(argv0)
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .to_string();
     if word.is_empty() {
         return comm_of(pid).map(|c| format!("({c})"));
     }
@@ -265,7 +271,10 @@ fn cgroup_path(id: u64) -> String {
             walk_cgroups(&root, "/", m.dev(), &mut found, 0);
         }
     }
-    let p = found.get(&id).cloned().unwrap_or_else(|| format!("cgroup_{id}"));
+    let p = found
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| format!("cgroup_{id}"));
     if let Ok(mut c) = cache.lock() {
         *c = found;
     }
@@ -286,7 +295,13 @@ pub fn cgroup2_root() -> Option<std::path::PathBuf> {
 
 /// Records the directories of the cgroup v2 file system (`dev`) under `dir`: a cgroup v1
 /// hierarchy mounted below is another file system, with inode numbers of its own.
-fn walk_cgroups(dir: &std::path::Path, rel: &str, dev: u64, out: &mut HashMap<u64, String>, depth: usize) {
+fn walk_cgroups(
+    dir: &std::path::Path,
+    rel: &str,
+    dev: u64,
+    out: &mut HashMap<u64, String>,
+    depth: usize,
+) {
     use std::os::unix::fs::MetadataExt;
     if depth > 32 {
         return;
@@ -297,11 +312,17 @@ fn walk_cgroups(dir: &std::path::Path, rel: &str, dev: u64, out: &mut HashMap<u6
         }
         _ => return,
     }
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let sub = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+            let sub = if rel == "/" {
+                format!("/{name}")
+            } else {
+                format!("{rel}/{name}")
+            };
             walk_cgroups(&e.path(), &sub, dev, out, depth + 1);
         }
     }
@@ -342,19 +363,29 @@ mod tests {
         assert_eq!(s.decode(&0u8.to_ne_bytes()), "read");
         assert_eq!(s.decode(&5u8.to_ne_bytes()), "5");
         assert!(Decoder::parse("static", None).is_err());
-        assert!(Decoder::parse("colour", None).unwrap_err().contains("unknown decoder"));
+        assert!(Decoder::parse("colour", None)
+            .unwrap_err()
+            .contains("unknown decoder"));
     }
 
     #[test]
     fn system_lookups() {
         let me = std::process::id() as u64;
-        assert!(Decoder::PidComm.decode(&me.to_ne_bytes()).starts_with(&format!("{me:06} ")));
+        assert!(Decoder::PidComm
+            .decode(&me.to_ne_bytes())
+            .starts_with(&format!("{me:06} ")));
         // argv[0] of this test binary, as the proc PMDA would name it; kthreadd has none.
         let argv0 = std::env::args().next().unwrap();
-        assert_eq!(Decoder::PidCmd.decode(&me.to_ne_bytes()), format!("{me:06} {argv0}"));
-        assert_eq!(Decoder::PidCmd.decode(&2u32.to_ne_bytes()), "000002 (kthreadd)");
+        assert_eq!(
+            Decoder::PidCmd.decode(&me.to_ne_bytes()),
+            format!("{me:06} {argv0}")
+        );
+        assert_eq!(
+            Decoder::PidCmd.decode(&2u32.to_ne_bytes()),
+            "000002 (kthreadd)"
+        );
         assert_eq!(disk_name((1 << 20) | 3), "1:3"); // /dev/null: a char device
-        // The root cgroup's id is its directory's inode.
+                                                     // The root cgroup's id is its directory's inode.
         use std::os::unix::fs::MetadataExt;
         if let Some(m) = cgroup2_root().and_then(|r| std::fs::metadata(r).ok()) {
             assert_eq!(Decoder::Cgroup.decode(&m.ino().to_ne_bytes()), "/");

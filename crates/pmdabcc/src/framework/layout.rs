@@ -7,11 +7,16 @@ use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldKind {
-    Int { signed: bool },
+    Int {
+        signed: bool,
+    },
     /// A `char` array: text.
     Text,
     /// An array of integers (histogram buckets).
-    Array { elem: usize, len: usize },
+    Array {
+        elem: usize,
+        len: usize,
+    },
     Other,
 }
 
@@ -79,16 +84,24 @@ impl ObjectLayout {
         let mut out = ObjectLayout::default();
         if let Some(sec) = btf.type_by_name::<types::DataSec>(".maps") {
             for vs in sec.iter() {
-                let Some(var) = btf.type_by_id::<types::Var>(vs.ty) else { continue };
+                let Some(var) = btf.type_by_id::<types::Var>(vs.ty) else {
+                    continue;
+                };
                 let Some(name) = var.name() else { continue };
                 let def = var.referenced_type().skip_mods_and_typedefs();
-                let Ok(def) = types::Struct::try_from(def) else { continue };
+                let Ok(def) = types::Struct::try_from(def) else {
+                    continue;
+                };
                 let mut ml = MapLayout::default();
                 for m in def.iter() {
                     let which = m.name.map(|n| n.to_string_lossy().into_owned());
-                    let Some(t) = btf.type_by_id::<BtfType>(m.ty) else { continue };
+                    let Some(t) = btf.type_by_id::<BtfType>(m.ty) else {
+                        continue;
+                    };
                     // `__type(key, T)` is a `T *key` member; `__uint(type, N)` an `int (*type)[N]`.
-                    let Ok(p) = types::Ptr::try_from(t) else { continue };
+                    let Ok(p) = types::Ptr::try_from(t) else {
+                        continue;
+                    };
                     if which.as_deref() == Some("type") {
                         if let Ok(a) = types::Array::try_from(p.referenced_type()) {
                             ml.map_type = a.capacity() as u32;
@@ -108,8 +121,10 @@ impl ObjectLayout {
         if let Some(sec) = btf.type_by_name::<types::DataSec>(".rodata") {
             for vs in sec.iter() {
                 if let Some(name) = btf.type_by_id::<types::Var>(vs.ty).and_then(|v| v.name()) {
-                    out.rodata
-                        .insert(name.to_string_lossy().into_owned(), (vs.offset as usize, vs.size));
+                    out.rodata.insert(
+                        name.to_string_lossy().into_owned(),
+                        (vs.offset as usize, vs.size),
+                    );
                 }
             }
         }
@@ -131,8 +146,9 @@ fn size_of(t: BtfType) -> usize {
         BtfKind::Struct => types::Struct::try_from(t).map_or(0, |s| s.size()),
         BtfKind::Union => types::Union::try_from(t).map_or(0, |s| s.size()),
         BtfKind::Ptr => 8,
-        BtfKind::Array => types::Array::try_from(t)
-            .map_or(0, |a| a.capacity() * size_of(a.contained_type())),
+        BtfKind::Array => {
+            types::Array::try_from(t).map_or(0, |a| a.capacity() * size_of(a.contained_type()))
+        }
         _ => 0,
     }
 }
@@ -183,7 +199,9 @@ fn layout_of(btf: &libbpf_rs::btf::Btf, t: BtfType) -> Layout {
         let fields = s
             .iter()
             .filter_map(|m| {
-                let types::MemberAttr::Normal { offset } = m.attr else { return None };
+                let types::MemberAttr::Normal { offset } = m.attr else {
+                    return None;
+                };
                 let ty = btf.type_by_id::<BtfType>(m.ty)?;
                 Some(Field {
                     name: m.name?.to_string_lossy().into_owned(),

@@ -8,9 +8,12 @@ use crate::module::{MapInfo, ModuleError, ProgInfo};
 use libbpf_rs::{Link, MapCore, Object, ObjectBuilder, OpenObject};
 use std::collections::BTreeMap;
 
-
 /// Hook kinds of twin programs, in order of preference, by name suffix.
-pub const TWINS: &[(&str, &str)] = &[("_btf", "tp_btf"), ("_raw", "raw_tp"), ("_tp", "tracepoint")];
+pub const TWINS: &[(&str, &str)] = &[
+    ("_btf", "tp_btf"),
+    ("_raw", "raw_tp"),
+    ("_tp", "tracepoint"),
+];
 
 /// A loaded and attached object.
 pub struct Loaded {
@@ -45,7 +48,9 @@ struct Prog {
 
 /// The base name of a twin program (`<base>_btf` → `<base>`).
 pub fn twin_base(name: &str) -> Option<&str> {
-    TWINS.iter().find_map(|(suffix, _)| name.strip_suffix(suffix))
+    TWINS
+        .iter()
+        .find_map(|(suffix, _)| name.strip_suffix(suffix))
 }
 
 fn twin_of(name: &str) -> Option<(String, usize)> {
@@ -58,9 +63,7 @@ fn twin_of(name: &str) -> Option<(String, usize)> {
 /// The kernel's hook for a program section, when the kernel can be asked: `Some(false)` when
 /// it is certainly missing.
 fn hook_present(section: &str) -> Option<bool> {
-    let mut parts = section.splitn(2, '/');
-    let kind = parts.next()?;
-    let rest = parts.next()?;
+    let (kind, rest) = section.split_once('/')?;
     match kind {
         "tracepoint" | "tp" => {
             let (cat, name) = rest.split_once('/')?;
@@ -102,7 +105,10 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
             .find(|s| s.name == name || Some(&s.name) == base.as_ref())
     };
     for s in &p.spec.programs {
-        if !progs.iter().any(|g| g.name == s.name || g.twin.as_ref().is_some_and(|t| t.0 == s.name)) {
+        if !progs
+            .iter()
+            .any(|g| g.name == s.name || g.twin.as_ref().is_some_and(|t| t.0 == s.name))
+        {
             return Err(ModuleError::Other(format!(
                 "{}: [[program]] {:?}: the object has no such program",
                 p.spec.file.display(),
@@ -121,7 +127,10 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
         let present = hook_present(&g.section) != Some(false);
         if on && !present && g.twin.is_none() {
             if s.is_some_and(|s| s.optional) {
-                notes.push(format!("{} left out: {} is missing on this kernel", g.name, g.section));
+                notes.push(format!(
+                    "{} left out: {} is missing on this kernel",
+                    g.name, g.section
+                ));
             } else {
                 return Err(ModuleError::NoHook(format!(
                     "program {}: {} is missing on this kernel",
@@ -143,7 +152,10 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
         }
     }
     // `pmdabcc --probe --all-hooks`: one hook kind forced on every twin group.
-    let offered: Vec<&str> = progs.iter().filter_map(|g| g.twin.as_ref().map(|t| TWINS[t.1].1)).collect();
+    let offered: Vec<&str> = progs
+        .iter()
+        .filter_map(|g| g.twin.as_ref().map(|t| TWINS[t.1].1))
+        .collect();
     if let Some(kind) = crate::bpf::forced_twin(&offered) {
         for kinds in groups.values_mut() {
             kinds.retain(|i| TWINS[*i].1 == kind);
@@ -151,17 +163,22 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
     }
     for (base, kinds) in groups.iter_mut() {
         kinds.sort_unstable();
-        let all_off = progs.iter().filter(|g| g.twin.as_ref().is_some_and(|t| &t.0 == base)).all(|g| {
-            spec_of(&g.name)
-                .and_then(|s| s.enabled_by.as_ref())
-                .is_some_and(|k| !opts.flags.get(k).copied().unwrap_or(false))
-        });
+        let all_off = progs
+            .iter()
+            .filter(|g| g.twin.as_ref().is_some_and(|t| &t.0 == base))
+            .all(|g| {
+                spec_of(&g.name)
+                    .and_then(|s| s.enabled_by.as_ref())
+                    .is_some_and(|k| !opts.flags.get(k).copied().unwrap_or(false))
+            });
         if kinds.is_empty() && !all_off {
             let optional = spec_of(&format!("{base}_btf")).is_some_and(|s| s.optional);
             if optional {
                 notes.push(format!("{base} left out: no hook on this kernel"));
             } else {
-                return Err(ModuleError::NoHook(format!("{base}: none of its hooks exists on this kernel")));
+                return Err(ModuleError::NoHook(format!(
+                    "{base}: none of its hooks exists on this kernel"
+                )));
             }
         }
     }
@@ -193,8 +210,18 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
                 }
                 let hooks: Vec<String> = progs
                     .iter()
-                    .filter(|g| object.progs().any(|o| o.name().to_string_lossy() == g.name && o.autoload()))
-                    .map(|g| g.section.split_once('/').map_or(g.section.clone(), |(_, r)| r.rsplit('/').next().unwrap_or(r).to_string()))
+                    .filter(|g| {
+                        object
+                            .progs()
+                            .any(|o| o.name().to_string_lossy() == g.name && o.autoload())
+                    })
+                    .map(|g| {
+                        g.section
+                            .split_once('/')
+                            .map_or(g.section.clone(), |(_, r)| {
+                                r.rsplit('/').next().unwrap_or(r).to_string()
+                            })
+                    })
                     .collect::<std::collections::BTreeSet<_>>()
                     .into_iter()
                     .collect();
@@ -209,10 +236,18 @@ pub fn load(p: &Program, opts: &OptionValues) -> Result<Loaded, ModuleError> {
                 if !notes.is_empty() {
                     status.push_str(&format!(" ({})", notes.join("; ")));
                 }
-                return Ok(Loaded { links, object, status });
+                return Ok(Loaded {
+                    links,
+                    object,
+                    status,
+                });
             }
             Err(e) => {
-                log::info!("module {}: {} not usable: {e}", p.spec.name, chosen_kind.unwrap_or("object"));
+                log::info!(
+                    "module {}: {} not usable: {e}",
+                    p.spec.name,
+                    chosen_kind.unwrap_or("object")
+                );
                 failed.push(format!("{}: {e}", chosen_kind.unwrap_or("load")));
                 if attempts == 1 {
                     return Err(e);
@@ -244,10 +279,16 @@ fn try_load(
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
         if name.ends_with(".rodata") && !opts.globals.is_empty() {
-            let data = m.initial_value_mut().ok_or_else(|| ModuleError::Other("no .rodata data".into()))?;
+            let data = m
+                .initial_value_mut()
+                .ok_or_else(|| ModuleError::Other("no .rodata data".into()))?;
             for (off, size, v) in &opts.globals {
                 let bytes = v.to_ne_bytes();
-                let src = if cfg!(target_endian = "little") { &bytes[..*size] } else { &bytes[8 - size..] };
+                let src = if cfg!(target_endian = "little") {
+                    &bytes[..*size]
+                } else {
+                    &bytes[8 - size..]
+                };
                 data.get_mut(*off..off + size)
                     .ok_or_else(|| ModuleError::Other(format!("global at {off} outside .rodata")))?
                     .copy_from_slice(src);
@@ -263,9 +304,19 @@ fn try_load(
     let mut notes = Vec::new();
     for prog in object.progs_mut().filter(|o| o.autoload()) {
         let name = prog.name().to_string_lossy().into_owned();
-        let s = p.spec.programs.iter().find(|s| s.name == name || twin_of(&name).is_some_and(|t| t.0 == s.name));
+        let s = p
+            .spec
+            .programs
+            .iter()
+            .find(|s| s.name == name || twin_of(&name).is_some_and(|t| t.0 == s.name));
         let res = match s {
-            Some(s) if s.perf_event.is_some() => attach_perf(&prog, s.perf_event.as_deref().unwrap_or(""), s.period.map_or(Sample::Frequency(s.frequency), Sample::Period)).map(|mut l| {
+            Some(s) if s.perf_event.is_some() => attach_perf(
+                &prog,
+                s.perf_event.as_deref().unwrap_or(""),
+                s.period
+                    .map_or(Sample::Frequency(s.frequency), Sample::Period),
+            )
+            .map(|mut l| {
                 let n = l.len();
                 links.append(&mut l);
                 n
@@ -288,10 +339,13 @@ fn try_load(
                 })
                 .map_err(ModuleError::bpf("attach"))
             }
-            _ => prog.attach().map(|l| {
-                links.push(l);
-                1
-            }).map_err(ModuleError::bpf("attach")),
+            _ => prog
+                .attach()
+                .map(|l| {
+                    links.push(l);
+                    1
+                })
+                .map_err(ModuleError::bpf("attach")),
         };
         if let Err(e) = res {
             if s.is_some_and(|s| s.optional) {
@@ -305,7 +359,11 @@ fn try_load(
 }
 
 /// Attaches a perf_event program to a software clock on every online CPU.
-fn attach_perf(prog: &libbpf_rs::ProgramMut, event: &str, sample: Sample) -> Result<Vec<Link>, ModuleError> {
+fn attach_perf(
+    prog: &libbpf_rs::ProgramMut,
+    event: &str,
+    sample: Sample,
+) -> Result<Vec<Link>, ModuleError> {
     let config = match event {
         "task-clock" => libbpf_rs::libbpf_sys::PERF_COUNT_SW_TASK_CLOCK,
         _ => libbpf_rs::libbpf_sys::PERF_COUNT_SW_CPU_CLOCK,

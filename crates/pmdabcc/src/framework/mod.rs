@@ -251,18 +251,29 @@ fn key_plans(
         return Err(err_at(spec, at, format!("map {map} declares no key type")));
     };
     if keys.is_empty() {
-        return Err(err_at(spec, at, format!("map {map}: a keyed map needs key = [{{ field = …, decoder = … }}]")));
+        return Err(err_at(
+            spec,
+            at,
+            format!("map {map}: a keyed map needs key = [{{ field = …, decoder = … }}]"),
+        ));
     }
     keys.iter()
         .map(|k| {
-            let f = field_of(spec, &k.at, l, k.field.as_deref(), &format!("the key of map {map}"))?;
+            let f = field_of(
+                spec,
+                &k.at,
+                l,
+                k.field.as_deref(),
+                &format!("the key of map {map}"),
+            )?;
             check_need(spec, &k.at, f, &k.decoder)?;
             Ok(KeyPlan {
                 loc: Loc::of(f),
                 decoder: k.decoder.clone(),
-                label: k.label.clone().unwrap_or_else(|| {
-                    k.field.clone().unwrap_or_else(|| "key".into())
-                }),
+                label: k
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| k.field.clone().unwrap_or_else(|| "key".into())),
             })
         })
         .collect()
@@ -291,7 +302,12 @@ fn check_need(spec: &Spec, at: &spec::Pos, f: &Field, d: &Decoder) -> Result<(),
 
 /// The metric type of a field: as declared, else u64/i64 for integers, string for text or a
 /// decoder that names things; a declared type must hold every value of the field.
-fn metric_type(spec: &Spec, d: &MetricDef, f: &Field, dec: Option<&Decoder>) -> Result<Type, SpecError> {
+fn metric_type(
+    spec: &Spec,
+    d: &MetricDef,
+    f: &Field,
+    dec: Option<&Decoder>,
+) -> Result<Type, SpecError> {
     let numeric_decoder = matches!(dec, None | Some(Decoder::Uint) | Some(Decoder::Int));
     if let Some(dec) = dec {
         check_need(spec, &d.at, f, dec)?;
@@ -309,7 +325,10 @@ fn metric_type(spec: &Spec, d: &MetricDef, f: &Field, dec: Option<&Decoder>) -> 
             return Err(err_at(
                 spec,
                 &d.at,
-                format!("field {:?} ({} bytes, {:?}) cannot be a metric value", f.name, f.size, f.kind),
+                format!(
+                    "field {:?} ({} bytes, {:?}) cannot be a metric value",
+                    f.name, f.size, f.kind
+                ),
             ))
         }
     };
@@ -361,7 +380,11 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
         return Err(err_at(
             spec,
             &m.at,
-            format!("the object has no map {:?} (maps: {})", m.name, known.join(", ")),
+            format!(
+                "the object has no map {:?} (maps: {})",
+                m.name,
+                known.join(", ")
+            ),
         ));
     };
     let t = ml.map_type;
@@ -380,24 +403,49 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
         ));
     }
     let value = || {
-        ml.value
-            .as_ref()
-            .ok_or_else(|| err_at(spec, &m.at, format!("map {} declares no value type (use __type(value, …))", m.name)))
+        ml.value.as_ref().ok_or_else(|| {
+            err_at(
+                spec,
+                &m.at,
+                format!(
+                    "map {} declares no value type (use __type(value, …))",
+                    m.name
+                ),
+            )
+        })
     };
     let what = format!("the value of map {}", m.name);
     let (plan, value_size) = match &m.kind {
         MapKind::Counters { metrics } => {
             let v = value()?;
-            (Plan::Counters { metrics: metric_plans(spec, metrics, v, &what)? }, v.size)
+            (
+                Plan::Counters {
+                    metrics: metric_plans(spec, metrics, v, &what)?,
+                },
+                v.size,
+            )
         }
-        MapKind::Keyed { indom, key, instance_id, metrics } => {
+        MapKind::Keyed {
+            indom,
+            key,
+            instance_id,
+            metrics,
+        } => {
             let v = value()?;
             let instance_id = match instance_id {
                 None => None,
                 Some((name, at)) => {
-                    let kl = ml.key.as_ref().ok_or_else(|| err_at(spec, at, format!("map {} declares no key type", m.name)))?;
+                    let kl = ml.key.as_ref().ok_or_else(|| {
+                        err_at(spec, at, format!("map {} declares no key type", m.name))
+                    })?;
                     let plain = name == "key" && kl.field("key").is_none();
-                    let f = field_of(spec, at, kl, (!plain).then_some(name.as_str()), &format!("the key of map {}", m.name))?;
+                    let f = field_of(
+                        spec,
+                        at,
+                        kl,
+                        (!plain).then_some(name.as_str()),
+                        &format!("the key of map {}", m.name),
+                    )?;
                     // PCP instance ids are non-negative 32-bit integers.
                     if !matches!(f.kind, FieldKind::Int { .. }) || f.size > 4 {
                         return Err(err_at(spec, at, format!("instance_id {name:?} must be an integer key field of at most 4 bytes (a pid, an index)")));
@@ -419,19 +467,41 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
             let v = value()?;
             let b = field_of(spec, &h.fields_at[0], v, Some(&h.buckets), &what)?;
             let FieldKind::Array { elem: 8, .. } = b.kind else {
-                return Err(err_at(spec, &h.fields_at[0], format!("buckets field {:?} must be an array of __u64 (struct hist of hist.bpf.h)", h.buckets)));
+                return Err(err_at(
+                    spec,
+                    &h.fields_at[0],
+                    format!(
+                        "buckets field {:?} must be an array of __u64 (struct hist of hist.bpf.h)",
+                        h.buckets
+                    ),
+                ));
             };
-            let opt_field = |(name, named): &(String, bool), at: &spec::Pos| -> Result<Option<Loc>, SpecError> {
+            let opt_field = |(name, named): &(String, bool),
+                             at: &spec::Pos|
+             -> Result<Option<Loc>, SpecError> {
                 match v.field(name) {
-                    Some(f) if matches!(f.kind, FieldKind::Int { .. }) && f.size == 8 => Ok(Some(Loc::of(f))),
+                    Some(f) if matches!(f.kind, FieldKind::Int { .. }) && f.size == 8 => {
+                        Ok(Some(Loc::of(f)))
+                    }
                     Some(_) => Err(err_at(spec, at, format!("field {name:?} must be a __u64"))),
-                    None if *named => Err(err_at(spec, at, format!("{what} (struct {}) has no field {name:?} (fields: {})", v.name, v.field_names()))),
+                    None if *named => Err(err_at(
+                        spec,
+                        at,
+                        format!(
+                            "{what} (struct {}) has no field {name:?} (fields: {})",
+                            v.name,
+                            v.field_names()
+                        ),
+                    )),
                     None => Ok(None),
                 }
             };
             let count = opt_field(&h.count, &h.fields_at[1])?;
             let sum = opt_field(&h.sum, &h.fields_at[2])?;
-            for (d, loc, f) in [(&h.count_metric, &count, "count"), (&h.sum_metric, &sum, "sum")] {
+            for (d, loc, f) in [
+                (&h.count_metric, &count, "count"),
+                (&h.sum_metric, &sum, "sum"),
+            ] {
                 if let (Some(d), None) = (d, loc) {
                     return Err(err_at(spec, &d.at, format!("{what} has no {f} field")));
                 }
@@ -467,12 +537,30 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
             let lost = match &e.lost {
                 None => None,
                 Some((map, field)) => {
-                    let lm = ol.maps.get(map).and_then(|l| l.value.as_ref()).ok_or_else(|| {
-                        err_at(spec, &m.at, format!("lost: the object has no map {map:?} with a value type"))
-                    })?;
-                    let f = field_of(spec, &m.at, lm, Some(field), &format!("the value of map {map}"))?;
+                    let lm = ol
+                        .maps
+                        .get(map)
+                        .and_then(|l| l.value.as_ref())
+                        .ok_or_else(|| {
+                            err_at(
+                                spec,
+                                &m.at,
+                                format!("lost: the object has no map {map:?} with a value type"),
+                            )
+                        })?;
+                    let f = field_of(
+                        spec,
+                        &m.at,
+                        lm,
+                        Some(field),
+                        &format!("the value of map {map}"),
+                    )?;
                     let item = e.lost_metric.as_ref().map(|d| d.item).ok_or_else(|| {
-                        err_at(spec, &m.at, "lost = { … } needs lost_metric = { item, name, … }")
+                        err_at(
+                            spec,
+                            &m.at,
+                            "lost = { … } needs lost_metric = { item, name, … }",
+                        )
                     })?;
                     Some((map.clone(), Loc::of(f), item))
                 }
@@ -512,19 +600,39 @@ fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecEr
         })?;
     let progs: Vec<(String, String)> = open
         .progs()
-        .map(|p| (p.name().to_string_lossy().into_owned(), p.section().to_string_lossy().into_owned()))
+        .map(|p| {
+            (
+                p.name().to_string_lossy().into_owned(),
+                p.section().to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     let entry = |name: &str| {
         let base = load::twin_base(name);
-        spec.programs.iter().find(|s| s.name == name || Some(s.name.as_str()) == base)
+        spec.programs
+            .iter()
+            .find(|s| s.name == name || Some(s.name.as_str()) == base)
     };
     for s in &spec.programs {
-        if !progs.iter().any(|(n, _)| n == &s.name || load::twin_base(n) == Some(s.name.as_str())) {
+        if !progs
+            .iter()
+            .any(|(n, _)| n == &s.name || load::twin_base(n) == Some(s.name.as_str()))
+        {
             let known: Vec<&str> = progs.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(spec.error(&s.at, format!("the object has no program {:?} (programs: {})", s.name, known.join(", "))));
+            return Err(spec.error(
+                &s.at,
+                format!(
+                    "the object has no program {:?} (programs: {})",
+                    s.name,
+                    known.join(", ")
+                ),
+            ));
         }
     }
-    let module_at = spec::Pos { line: 1, key: "program".into() };
+    let module_at = spec::Pos {
+        line: 1,
+        key: "program".into(),
+    };
     for (name, section) in &progs {
         let e = entry(name);
         if section == "perf_event" && e.and_then(|e| e.perf_event.as_ref()).is_none() {
@@ -545,7 +653,10 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             return Err(err_at(
                 spec,
                 &o.at,
-                format!("the object has no read-only global {g:?} (const volatile; globals: {})", known.join(", ")),
+                format!(
+                    "the object has no read-only global {g:?} (const volatile; globals: {})",
+                    known.join(", ")
+                ),
             ));
         };
         let fits = match &o.kind {
@@ -553,17 +664,30 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             OptKind::Match { .. } => false,
             OptKind::Integer { min, max } => {
                 let bits = 8 * *size as u32;
-                *size <= 8 && (bits == 64 || (*max as i128) < (1i128 << bits) && *min >= -(1i64 << (bits - 1).min(62)))
+                *size <= 8
+                    && (bits == 64
+                        || (*max as i128) < (1i128 << bits)
+                            && *min >= -(1i64 << (bits - 1).min(62)))
             }
-            OptKind::Enum(v) => (1..=8).contains(size) && (v.len() as u64) < (1u64 << (8 * size.min(&7))),
+            OptKind::Enum(v) => {
+                (1..=8).contains(size) && (v.len() as u64) < (1u64 << (8 * size.min(&7)))
+            }
         };
         if !fits {
-            return Err(err_at(spec, &o.at, format!("global {g:?} ({size} bytes) cannot hold this option's values")));
+            return Err(err_at(
+                spec,
+                &o.at,
+                format!("global {g:?} ({size} bytes) cannot hold this option's values"),
+            ));
         }
     }
     if let OptKind::Match { field } = &o.kind {
         if match_target(spec, field).is_none() {
-            return Err(err_at(spec, &o.at, format!("match option: no events map has a metric of field {field:?}")));
+            return Err(err_at(
+                spec,
+                &o.at,
+                format!("match option: no events map has a metric of field {field:?}"),
+            ));
         }
     }
     if let OptKind::Process { map } = &o.kind {
@@ -590,7 +714,13 @@ fn metric_spec(d: &MetricDef, ty: Type, indom: Option<u32>) -> crate::module::Me
         oneline: leak(&d.oneline),
         help: leak(&d.help),
         sensitive: d.sensitive,
-        aliases: Box::leak(d.aliases.iter().map(|a| leak(a)).collect::<Vec<_>>().into_boxed_slice()),
+        aliases: Box::leak(
+            d.aliases
+                .iter()
+                .map(|a| leak(a))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
     }
 }
 
@@ -598,8 +728,14 @@ fn metric_spec(d: &MetricDef, ty: Type, indom: Option<u32>) -> crate::module::Me
 fn metric_table(spec: &Spec, plans: &[MapPlan]) -> Vec<crate::module::MetricSpec> {
     let mut out = Vec::new();
     for (m, p) in spec.maps.iter().zip(plans) {
-        let typed = |ms: &[spec::FieldMetric], ps: &[MetricPlan], indom: Option<u32>| -> Vec<crate::module::MetricSpec> {
-            ms.iter().zip(ps).map(|(m, p)| metric_spec(&m.def, p.ty, indom)).collect()
+        let typed = |ms: &[spec::FieldMetric],
+                     ps: &[MetricPlan],
+                     indom: Option<u32>|
+         -> Vec<crate::module::MetricSpec> {
+            ms.iter()
+                .zip(ps)
+                .map(|(m, p)| metric_spec(&m.def, p.ty, indom))
+                .collect()
         };
         match (&m.kind, &p.plan) {
             (MapKind::Counters { metrics }, Plan::Counters { metrics: ps }) => {
@@ -645,11 +781,25 @@ fn indom_table(spec: &Spec) -> Vec<IndomSpec> {
     for m in &spec.maps {
         match &m.kind {
             MapKind::Counters { .. } => {}
-            MapKind::Keyed { indom, instance_id, .. } => {
-                out.push(mk(indom, if instance_id.is_some() { IndomKind::Fixed } else { IndomKind::Cached }))
-            }
+            MapKind::Keyed {
+                indom, instance_id, ..
+            } => out.push(mk(
+                indom,
+                if instance_id.is_some() {
+                    IndomKind::Fixed
+                } else {
+                    IndomKind::Cached
+                },
+            )),
             MapKind::Histogram(h) => {
-                out.push(mk(&h.indom, if h.key.is_empty() { IndomKind::Fixed } else { IndomKind::Cached }));
+                out.push(mk(
+                    &h.indom,
+                    if h.key.is_empty() {
+                        IndomKind::Fixed
+                    } else {
+                        IndomKind::Cached
+                    },
+                ));
                 if let Some(k) = &h.key_indom {
                     out.push(mk(k, IndomKind::Cached));
                 }
@@ -667,9 +817,15 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
         default: leak(&o.default),
         kind: match &o.kind {
             OptKind::Bool => OptionKind::Bool,
-            OptKind::Integer { min, max } => OptionKind::Integer { min: *min, max: *max },
+            OptKind::Integer { min, max } => OptionKind::Integer {
+                min: *min,
+                max: *max,
+            },
             OptKind::Enum(v) => OptionKind::Enum(Box::leak(
-                v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice(),
+                v.iter()
+                    .map(|s| leak(s))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
             )),
             OptKind::Process { .. } => OptionKind::Process,
             OptKind::Match { .. } => OptionKind::Text,
@@ -751,7 +907,10 @@ fn match_target(spec: &Spec, field: &str) -> Option<(String, u32)> {
     })
 }
 
-fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Module>, ConfigError> {
+fn create_spec_module(
+    spec: &'static ModuleSpec,
+    cfg: &ModuleConfig,
+) -> Result<Box<dyn Module>, ConfigError> {
     let p = spec.program.expect("spec module has a program");
     let mut v = OptionValues::default();
     for o in &p.spec.options {
@@ -774,7 +933,12 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
                     None => d,
                     Some(s) => match s.trim().parse::<i64>() {
                         Ok(n) if (*min..=*max).contains(&n) => n,
-                        _ => return Err(cfg.error(&o.key, format!("expected a whole number from {min} to {max}, got {s:?}"))),
+                        _ => {
+                            return Err(cfg.error(
+                                &o.key,
+                                format!("expected a whole number from {min} to {max}, got {s:?}"),
+                            ))
+                        }
                     },
                 };
                 if let Some((off, size)) = rodata(&o.global) {
@@ -783,9 +947,15 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
             }
             OptKind::Enum(names) => {
                 let s = cfg.get(&o.key).unwrap_or(&o.default).trim().to_string();
-                let i = names.iter().position(|n| n.eq_ignore_ascii_case(&s)).ok_or_else(|| {
-                    cfg.error(&o.key, format!("expected one of {}, got {s:?}", names.join(", ")))
-                })?;
+                let i = names
+                    .iter()
+                    .position(|n| n.eq_ignore_ascii_case(&s))
+                    .ok_or_else(|| {
+                        cfg.error(
+                            &o.key,
+                            format!("expected one of {}, got {s:?}", names.join(", ")),
+                        )
+                    })?;
                 if let Some((off, size)) = rodata(&o.global) {
                     v.globals.push((off, size, i as u64));
                 }
@@ -811,7 +981,15 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
         }
     }
     v.queue_memory = DEFAULT_QUEUE_MEMORY;
-    if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { records: Some(_), .. })) {
+    if p.maps.iter().any(|m| {
+        matches!(
+            m.plan,
+            Plan::Events {
+                records: Some(_),
+                ..
+            }
+        )
+    }) {
         if let Some(s) = cfg.get("queue_memory") {
             v.queue_memory = parse_size(s)
                 .filter(|n| (MIN_QUEUE_MEMORY..=MAX_QUEUE_MEMORY).contains(n))
@@ -820,9 +998,18 @@ fn create_spec_module(spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<B
     }
     if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { .. })) {
         if let Some(n) = cfg.get("process_count") {
-            v.slots_override = Some(n.trim().parse::<usize>().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
-                cfg.error("process_count", format!("expected a whole number from 1 to 100000, got {n:?}"))
-            })?);
+            v.slots_override = Some(
+                n.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| {
+                        cfg.error(
+                            "process_count",
+                            format!("expected a whole number from 1 to 100000, got {n:?}"),
+                        )
+                    })?,
+            );
         }
     }
     Ok(Box::new(SpecModule::new(p, v, cfg.process_refresh)))
@@ -867,9 +1054,19 @@ impl SpecModule {
             .filter(|m| opts.disabled_maps.contains(&m.name))
             .flat_map(|m| m.metrics().into_iter().map(|d| d.item))
             .collect();
-        let metrics: Vec<_> = program.metrics.iter().filter(|m| !off.contains(&m.item)).cloned().collect();
+        let metrics: Vec<_> = program
+            .metrics
+            .iter()
+            .filter(|m| !off.contains(&m.item))
+            .cloned()
+            .collect();
         let used: Vec<u32> = metrics.iter().filter_map(|m| m.indom).collect();
-        let indoms = program.indoms.iter().filter(|i| used.contains(&i.id)).cloned().collect();
+        let indoms = program
+            .indoms
+            .iter()
+            .filter(|i| used.contains(&i.id))
+            .cloned()
+            .collect();
         SpecModule {
             serve: serve::Served::new(program, &opts),
             program,
@@ -908,11 +1105,20 @@ impl Module for SpecModule {
     }
 
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
-        let m = self.metrics.iter().find(|m| m.item == item).ok_or(PmdaError::UnknownMetric)?;
+        let m = self
+            .metrics
+            .iter()
+            .find(|m| m.item == item)
+            .ok_or(PmdaError::UnknownMetric)?;
         self.serve.fetch(item, m.ty, inst)
     }
 
-    fn fetch_for(&self, item: u32, inst: Option<u32>, who: &crate::module::FetchClient) -> Result<Option<Value>, PmdaError> {
+    fn fetch_for(
+        &self,
+        item: u32,
+        inst: Option<u32>,
+        who: &crate::module::FetchClient,
+    ) -> Result<Option<Value>, PmdaError> {
         match self.serve.fetch_records(item, who) {
             Some(v) => v,
             None => self.fetch(item, inst),
@@ -936,7 +1142,10 @@ impl Module for SpecModule {
     }
 
     fn bpf_objects(&self) -> (Vec<crate::module::ProgInfo>, Vec<crate::module::MapInfo>) {
-        self.loaded.as_ref().map(load::Loaded::objects).unwrap_or_default()
+        self.loaded
+            .as_ref()
+            .map(load::Loaded::objects)
+            .unwrap_or_default()
     }
 
     fn layout(&self) -> Option<(&[crate::module::MetricSpec], &[IndomSpec])> {

@@ -100,11 +100,14 @@ fn int_of(loc: &Loc, b: &[u8]) -> i128 {
 
 fn read_metric(m: &MetricPlan, copies: &[&[u8]]) -> Raw {
     match (&m.decoder, &m.loc.kind) {
-        (None | Some(decode::Decoder::Uint) | Some(decode::Decoder::Int), FieldKind::Int { .. }) => {
-            Raw::Int(copies.iter().map(|c| int_of(&m.loc, c)).sum())
-        }
+        (
+            None | Some(decode::Decoder::Uint) | Some(decode::Decoder::Int),
+            FieldKind::Int { .. },
+        ) => Raw::Int(copies.iter().map(|c| int_of(&m.loc, c)).sum()),
         (Some(d), _) => Raw::Text(d.decode(m.loc.bytes(copies.first().copied().unwrap_or(&[])))),
-        (None, _) => Raw::Text(decode::text(m.loc.bytes(copies.first().copied().unwrap_or(&[])))),
+        (None, _) => Raw::Text(decode::text(
+            m.loc.bytes(copies.first().copied().unwrap_or(&[])),
+        )),
     }
 }
 
@@ -127,16 +130,26 @@ fn key_labels(key: &[KeyPlan], k: &[u8]) -> String {
 
 /// The instance id of a key: its `instance_id` field, when PCP can take it (0..=i32::MAX).
 fn id_of(loc: &Loc, k: &[u8]) -> Option<u32> {
-    u32::try_from(int_of(loc, k)).ok().filter(|id| *id <= i32::MAX as u32)
+    u32::try_from(int_of(loc, k))
+        .ok()
+        .filter(|id| *id <= i32::MAX as u32)
 }
 
 /// Members of a keyed map's fixed indom: (the key's id field, the decoded key), one per id
 /// (the first key wins: the field is meant to identify the entry alone).
-pub(super) fn fixed_members(key: &[KeyPlan], id: &Loc, rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<(u32, String)> {
+pub(super) fn fixed_members(
+    key: &[KeyPlan],
+    id: &Loc,
+    rows: &[(Vec<u8>, Vec<u8>)],
+) -> Vec<(u32, String)> {
     let mut seen = BTreeSet::new();
     let mut out: Vec<(u32, String)> = rows
         .iter()
-        .filter_map(|(k, _)| id_of(id, k).filter(|i| seen.insert(*i)).map(|i| (i, key_name(key, k))))
+        .filter_map(|(k, _)| {
+            id_of(id, k)
+                .filter(|i| seen.insert(*i))
+                .map(|i| (i, key_name(key, k)))
+        })
         .collect();
     out.sort();
     out
@@ -167,7 +180,12 @@ impl Served {
                         .matches
                         .iter()
                         .filter(|(map, _, _)| *map == plan.name)
-                        .filter_map(|(_, item, re)| Some((metrics.iter().find(|m| m.item == *item)?.clone(), re.clone())))
+                        .filter_map(|(_, item, re)| {
+                            Some((
+                                metrics.iter().find(|m| m.item == *item)?.clone(),
+                                re.clone(),
+                            ))
+                        })
                         .collect(),
                     _ => Vec::new(),
                 },
@@ -194,7 +212,12 @@ impl Served {
             targets: BTreeSet::new(),
             process_map_name: opts.process.as_ref().map(|(_, m)| m.clone()),
             ncpu: libbpf_rs::num_possible_cpus().unwrap_or(1),
-            sensitive: p.metrics.iter().filter(|m| m.sensitive).map(|m| m.item).collect(),
+            sensitive: p
+                .metrics
+                .iter()
+                .filter(|m| m.sensitive)
+                .map(|m| m.item)
+                .collect(),
             queue_memory: opts.queue_memory,
             module: p.spec.name.as_str(),
         }
@@ -209,7 +232,12 @@ impl Served {
                     .ok_or_else(|| ModuleError::Other(format!("map {} not loaded", m.plan.name)))?;
                 let recent = Recent::new(m.slots);
                 let sink = recent.clone();
-                let queue = records.map(|_| EventQueue::new(&format!("{}.{}", self.module, m.plan.name), self.queue_memory));
+                let queue = records.map(|_| {
+                    EventQueue::new(
+                        &format!("{}.{}", self.module, m.plan.name),
+                        self.queue_memory,
+                    )
+                });
                 let qsink = queue.clone();
                 let filters = m.filters.clone();
                 m.stream = Some(Stream::start(&map, &m.plan.name, move |r| {
@@ -309,8 +337,15 @@ impl Served {
                     values.insert((mp.item, SINGULAR), read_metric(mp, &copies));
                 }
             }
-            Plan::Keyed { indom, key, instance_id, metrics } => {
-                let map = l.map(&plan.name).ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
+            Plan::Keyed {
+                indom,
+                key,
+                instance_id,
+                metrics,
+            } => {
+                let map = l
+                    .map(&plan.name)
+                    .ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
                 let mut rows = Vec::new();
                 crate::bpf::for_each_entry(&map, |k, v| rows.push((k.to_vec(), v.to_vec())))
                     .map_err(|e| ModuleError::Other(format!("read {}: {e}", plan.name)))?;
@@ -319,11 +354,15 @@ impl Served {
                         let members = fixed_members(key, loc, &rows);
                         inst.set_fixed(*indom, &members);
                         let mut seen = BTreeSet::new();
-                        rows.iter().map(|(k, _)| id_of(loc, k).filter(|id| seen.insert(*id))).collect()
+                        rows.iter()
+                            .map(|(k, _)| id_of(loc, k).filter(|id| seen.insert(*id)))
+                            .collect()
                     }
                     None => {
                         inst.hide_all(*indom);
-                        rows.iter().map(|(k, _)| inst.add(*indom, &key_name(key, k)).ok()).collect()
+                        rows.iter()
+                            .map(|(k, _)| inst.add(*indom, &key_name(key, k)).ok())
+                            .collect()
                     }
                 };
                 for ((_, v), id) in rows.iter().zip(ids) {
@@ -334,8 +373,20 @@ impl Served {
                     }
                 }
             }
-            Plan::Histogram { indom, key, key_indom, buckets, count, sum, sum_divisor, linear, items } => {
-                let FieldKind::Array { len, .. } = buckets.kind else { return Ok(()) };
+            Plan::Histogram {
+                indom,
+                key,
+                key_indom,
+                buckets,
+                count,
+                sum,
+                sum_divisor,
+                linear,
+                items,
+            } => {
+                let FieldKind::Array { len, .. } = buckets.kind else {
+                    return Ok(());
+                };
                 let len = len.min(histogram::SLOTS);
                 // (key name, key labels, summed buckets, count, sum)
                 let mut hists: Vec<(String, String, Vec<u64>, u64, u64)> = Vec::new();
@@ -345,7 +396,9 @@ impl Served {
                     for cp in copies {
                         let arr = buckets.bytes(cp);
                         for (i, slot) in b.iter_mut().enumerate() {
-                            *slot = slot.wrapping_add(decode::uint(arr.get(i * 8..i * 8 + 8).unwrap_or(&[])));
+                            *slot = slot.wrapping_add(decode::uint(
+                                arr.get(i * 8..i * 8 + 8).unwrap_or(&[]),
+                            ));
                         }
                         c = c.wrapping_add(count.as_ref().map_or(0, |l| int_of(l, cp) as u64));
                         s = s.wrapping_add(sum.as_ref().map_or(0, |l| int_of(l, cp) as u64));
@@ -356,7 +409,9 @@ impl Served {
                     let v = self.read_slot0(l, plan)?;
                     add(String::new(), String::new(), self.copies(plan, &v));
                 } else {
-                    let map = l.map(&plan.name).ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
+                    let map = l
+                        .map(&plan.name)
+                        .ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
                     let mut rows = Vec::new();
                     crate::bpf::for_each_entry(&map, |k, v| {
                         rows.push((key_name(key, k), key_labels(key, k), v.to_vec()))
@@ -373,7 +428,9 @@ impl Served {
                     let members: Vec<(u32, String)> = (0..*served)
                         .map(|i| {
                             let (lo, hi) = bounds(*linear, i);
-                            labels.entry((*indom, i as u32)).or_insert_with(|| format!(r#"{{"lower_bound":{lo},"upper_bound":{hi}}}"#));
+                            labels.entry((*indom, i as u32)).or_insert_with(|| {
+                                format!(r#"{{"lower_bound":{lo},"upper_bound":{hi}}}"#)
+                            });
                             (i as u32, format!("{lo}-{hi}"))
                         })
                         .collect();
@@ -393,13 +450,21 @@ impl Served {
                         *served = histogram::served(&b).max(*served).min(len);
                         for (i, v) in b.iter().enumerate().take(*served) {
                             let (lo, hi) = bounds(*linear, i);
-                            let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else { continue };
-                            labels.entry((*indom, id)).or_insert_with(|| format!(r#"{{{lab},"lower_bound":{lo},"upper_bound":{hi}}}"#));
+                            let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else {
+                                continue;
+                            };
+                            labels.entry((*indom, id)).or_insert_with(|| {
+                                format!(r#"{{{lab},"lower_bound":{lo},"upper_bound":{hi}}}"#)
+                            });
                             values.insert((items.0, id), Raw::Int(*v as i128));
                         }
                         if let Some(ki) = key_indom {
-                            let Ok(id) = inst.add(*ki, &name) else { continue };
-                            labels.entry((*ki, id)).or_insert_with(|| format!("{{{lab}}}"));
+                            let Ok(id) = inst.add(*ki, &name) else {
+                                continue;
+                            };
+                            labels
+                                .entry((*ki, id))
+                                .or_insert_with(|| format!("{{{lab}}}"));
                             if let Some(ci) = items.1 {
                                 values.insert((ci, id), Raw::Int(c as i128));
                             }
@@ -410,16 +475,24 @@ impl Served {
                     }
                 }
             }
-            Plan::Events { indom, metrics, lost, .. } => {
-                let Some(recent) = &m.recent else { return Ok(()) };
+            Plan::Events {
+                indom,
+                metrics,
+                lost,
+                ..
+            } => {
+                let Some(recent) = &m.recent else {
+                    return Ok(());
+                };
                 let snapshot: Vec<Vec<u8>> = recent
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .newest_first()
                     .cloned()
                     .collect();
-                let members: Vec<(u32, String)> =
-                    (0..snapshot.len()).map(|i| (i as u32, i.to_string())).collect();
+                let members: Vec<(u32, String)> = (0..snapshot.len())
+                    .map(|i| (i as u32, i.to_string()))
+                    .collect();
                 inst.set_fixed(*indom, &members);
                 for (i, r) in snapshot.iter().enumerate() {
                     for mp in metrics {
@@ -442,7 +515,12 @@ impl Served {
         Ok(())
     }
 
-    pub fn fetch(&self, item: u32, ty: Type, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
+    pub fn fetch(
+        &self,
+        item: u32,
+        ty: Type,
+        inst: Option<u32>,
+    ) -> Result<Option<Value>, PmdaError> {
         match self.values.get(&(item, inst.unwrap_or(SINGULAR))) {
             Some(r) => Ok(Some(r.value(ty))),
             None if inst.is_some() => Err(PmdaError::UnknownInstance),
@@ -453,12 +531,22 @@ impl Served {
     /// The event records of `item` for a client, when `item` is an event-record metric:
     /// what came since the client's previous fetch, each record's fields as parameters
     /// (sensitive ones only for clients allowed them).
-    pub fn fetch_records(&self, item: u32, who: &FetchClient) -> Option<Result<Option<Value>, PmdaError>> {
+    pub fn fetch_records(
+        &self,
+        item: u32,
+        who: &FetchClient,
+    ) -> Option<Result<Option<Value>, PmdaError>> {
         let (m, metrics) = self.maps.iter().find_map(|m| match &m.plan.plan {
-            Plan::Events { records: Some(i), metrics, .. } if *i == item => Some((m, metrics)),
+            Plan::Events {
+                records: Some(i),
+                metrics,
+                ..
+            } if *i == item => Some((m, metrics)),
             _ => None,
         })?;
-        let Some(q) = &m.queue else { return Some(Err(PmdaError::Again)) };
+        let Some(q) = &m.queue else {
+            return Some(Err(PmdaError::Again));
+        };
         let (raw, missed) = q.take(who.context);
         let params: Vec<&MetricPlan> = metrics
             .iter()
@@ -470,7 +558,12 @@ impl Served {
                 time: *time,
                 params: params
                     .iter()
-                    .map(|mp| (Pmid::new(who.cluster, mp.item), read_metric(mp, &[r]).value(mp.ty)))
+                    .map(|mp| {
+                        (
+                            Pmid::new(who.cluster, mp.item),
+                            read_metric(mp, &[r]).value(mp.ty),
+                        )
+                    })
                     .collect(),
             })
             .collect();
@@ -496,10 +589,15 @@ impl Served {
         for pid in &pids {
             want.insert(*pid);
             if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                want.extend(dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()));
+                want.extend(
+                    dir.flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
+                );
             }
         }
-        let Some(map) = self.process_map(l) else { return pids.len() };
+        let Some(map) = self.process_map(l) else {
+            return pids.len();
+        };
         let one = {
             let mut v = vec![0u8; map.value_size() as usize];
             if let Some(b) = v.first_mut() {

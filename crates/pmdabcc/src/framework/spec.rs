@@ -62,13 +62,20 @@ pub struct ProgramSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptKind {
     Bool,
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     Enum(Vec<String>),
     /// The shared process filter, filling `map` (pids and tids).
-    Process { map: String },
+    Process {
+        map: String,
+    },
     /// A regular expression an event record's `field` (as its metric serves it) must match:
     /// other records are dropped by the agent before the table and the event records.
-    Match { field: String },
+    Match {
+        field: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -162,7 +169,9 @@ pub struct EventSpec {
 
 #[derive(Clone, Debug)]
 pub enum MapKind {
-    Counters { metrics: Vec<FieldMetric> },
+    Counters {
+        metrics: Vec<FieldMetric>,
+    },
     Keyed {
         indom: IndomDef,
         key: Vec<KeyField>,
@@ -279,10 +288,9 @@ impl Spec {
         for m in &self.maps {
             for d in m.metrics() {
                 if let Some(other) = items.insert(d.item, &d.name) {
-                    return Err(self.error(
-                        &d.at,
-                        format!("item {} is already used by {other}", d.item),
-                    ));
+                    return Err(
+                        self.error(&d.at, format!("item {} is already used by {other}", d.item))
+                    );
                 }
                 for n in std::iter::once(&d.name).chain(&d.aliases) {
                     if !names.insert(n.as_str()) {
@@ -295,22 +303,25 @@ impl Spec {
                 MapKind::Keyed { indom, .. } | MapKind::Events(EventSpec { indom, .. }) => {
                     vec![indom.id]
                 }
-                MapKind::Histogram(h) => {
-                    std::iter::once(h.indom.id).chain(h.key_indom.as_ref().map(|i| i.id)).collect()
-                }
+                MapKind::Histogram(h) => std::iter::once(h.indom.id)
+                    .chain(h.key_indom.as_ref().map(|i| i.id))
+                    .collect(),
             };
             for id in mine {
                 if let Some(other) = indoms.insert(id, &m.name) {
-                    return Err(self.error(
-                        &m.at,
-                        format!("indom {id} is already used by map {other}"),
-                    ));
+                    return Err(
+                        self.error(&m.at, format!("indom {id} is already used by map {other}"))
+                    );
                 }
             }
         }
         for n in &names {
             if let Some(p) = names.iter().find(|o| o.starts_with(&format!("{n}."))) {
-                let d = self.maps.iter().flat_map(|m| m.metrics()).find(|d| d.name == *p);
+                let d = self
+                    .maps
+                    .iter()
+                    .flat_map(|m| m.metrics())
+                    .find(|d| d.name == *p);
                 let at = d.map(|d| d.at.clone()).unwrap_or_default();
                 return Err(self.error(&at, format!("{n} would be both a metric and a subtree")));
             }
@@ -322,14 +333,23 @@ impl Spec {
             }
             for e in &o.enables {
                 if !self.maps.iter().any(|m| m.name == *e) {
-                    return Err(self.error(&o.at, format!("enables {e:?}: no [[map]] of that name")));
+                    return Err(
+                        self.error(&o.at, format!("enables {e:?}: no [[map]] of that name"))
+                    );
                 }
             }
         }
         for p in &self.programs {
             if let Some(by) = &p.enabled_by {
-                if !self.options.iter().any(|o| o.key == *by && o.kind == OptKind::Bool) {
-                    return Err(self.error(&p.at, format!("enabled_by {by:?}: no bool option of that key")));
+                if !self
+                    .options
+                    .iter()
+                    .any(|o| o.key == *by && o.kind == OptKind::Bool)
+                {
+                    return Err(self.error(
+                        &p.at,
+                        format!("enabled_by {by:?}: no bool option of that key"),
+                    ));
                 }
             }
         }
@@ -516,7 +536,9 @@ impl<'a> Tbl<'a> {
                     _ => Err(self.err(key, l, "expected a list of tables")),
                 })
                 .collect(),
-            _ => Err(self.err(key, l, "expected [[") .map_msg(|m| format!("{m}{key}]] tables"))),
+            _ => Err(self
+                .err(key, l, "expected [[")
+                .map_msg(|m| format!("{m}{key}]] tables"))),
         }
     }
 
@@ -555,7 +577,11 @@ fn check_ident(t: &Tbl, key: &str, v: &str) -> Result<(), SpecError> {
     if ok {
         Ok(())
     } else {
-        Err(t.err(key, t.key_line(key), format!("{v:?}: letters, digits and _ only, starting with a letter")))
+        Err(t.err(
+            key,
+            t.key_line(key),
+            format!("{v:?}: letters, digits and _ only, starting with a letter"),
+        ))
     }
 }
 
@@ -580,7 +606,11 @@ fn program(t: &Tbl) -> Result<ProgramSpec, SpecError> {
     };
     if let Some(e) = &p.perf_event {
         if !["cpu-clock", "task-clock"].contains(&e.as_str()) {
-            return Err(t.err("perf_event", t.key_line("perf_event"), format!("{e:?}: expected cpu-clock or task-clock")));
+            return Err(t.err(
+                "perf_event",
+                t.key_line("perf_event"),
+                format!("{e:?}: expected cpu-clock or task-clock"),
+            ));
         }
     }
     t.done()?;
@@ -609,19 +639,31 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         "enum" => {
             let v = t.str_list("values")?;
             if v.is_empty() {
-                return Err(t.err("values", ty_line, "an enum option needs values = [\"…\", …]"));
+                return Err(t.err(
+                    "values",
+                    ty_line,
+                    "an enum option needs values = [\"…\", …]",
+                ));
             }
             OptKind::Enum(v)
         }
         "process" => OptKind::Process {
-            map: t
-                .str("map")?
-                .ok_or_else(|| t.err("map", ty_line, "a process option needs map = \"<hash map of pids>\""))?,
+            map: t.str("map")?.ok_or_else(|| {
+                t.err(
+                    "map",
+                    ty_line,
+                    "a process option needs map = \"<hash map of pids>\"",
+                )
+            })?,
         },
         "match" => OptKind::Match {
-            field: t
-                .str("field")?
-                .ok_or_else(|| t.err("field", ty_line, "a match option needs field = \"<a field of an events map's record>\""))?,
+            field: t.str("field")?.ok_or_else(|| {
+                t.err(
+                    "field",
+                    ty_line,
+                    "a match option needs field = \"<a field of an events map's record>\"",
+                )
+            })?,
         },
         other => {
             return Err(t.err(
@@ -638,7 +680,11 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         }
         if let Ok(d) = default.parse::<i64>() {
             if !(*min..=*max).contains(&d) {
-                return Err(t.err("default", t.key_line("default"), format!("{d} is out of range {min}-{max}")));
+                return Err(t.err(
+                    "default",
+                    t.key_line("default"),
+                    format!("{d} is out of range {min}-{max}"),
+                ));
             }
         }
     }
@@ -655,7 +701,11 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         key,
     };
     if !o.enables.is_empty() && o.kind != OptKind::Bool {
-        return Err(t.err("enables", t.key_line("enables"), "only a bool option can enable maps"));
+        return Err(t.err(
+            "enables",
+            t.key_line("enables"),
+            "only a bool option can enable maps",
+        ));
     }
     t.done()?;
     Ok(o)
@@ -678,7 +728,13 @@ fn indom(t: &Tbl, key: &str, what: &str) -> Result<Option<IndomDef>, SpecError> 
 }
 
 fn req_indom(t: &Tbl, key: &str, what: &str) -> Result<IndomDef, SpecError> {
-    indom(t, key, what)?.ok_or_else(|| t.err(key, t.line, format!("missing key {key:?} (the instance domain id, 0-63)")))
+    indom(t, key, what)?.ok_or_else(|| {
+        t.err(
+            key,
+            t.line,
+            format!("missing key {key:?} (the instance domain id, 0-63)"),
+        )
+    })
 }
 
 fn metric_def(t: &Tbl, units_default: Units) -> Result<MetricDef, SpecError> {
@@ -691,22 +747,46 @@ fn metric_def(t: &Tbl, units_default: Units) -> Result<MetricDef, SpecError> {
         Some("i32") => Some(Type::I32),
         Some("i64") => Some(Type::I64),
         Some("string") => Some(Type::String),
-        Some(o) => return Err(t.err("type", t.key_line("type"), format!("unknown type {o:?} (u32, u64, i32, i64, string)"))),
+        Some(o) => {
+            return Err(t.err(
+                "type",
+                t.key_line("type"),
+                format!("unknown type {o:?} (u32, u64, i32, i64, string)"),
+            ))
+        }
     };
     let sem = match t.str("semantics")?.as_deref() {
         None | Some("counter") => Semantics::Counter,
         Some("instant") => Semantics::Instant,
         Some("discrete") => Semantics::Discrete,
-        Some(o) => return Err(t.err("semantics", t.key_line("semantics"), format!("unknown semantics {o:?} (counter, instant, discrete)"))),
+        Some(o) => {
+            return Err(t.err(
+                "semantics",
+                t.key_line("semantics"),
+                format!("unknown semantics {o:?} (counter, instant, discrete)"),
+            ))
+        }
     };
     let units = match t.str("units")?.as_deref() {
         None => units_default,
-        Some(u) => units_of(u).ok_or_else(|| t.err("units", t.key_line("units"), format!("unknown units {u:?} (count, bytes, nsec, usec, msec, sec, none)")))?,
+        Some(u) => units_of(u).ok_or_else(|| {
+            t.err(
+                "units",
+                t.key_line("units"),
+                format!("unknown units {u:?} (count, bytes, nsec, usec, msec, sec, none)"),
+            )
+        })?,
     };
     let d = MetricDef {
         item: t
             .int("item", 0, pcp_pmda::MAX_ITEM as i64)?
-            .ok_or_else(|| t.err("item", t.line, "missing key \"item\" (the metric's number, 0-1023)"))? as u32,
+            .ok_or_else(|| {
+                t.err(
+                    "item",
+                    t.line,
+                    "missing key \"item\" (the metric's number, 0-1023)",
+                )
+            })? as u32,
         oneline: t.req_str("oneline")?,
         help: t.req_str("help")?,
         sensitive: t.bool("sensitive")?.unwrap_or(false),
@@ -749,8 +829,12 @@ fn decoder(t: &Tbl) -> Result<Option<Decoder>, SpecError> {
         Some(v) => {
             let mut m = BTreeMap::new();
             for (k, item) in v.t.iter() {
-                let n: i64 = k.parse().map_err(|_| v.err(k, v.key_line(k), "keys of values must be numbers"))?;
-                let s = item.as_str().ok_or_else(|| v.err(k, v.key_line(k), "expected a string"))?;
+                let n: i64 = k
+                    .parse()
+                    .map_err(|_| v.err(k, v.key_line(k), "keys of values must be numbers"))?;
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| v.err(k, v.key_line(k), "expected a string"))?;
                 m.insert(n, s.to_string());
             }
             Some(m)
@@ -767,7 +851,11 @@ fn field_metrics(t: &Tbl, key: &str) -> Result<Vec<FieldMetric>, SpecError> {
         .map(|m| {
             let fm = FieldMetric {
                 field: m.str("field")?.filter(|f| !f.is_empty()),
-                field_at: m.pos(if m.t.contains_key("field") { "field" } else { "name" }),
+                field_at: m.pos(if m.t.contains_key("field") {
+                    "field"
+                } else {
+                    "name"
+                }),
                 decoder: decoder(m)?,
                 def: metric_def(m, Units::COUNT)?,
             };
@@ -785,7 +873,11 @@ fn key_fields(t: &Tbl) -> Result<Vec<KeyField>, SpecError> {
                 field: k.str("field")?.filter(|f| !f.is_empty()),
                 decoder: decoder(k)?.unwrap_or(Decoder::Uint),
                 label: k.str("label")?,
-                at: k.pos(if k.t.contains_key("field") { "field" } else { "decoder" }),
+                at: k.pos(if k.t.contains_key("field") {
+                    "field"
+                } else {
+                    "decoder"
+                }),
             };
             k.done()?;
             Ok(f)
@@ -821,23 +913,40 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
             let sum = t.str("sum")?;
             let linear = match t.str("bucket_type")?.as_deref() {
                 None | Some("log2") => None,
-                Some("linear") => Some(
-                    t.int("bucket_width", 1, i64::MAX)?
-                        .ok_or_else(|| t.err("bucket_width", t.key_line("bucket_type"), "linear buckets need bucket_width"))?
-                        as u64,
-                ),
-                Some(o) => return Err(t.err("bucket_type", t.key_line("bucket_type"), format!("unknown bucket type {o:?} (log2, linear)"))),
+                Some("linear") => Some(t.int("bucket_width", 1, i64::MAX)?.ok_or_else(|| {
+                    t.err(
+                        "bucket_width",
+                        t.key_line("bucket_type"),
+                        "linear buckets need bucket_width",
+                    )
+                })? as u64),
+                Some(o) => {
+                    return Err(t.err(
+                        "bucket_type",
+                        t.key_line("bucket_type"),
+                        format!("unknown bucket type {o:?} (log2, linear)"),
+                    ))
+                }
             };
             let key = key_fields(t)?;
             let key_indom = indom(t, "key_indom", &format!("keys of map {name}"))?;
             if !key.is_empty() && key_indom.is_none() {
                 let has_totals = t.t.contains_key("count_metric") || t.t.contains_key("sum_metric");
                 if has_totals {
-                    return Err(t.err("key_indom", t.line, "a keyed histogram with count_metric or sum_metric needs key_indom"));
+                    return Err(t.err(
+                        "key_indom",
+                        t.line,
+                        "a keyed histogram with count_metric or sum_metric needs key_indom",
+                    ));
                 }
             }
-            let metric = sub_metric(t, "metric", Units::COUNT)?
-                .ok_or_else(|| t.err("metric", t.line, "a histogram needs metric = { item, name, … }"))?;
+            let metric = sub_metric(t, "metric", Units::COUNT)?.ok_or_else(|| {
+                t.err(
+                    "metric",
+                    t.line,
+                    "a histogram needs metric = { item, name, … }",
+                )
+            })?;
             let units = metric.units;
             MapKind::Histogram(HistSpec {
                 indom: req_indom(t, "indom", &format!("buckets of map {name}"))?,
@@ -866,7 +975,11 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
             };
             MapKind::Events(EventSpec {
                 strukt: t.req_str("struct")?,
-                indom: req_indom(t, "indom", &format!("recent records of map {name}, 0 the newest"))?,
+                indom: req_indom(
+                    t,
+                    "indom",
+                    &format!("recent records of map {name}, 0 the newest"),
+                )?,
                 slots: t.int("slots", 1, 100_000)?.unwrap_or(64) as usize,
                 lost,
                 lost_metric: sub_metric(t, "lost_metric", Units::COUNT)?,
@@ -938,7 +1051,9 @@ count_metric = { item = 2, name = "demo.lat_count", oneline = "c", help = "count
         assert_eq!(s.options[0].default, "5");
         assert_eq!(s.options[0].global.as_deref(), Some("min_us"));
         assert_eq!(s.maps.len(), 2);
-        let MapKind::Histogram(h) = &s.maps[1].kind else { panic!() };
+        let MapKind::Histogram(h) = &s.maps[1].kind else {
+            panic!()
+        };
         assert_eq!(h.metric.units, Units::USEC);
         assert_eq!(h.count_metric.as_ref().unwrap().item, 2);
         assert_eq!(s.maps[0].metrics()[0].at.line, 20);
@@ -948,10 +1063,15 @@ count_metric = { item = 2, name = "demo.lat_count", oneline = "c", help = "count
     fn errors_name_file_line_and_key() {
         let e = parse(&GOOD.replace("kind = \"counters\"", "kind = \"countrs\"")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (16, "map.kind"), "{e}");
-        assert!(e.to_string().starts_with("x.toml:16: map.kind: unknown map kind"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("x.toml:16: map.kind: unknown map kind"),
+            "{e}"
+        );
         let e = parse(&GOOD.replace("item = 0", "item = 1")).unwrap_err();
         assert!(e.msg.contains("item 1 is already used"), "{e}");
-        let e = parse(&GOOD.replace("help = \"the a\"", "help = \"the a\"\ncolour = 1")).unwrap_err();
+        let e =
+            parse(&GOOD.replace("help = \"the a\"", "help = \"the a\"\ncolour = 1")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (23, "map.metric.colour"), "{e}");
         let e = parse(&GOOD.replace("default = 5", "default = 500")).unwrap_err();
         assert_eq!(e.key, "option.default");

@@ -32,7 +32,12 @@ fn layouts_come_from_btf() {
 fn mismatches_with_the_object_name_the_spec_line() {
     let bad = |from: &str, to: &str| {
         let e = program(&BIOLAT_SPEC.replacen(from, to, 1), BIOLAT_OBJ).unwrap_err();
-        let line = BIOLAT_SPEC.replacen(from, to, 1).lines().position(|l| l.contains(to.lines().next().unwrap())).unwrap() + 1;
+        let line = BIOLAT_SPEC
+            .replacen(from, to, 1)
+            .lines()
+            .position(|l| l.contains(to.lines().next().unwrap()))
+            .unwrap()
+            + 1;
         (e, line)
     };
     let (e, line) = bad("name = \"hist\"", "name = \"hst\"");
@@ -40,12 +45,27 @@ fn mismatches_with_the_object_name_the_spec_line() {
     assert_eq!(e.line, line, "{e}");
     let (e, _) = bad("global = \"targ_queued\"", "global = \"targ_queue\"");
     assert!(e.msg.contains("no read-only global \"targ_queue\""), "{e}");
-    let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"task\""), SYSFORK_OBJ).unwrap_err();
-    assert!(e.msg.contains("no field \"task\"") && e.msg.contains("tasks"), "{e}");
-    let e = program(&SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"tasks\"\ntype = \"u32\""), SYSFORK_OBJ).unwrap_err();
+    let e = program(
+        &SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"task\""),
+        SYSFORK_OBJ,
+    )
+    .unwrap_err();
+    assert!(
+        e.msg.contains("no field \"task\"") && e.msg.contains("tasks"),
+        "{e}"
+    );
+    let e = program(
+        &SYSFORK_SPEC.replace("field = \"tasks\"", "field = \"tasks\"\ntype = \"u32\""),
+        SYSFORK_OBJ,
+    )
+    .unwrap_err();
     assert!(e.msg.contains("does not fit"), "{e}");
     let keyed = "kind = \"keyed\"\nindom = 1\nkey = [{ decoder = \"uint\" }]";
-    let e = program(&SYSFORK_SPEC.replace("kind = \"counters\"", keyed), SYSFORK_OBJ).unwrap_err();
+    let e = program(
+        &SYSFORK_SPEC.replace("kind = \"counters\"", keyed),
+        SYSFORK_OBJ,
+    )
+    .unwrap_err();
     assert!(e.msg.contains("does not fit its kind"), "{e}");
     let e = program(SYSFORK_SPEC, b"not an object").unwrap_err();
     assert!(e.to_string().starts_with("m.bpf.o: "), "{e}");
@@ -90,7 +110,14 @@ fn instance_ids_from_a_key_field() {
     let p = program(BY_ID_SPEC, BIOLAT_OBJ).unwrap();
     assert_eq!(p.indoms.len(), 1);
     assert_eq!(p.indoms[0].kind, pcp_pmda::IndomKind::Fixed);
-    let Plan::Keyed { key, instance_id: Some(id), .. } = &p.maps[0].plan else { panic!("{:?}", p.maps[0].plan) };
+    let Plan::Keyed {
+        key,
+        instance_id: Some(id),
+        ..
+    } = &p.maps[0].plan
+    else {
+        panic!("{:?}", p.maps[0].plan)
+    };
     // Ids are the keys (one per id, above i32::MAX refused), names the decoded keys.
     let rows: Vec<(Vec<u8>, Vec<u8>)> = [42u32, 7, 42, u32::MAX, 0]
         .iter()
@@ -98,15 +125,33 @@ fn instance_ids_from_a_key_field() {
         .collect();
     assert_eq!(
         serve::fixed_members(key, id, &rows),
-        vec![(0, "000000".to_string()), (7, "000007".into()), (42, "000042".into())]
+        vec![
+            (0, "000000".to_string()),
+            (7, "000007".into()),
+            (42, "000042".into())
+        ]
     );
     // Without instance_id the indom stays name-cached.
-    let p = program(&BY_ID_SPEC.replace("instance_id = \"key\"\n", ""), BIOLAT_OBJ).unwrap();
+    let p = program(
+        &BY_ID_SPEC.replace("instance_id = \"key\"\n", ""),
+        BIOLAT_OBJ,
+    )
+    .unwrap();
     assert_eq!(p.indoms[0].kind, pcp_pmda::IndomKind::Cached);
     // A field the key lacks, or one that is not a small integer, names the line.
-    let e = program(&BY_ID_SPEC.replace("instance_id = \"key\"", "instance_id = \"tgid\""), BIOLAT_OBJ).unwrap_err();
+    let e = program(
+        &BY_ID_SPEC.replace("instance_id = \"key\"", "instance_id = \"tgid\""),
+        BIOLAT_OBJ,
+    )
+    .unwrap_err();
     assert_eq!(e.line, 10, "{e}");
-    let e = program(&BY_ID_SPEC.replace("name = \"disks\"", "name = \"hist\"").replace("kind = \"keyed\"", "kind = \"keyed\"\n"), BIOLAT_OBJ).unwrap_err();
+    let e = program(
+        &BY_ID_SPEC
+            .replace("name = \"disks\"", "name = \"hist\"")
+            .replace("kind = \"keyed\"", "kind = \"keyed\"\n"),
+        BIOLAT_OBJ,
+    )
+    .unwrap_err();
     assert!(e.msg.contains("does not fit its kind"), "{e}");
 }
 
@@ -137,7 +182,11 @@ fn mutated(base: &'static str) -> impl Strategy<Value = String> {
 fn check_error(text: &str, e: &SpecError) {
     if e.file == Path::new("m.toml") {
         let n = text.lines().count().max(1);
-        assert!(e.line >= 1 && e.line <= n + 1, "line {} of {n}: {e}", e.line);
+        assert!(
+            e.line >= 1 && e.line <= n + 1,
+            "line {} of {n}: {e}",
+            e.line
+        );
     } else {
         assert_eq!(e.file, Path::new("m.bpf.o"), "{e}");
     }
@@ -180,20 +229,56 @@ const EXEC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/execsnoop.bpf.
 #[test]
 fn event_records_aliases_and_match_options_come_from_the_spec() {
     let p = program(EXEC_SPEC, EXEC_OBJ).unwrap();
-    let rec = p.metrics.iter().find(|m| m.item == 100).expect("records metric");
-    assert_eq!((rec.name, rec.ty, rec.sem, rec.indom), ("execsnoop.records", Type::Event, pcp_pmda::Semantics::Instant, None));
-    let Plan::Events { records, .. } = &p.maps[0].plan else { panic!("events plan") };
+    let rec = p
+        .metrics
+        .iter()
+        .find(|m| m.item == 100)
+        .expect("records metric");
+    assert_eq!(
+        (rec.name, rec.ty, rec.sem, rec.indom),
+        (
+            "execsnoop.records",
+            Type::Event,
+            pcp_pmda::Semantics::Instant,
+            None
+        )
+    );
+    let Plan::Events { records, .. } = &p.maps[0].plan else {
+        panic!("events plan")
+    };
     assert_eq!(*records, Some(100));
     let comm = p.metrics.iter().find(|m| m.item == 0).unwrap();
     assert_eq!(comm.aliases, &["proc.exec.comm"]);
     // An alias may not take another metric's name.
-    let e = program(&EXEC_SPEC.replace("aliases = [\"proc.exec.pid\"]", "aliases = [\"execsnoop.comm\"]"), EXEC_OBJ).unwrap_err();
+    let e = program(
+        &EXEC_SPEC.replace(
+            "aliases = [\"proc.exec.pid\"]",
+            "aliases = [\"execsnoop.comm\"]",
+        ),
+        EXEC_OBJ,
+    )
+    .unwrap_err();
     assert!(e.msg.contains("declared twice"), "{e}");
     // A match option names a field some events map serves.
-    let e = program(&EXEC_SPEC.replace("field = \"comm\"\ndoc", "field = \"cmd\"\ndoc"), EXEC_OBJ).unwrap_err();
-    assert!(e.msg.contains("no events map has a metric of field \"cmd\""), "{e}");
+    let e = program(
+        &EXEC_SPEC.replace("field = \"comm\"\ndoc", "field = \"cmd\"\ndoc"),
+        EXEC_OBJ,
+    )
+    .unwrap_err();
+    assert!(
+        e.msg
+            .contains("no events map has a metric of field \"cmd\""),
+        "{e}"
+    );
     // records = { … } is a metric definition like the others: a bad key is named.
-    let e = program(&EXEC_SPEC.replace("records = { item = 100,", "records = { item = 100, colour = 1,"), EXEC_OBJ).unwrap_err();
+    let e = program(
+        &EXEC_SPEC.replace(
+            "records = { item = 100,",
+            "records = { item = 100, colour = 1,",
+        ),
+        EXEC_OBJ,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("colour"), "{e}");
 }
 
@@ -211,7 +296,11 @@ fn argv_and_sizes_decode() {
 
 #[test]
 fn a_record_cut_inside_its_last_field_gives_what_it_has() {
-    let l = Loc { offset: 4, size: 8, kind: layout::FieldKind::Text };
+    let l = Loc {
+        offset: 4,
+        size: 8,
+        kind: layout::FieldKind::Text,
+    };
     assert_eq!(l.bytes(b"xxxxab"), b"ab");
     assert_eq!(l.bytes(b"xxx"), b"");
     assert_eq!(l.bytes(b"xxxxabcdefghij"), b"abcdefgh");

@@ -74,7 +74,9 @@ mod tests {
         let mut clusters = std::collections::BTreeSet::new();
         for m in super::all() {
             crate::module::check_table(m).unwrap();
-            let c = m.default_cluster.expect("built-in modules have a default cluster");
+            let c = m
+                .default_cluster
+                .expect("built-in modules have a default cluster");
             assert!(clusters.insert(c), "default cluster {c} used twice");
             assert_ne!(c, crate::agent::AGENT_CLUSTER);
         }

@@ -85,7 +85,7 @@ const UPSTREAM: &[(u32, u32, &str, Type, Semantics, Units)] = &[
 /// metrics (per-process counters here, per-session values there): the same name, another
 /// metric, so another PMID. Only one of the two is in the namespace at a time.
 const SEED_NAMES: &[(&str, &str)] = &[
-        ("tcplife (default)", "proc.io.net.tcp.rx"),
+    ("tcplife (default)", "proc.io.net.tcp.rx"),
     ("tcplife (default)", "proc.io.net.tcp.tx"),
 ];
 

@@ -11,8 +11,8 @@ mod metrics;
 
 use crate::bpf::{self, Hook};
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{OptionKind, 
-    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo,
+use crate::module::{
+    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionKind, OptionSpec, ProgInfo,
 };
 use crate::process::ProcessFilter;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};

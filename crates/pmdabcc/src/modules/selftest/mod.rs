@@ -6,8 +6,8 @@ mod metrics;
 
 use crate::bpf;
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{OptionKind, 
-    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec, ProgInfo,
+use crate::module::{
+    MapInfo, Module, ModuleError, ModuleInstances, ModuleSpec, OptionKind, OptionSpec, ProgInfo,
 };
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::MapCore;

@@ -12,9 +12,9 @@ mod metrics;
 
 use crate::bpf;
 use crate::config::{ConfigError, ModuleConfig};
-use crate::module::{OptionKind, 
-    IndomSpec, MapInfo, MetricSpec, Module, ModuleError, ModuleInstances, ModuleSpec, OptionSpec,
-    ProgInfo,
+use crate::module::{
+    IndomSpec, MapInfo, MetricSpec, Module, ModuleError, ModuleInstances, ModuleSpec, OptionKind,
+    OptionSpec, ProgInfo,
 };
 use crate::process::ProcessFilter;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -479,10 +479,14 @@ impl Module for Tcplife {
         let iter = skel.links.tcplife_iter.is_some();
         // The ring buffer consumer: a thread of its own, so records are taken as they come.
         let shared = self.shared.clone();
-        self.events = Some(Stream::start(&skel.maps.events, "tcplife", move |data: &[u8]| {
-            let e: types::tcplife_event = bpf::from_bytes(data);
-            lock(&shared).apply(&e);
-        })?);
+        self.events = Some(Stream::start(
+            &skel.maps.events,
+            "tcplife",
+            move |data: &[u8]| {
+                let e: types::tcplife_event = bpf::from_bytes(data);
+                lock(&shared).apply(&e);
+            },
+        )?);
         self.skel = Some(skel);
         self.rescan();
         let mut status = format!(
@@ -752,15 +756,18 @@ mod tests {
             Some(Some("buffer_page_count".into()))
         );
         assert_eq!(bad("dport", "http"), Some(Some("dport".into())));
-        assert!(create(&SPEC, &ModuleConfig::for_test(
-            "tcplife",
-            3,
-            &[
-                ("layout", "sessions"),
-                ("session_count", "5"),
-                ("lport", "80,443")
-            ]
-        ))
+        assert!(create(
+            &SPEC,
+            &ModuleConfig::for_test(
+                "tcplife",
+                3,
+                &[
+                    ("layout", "sessions"),
+                    ("session_count", "5"),
+                    ("lport", "80,443")
+                ]
+            )
+        )
         .is_ok());
     }
 }

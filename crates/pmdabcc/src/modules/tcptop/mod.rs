@@ -111,7 +111,12 @@ struct Tcptop {
 
 /// The rows of one interval: deltas of every connection that moved bytes, busiest first
 /// (ties by key, so the order is stable), at most `n`. `keep(pid)` filters processes.
-fn top(cur: &HashMap<Vec<u8>, (u64, u64)>, prev: &HashMap<Vec<u8>, (u64, u64)>, n: usize, keep: impl Fn(u32) -> bool) -> Vec<(Vec<u8>, u64, u64)> {
+fn top(
+    cur: &HashMap<Vec<u8>, (u64, u64)>,
+    prev: &HashMap<Vec<u8>, (u64, u64)>,
+    n: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<(Vec<u8>, u64, u64)> {
     let mut d: Vec<(Vec<u8>, u64, u64)> = cur
         .iter()
         .map(|(k, (rx, tx))| {
@@ -173,7 +178,9 @@ impl Tcptop {
         }
         let targets = &self.targets;
         let filtered = self.filter.is_some();
-        let best = top(&cur, &self.prev, self.conn_count, |pid| !filtered || targets.contains(&pid));
+        let best = top(&cur, &self.prev, self.conn_count, |pid| {
+            !filtered || targets.contains(&pid)
+        });
         self.rows = best.iter().map(|(k, rx, tx)| row(k, *rx, *tx)).collect();
         // A connection idle for a whole interval goes; bytes that race with the delete are
         // lost (at most those of the call that ends the idleness).
@@ -190,7 +197,8 @@ impl Tcptop {
 
 impl Module for Tcptop {
     fn start(&mut self) -> Result<String, ModuleError> {
-        let (skel, _, status) = bpf::first_working(&[Hook::TpBtf, Hook::Tracepoint], |h| self.load(h))?;
+        let (skel, _, status) =
+            bpf::first_working(&[Hook::TpBtf, Hook::Tracepoint], |h| self.load(h))?;
         self.skel = Some(skel);
         if let Some(f) = &mut self.filter {
             self.targets = f.scan();
@@ -206,13 +214,18 @@ impl Module for Tcptop {
         if self.last.is_some_and(|t| t.elapsed() >= self.interval) {
             self.last = Some(Instant::now());
             self.sample();
-            let members: Vec<(u32, String)> = (0..self.rows.len() as u32).map(|i| (i, i.to_string())).collect();
+            let members: Vec<(u32, String)> = (0..self.rows.len() as u32)
+                .map(|i| (i, i.to_string()))
+                .collect();
             inst.set_fixed(INDOM, &members);
         }
     }
 
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
-        let r = self.rows.get(inst.ok_or(PmdaError::UnknownInstance)? as usize).ok_or(PmdaError::UnknownInstance)?;
+        let r = self
+            .rows
+            .get(inst.ok_or(PmdaError::UnknownInstance)? as usize)
+            .ok_or(PmdaError::UnknownInstance)?;
         Ok(Some(match item {
             PID => Value::U32(r.pid),
             COMM => Value::String(r.comm.clone()),
@@ -227,7 +240,10 @@ impl Module for Tcptop {
     }
 
     fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        self.skel.as_ref().map(|s| bpf::object_infos(s.object())).unwrap_or_default()
+        self.skel
+            .as_ref()
+            .map(|s| bpf::object_infos(s.object()))
+            .unwrap_or_default()
     }
 }
 
@@ -236,20 +252,43 @@ mod tests {
     use super::*;
 
     fn key(pid: u32, lport: u16) -> Vec<u8> {
-        let k = types::tcptop_key { pid, family: 2, lport, dport: 80, saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], daddr: [10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..Default::default() };
+        let k = types::tcptop_key {
+            pid,
+            family: 2,
+            lport,
+            dport: 80,
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
+        };
         bpf::as_bytes(&k).to_vec()
     }
 
     #[test]
     fn busiest_of_the_interval_first_idle_left_out() {
-        let prev = HashMap::from([(key(1, 1), (100, 100)), (key(2, 2), (5, 0)), (key(3, 3), (0, 0))]);
-        let cur = HashMap::from([(key(1, 1), (150, 100)), (key(2, 2), (5, 0)), (key(3, 3), (0, 900)), (key(4, 4), (7, 0))]);
+        let prev = HashMap::from([
+            (key(1, 1), (100, 100)),
+            (key(2, 2), (5, 0)),
+            (key(3, 3), (0, 0)),
+        ]);
+        let cur = HashMap::from([
+            (key(1, 1), (150, 100)),
+            (key(2, 2), (5, 0)),
+            (key(3, 3), (0, 900)),
+            (key(4, 4), (7, 0)),
+        ]);
         let t = top(&cur, &prev, 10, |_| true);
-        let got: Vec<(u32, u64, u64)> = t.iter().map(|(k, rx, tx)| (bpf::from_bytes::<types::tcptop_key>(k).pid, *rx, *tx)).collect();
+        let got: Vec<(u32, u64, u64)> = t
+            .iter()
+            .map(|(k, rx, tx)| (bpf::from_bytes::<types::tcptop_key>(k).pid, *rx, *tx))
+            .collect();
         assert_eq!(got, vec![(3, 0, 900), (1, 50, 0), (4, 7, 0)]);
         assert_eq!(top(&cur, &prev, 1, |_| true).len(), 1);
         assert_eq!(top(&cur, &prev, 10, |p| p == 4).len(), 1);
         let r = row(&key(4, 4), 7, 0);
-        assert_eq!((r.laddr.as_str(), r.lport, r.daddr.as_str(), r.dport), ("127.0.0.1", 4, "10.1.2.3", 80));
+        assert_eq!(
+            (r.laddr.as_str(), r.lport, r.daddr.as_str(), r.dport),
+            ("127.0.0.1", 4, "10.1.2.3", 80)
+        );
     }
 }
