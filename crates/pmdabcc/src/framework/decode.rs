@@ -67,10 +67,12 @@ impl Decoder {
                     "the static decoder needs values = { \"0\" = \"name\", … }".into()
                 })
             }
-            o => return Err(format!(
+            o => {
+                return Err(format!(
                 "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
 syscall, errno, ipv4, ipv6, port, cgroup, static)"
-            )),
+            ))
+            }
         };
         if values.is_some() {
             return Err("values = { … } goes with decoder = \"static\" only".into());

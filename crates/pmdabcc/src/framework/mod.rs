@@ -170,7 +170,8 @@ impl Program {
         check_programs(&spec, &object, &origin)?;
         let metrics = metric_table(&spec, &maps);
         let indoms = indom_table(&spec);
-        let options = spec.options.iter().map(option_spec).collect();
+        let mut options: Vec<OptionSpec> = spec.options.iter().map(option_spec).collect();
+        options.extend(event_options(&spec));
         Ok(Program {
             spec,
             object,
@@ -806,6 +807,42 @@ fn indom_table(spec: &Spec) -> Vec<IndomSpec> {
             }
             MapKind::Events(e) => out.push(mk(&e.indom, IndomKind::Fixed)),
         }
+    }
+    out
+}
+
+/// The bcc.conf keys the framework adds for `events` maps: the table's size, and the memory
+/// bound of the event-record queues.
+fn event_options(spec: &Spec) -> Vec<OptionSpec> {
+    let mut out = Vec::new();
+    let events: Vec<&spec::EventSpec> = spec
+        .maps
+        .iter()
+        .filter_map(|m| match &m.kind {
+            MapKind::Events(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    if let Some(e) = events.first() {
+        out.push(OptionSpec {
+            key: "process_count",
+            kind: OptionKind::Integer {
+                min: 1,
+                max: 100_000,
+            },
+            default: leak(&e.slots.to_string()),
+            doc: "rows of the table of the newest records (instances 0 to N-1, 0 the newest)",
+        });
+    }
+    if events.iter().any(|e| e.records.is_some()) {
+        out.push(OptionSpec {
+            key: "queue_memory",
+            kind: OptionKind::Text,
+            default: "32M",
+            doc: "memory for event records clients have yet to fetch (bytes, or K, M, G); \
+                  beyond it the oldest go, and the clients that had not fetched them get a \
+                  missed count",
+        });
     }
     out
 }

@@ -328,7 +328,13 @@ impl Spec {
         }
         let mut keys = BTreeSet::new();
         for o in &self.options {
-            if !keys.insert(o.key.as_str()) || RESERVED_KEYS.contains(&o.key.as_str()) {
+            let events = self
+                .maps
+                .iter()
+                .any(|m| matches!(m.kind, MapKind::Events(_)));
+            let framework = events && ["process_count", "queue_memory"].contains(&o.key.as_str());
+            if !keys.insert(o.key.as_str()) || RESERVED_KEYS.contains(&o.key.as_str()) || framework
+            {
                 return Err(self.error(&o.at, format!("option key {:?} is taken", o.key)));
             }
             for e in &o.enables {
