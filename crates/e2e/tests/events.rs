@@ -235,6 +235,8 @@ fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
     for attempt in 0..5 {
         let tag = format!("{}a{attempt}", self::tag());
         let pids = exec_true(&tag, 5);
+        // The agent drains the ring buffer every 20 ms at the latest.
+        std::thread::sleep(Duration::from_millis(100));
         let mut tab = table(
             "execsnoop",
             &[
@@ -322,6 +324,7 @@ fn a_burst_of_20000_execs_reaches_two_clients_whole() {
         burst < Duration::from_secs(19),
         "the burst took {burst:?}: too slow to fit between the slow client's fetches"
     );
+    std::thread::sleep(Duration::from_millis(100));
     let tab = table("execsnoop", &["args"]);
     let index =
         |a: &str| -> Option<usize> { a.strip_prefix(&format!("/bin/true {tag}-"))?.parse().ok() };
@@ -458,6 +461,7 @@ fn exitsnoop_reports_exit_codes_and_signals() {
     ];
     for attempt in 0..5 {
         let (procs, elapsed) = exits();
+        std::thread::sleep(Duration::from_millis(100));
         let tab = table("exitsnoop", &fields);
         let rows: Vec<Option<&BTreeMap<String, String>>> = procs
             .iter()

@@ -31,9 +31,11 @@ struct {
 	__type(value, struct execsnoop_event);
 } execs SEC(".maps");
 
+#define EVENTS_SIZE (4 << 20)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, EVENTS_SIZE);
 } events SEC(".maps");
 
 PERCPU_SLOT_MAP(stats, struct execsnoop_stats);
@@ -107,7 +109,7 @@ static __always_inline int exec_exit(long ret)
 	size = e->args_size;
 	if (size > EXECSNOOP_ARGS_BUF)
 		size = EXECSNOOP_ARGS_BUF;
-	if (bpf_ringbuf_output(&events, e, HEADER_SIZE + size, 0)) {
+	if (bpf_ringbuf_output(&events, e, HEADER_SIZE + size, ringbuf_wakeup_flags(&events, EVENTS_SIZE))) {
 		st = percpu_counters(&stats);
 		if (st)
 			st->lost++;

@@ -12,9 +12,11 @@
 
 const struct exitsnoop_event *unused_event __attribute__((unused));
 
+#define EVENTS_SIZE (1 << 20)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, EVENTS_SIZE);
 } events SEC(".maps");
 
 PERCPU_SLOT_MAP(stats, struct exitsnoop_stats);
@@ -45,7 +47,7 @@ static __always_inline void report(void)
 	e->exit_code = (status >> 8) & 0xff;
 	e->coredump = (status & 0x80) ? 1 : 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_wakeup_flags(&events, EVENTS_SIZE));
 }
 
 SEC("tp_btf/sched_process_exit")
