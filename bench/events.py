@@ -116,6 +116,13 @@ class Reader:
         return self.out
 
 
+def lost(name):
+    for line in run(["pminfo", "-f", name], check=False).splitlines():
+        if "value" in line:
+            return int(line.split()[-1])
+    return 0
+
+
 def burst(tag, n):
     # xargs runs the execs four at a time; each gets a unique last argument.
     subprocess.run("seq 0 %d | xargs -P 4 -I{} /bin/true %s-{}" % (n - 1, tag), shell=True, check=True, env=ENV)
@@ -127,20 +134,27 @@ def one_round(agent, n, progs, enter_ids):
     secs = 25
     reader = Reader(metric, secs)
     time.sleep(2)  # the first fetch (our cursor starts there)
+    lost_name = "bcc.execsnoop.lost" if agent == "bcc" else "bpf.execsnoop.lost"
+    lost0 = lost(lost_name)
     before = prog_stats(progs)
     t0 = time.time()
     burst(tag, n)
     took = time.time() - t0
     after = prog_stats(progs)
     out = reader.finish()
+    lost1 = lost(lost_name)
     seen = set()
     for line in out:
         i = line.find("/bin/true %s-" % tag)
         if i >= 0:
-            seen.add(line[i:].split()[1].rstrip('"'))
+            n_ = line[i:].split()[1].rstrip('"').rsplit("-", 1)[-1]
+            if n_.isdigit():  # not xargs's own command line ("…-{}")
+                seen.add(int(n_))
     runs = sum(after[i][0] - before[i][0] for i in enter_ids if i in after and i in before)
     ns = sum(after[i][1] - before[i][1] for i in progs if i in after and i in before)
-    return {"delivered": len(seen), "execs": n, "burst_s": took, "host_execs": runs,
+    per_prog = {progs[i]: (after[i][1] - before[i][1]) / max(1, after[i][0] - before[i][0]) for i in progs if i in after and i in before}
+    return {"delivered": len(seen), "execs": n, "burst_s": took, "host_execs": runs, "lost": lost1 - lost0,
+            "ns_per_run": per_prog,
             "ns_per_exec": ns / runs if runs else float("nan")}
 
 
