@@ -541,22 +541,54 @@ fn an_unprivileged_client_gets_no_sensitive_field() {
     }
 }
 
+/// The command name a failed exec keeps: the spawning thread's (the test harness names it
+/// after the test), cut to 15 characters.
+fn failed_comm() -> String {
+    let name = std::thread::current().name().unwrap_or("").to_string();
+    regex_escape(&name.chars().take(15).collect::<String>())
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            (!c.is_ascii_alphanumeric() && c != '_')
+                .then_some('\\')
+                .into_iter()
+                .chain([c])
+        })
+        .collect()
+}
+
 #[test]
-fn a_slow_client_beyond_queue_memory_is_told_what_it_missed() {
+fn options_filter_and_a_slow_client_beyond_queue_memory_is_told_what_it_missed() {
     const N: usize = 4000;
     let mut s = Session::start();
     let conf =
         std::fs::read_to_string(bcc_dir().join("bcc.conf.default")).expect("bcc.conf.default");
     assert!(
-        conf.contains("\n[execsnoop]\n"),
-        "no [execsnoop] section in the installed bcc.conf.default"
+        conf.contains("\n[execsnoop]\n") && conf.contains("\ninclude_failed = False\n"),
+        "no [execsnoop] section with include_failed in the installed bcc.conf.default"
     );
-    // 512K holds about two seconds of this burst, not all of it.
-    s.with_config(&conf.replace("\n[execsnoop]\n", "\n[execsnoop]\nqueue_memory = 512K\n"));
-    s.assert_module_running("execsnoop");
+    // Only this test's execs (the args and command filters), failed ones too; 512K holds about two
+    // seconds of the burst below, not all of it.
     let tag = tag();
+    s.with_config(
+        &conf
+            .replace(
+                "\n[execsnoop]\n",
+                &format!("\n[execsnoop]\nqueue_memory = 512K\nargs = ^/\\S+ {tag}-\ncommand = ^(true|{})$\n", failed_comm()),
+            )
+            .replace("\ninclude_failed = False\n", "\ninclude_failed = True\n"),
+    );
+    s.assert_module_running("execsnoop");
     let slow = Reader::start("bcc.execsnoop.records", 2, 5, None);
     let fast = Reader::start("bcc.execsnoop.records", 5, 1, None);
+    // A failed exec (ENOENT) is reported with include_failed; a filtered-out one is not.
+    let e = Command::new("/nonexistent-bcc-test/true")
+        .arg(format!("{tag}-failed"))
+        .spawn();
+    assert!(e.is_err(), "the exec of a missing file should fail");
+    exec_true(&format!("x{tag}"), 3);
     let t0 = Instant::now();
     exec_true_parallel(&tag, N);
     eprintln!("{N} execs in {:?}", t0.elapsed());
@@ -577,6 +609,19 @@ fn a_slow_client_beyond_queue_memory_is_told_what_it_missed() {
         "the slow client should have missed records past 512K: got {got}, missed {missed}:\n{}",
         tail(&text)
     );
+    // The filters keep every other exec out.
+    let failed_args = format!("/nonexistent-bcc-test/true {tag}-failed");
+    let others: Vec<&Record> = records
+        .iter()
+        .filter(|r| {
+            r.get("args")
+                .is_none_or(|a| !a.starts_with(&format!("/bin/true {tag}-")) && *a != failed_args)
+        })
+        .collect();
+    assert!(
+        others.is_empty(),
+        "records the filters should have dropped: {others:?}"
+    );
     assert!(
         got + missed as usize >= N,
         "got {got} + missed {missed} < {N}: records vanished uncounted"
@@ -587,5 +632,33 @@ fn a_slow_client_beyond_queue_memory_is_told_what_it_missed() {
         (N, 0),
         "the fast client, fetching every second, gets every record:\n{}",
         tail(&text)
+    );
+    let failed: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.get("ret").is_some_and(|r| r != "0"))
+        .collect();
+    assert_eq!(failed.len(), 1, "one failed exec:\n{}", tail(&text));
+    assert_eq!(
+        failed[0].get("ret").map(String::as_str),
+        Some("-2"),
+        "ENOENT: {:?}",
+        failed[0]
+    );
+    assert_eq!(failed[0].get("args"), Some(&failed_args));
+    assert_eq!(
+        failed[0].get("comm").cloned(),
+        Some(
+            std::thread::current()
+                .name()
+                .unwrap_or("")
+                .chars()
+                .take(15)
+                .collect()
+        )
+    );
+    assert_eq!(
+        records.len(),
+        N + 1,
+        "the fast client got other execs than the test's (the args filter)"
     );
 }
