@@ -9,7 +9,7 @@ MARKER=.pcp-bcc-pmda
 PCP_BIN=/usr/lib/pcp/bin
 export PATH=/usr/bin:$PATH:$PCP_BIN   # system python3 first, for pmrep/pmpython
 
-DEB_PACKAGES="pcp libpcp-pmda3-dev libpcp3-dev clang llvm libelf-dev zlib1g-dev pkg-config make bpftool libbpf-dev"
+DEB_PACKAGES="pcp python3-pcp libpcp-pmda3-dev libpcp3-dev clang llvm libelf-dev zlib1g-dev pkg-config make bpftool libbpf-dev"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -91,7 +91,11 @@ deploy_install() {
     # What user modules build against, and where their objects and specs go.
     install -d -m 0755 "$BCC_DIR/include" "$BCC_DIR/modules"
     install -m 0644 crates/pmdabcc/src/bpf/vmlinux.h crates/pmdabcc/src/bpf/bits.bpf.h \
-        crates/pmdabcc/src/bpf/hist.bpf.h crates/pmdabcc/src/bpf/maps.bpf.h "$BCC_DIR/include/"
+        crates/pmdabcc/src/bpf/hist.bpf.h crates/pmdabcc/src/bpf/maps.bpf.h \
+        crates/pmdabcc/src/bpf/block.bpf.h crates/pmdabcc/src/bpf/inet.bpf.h "$BCC_DIR/include/"
+    # pmlogrewrite rules for archives of PCP's Python pmdabcc (pmlogger_daily applies them).
+    install -d -m 0755 /etc/pcp/pmlogrewrite
+    install -m 0644 pmda/bcc_upstream.conf /etc/pcp/pmlogrewrite/bcc_upstream.conf
     mv -f "$BCC_DIR/bcc.conf" "$BCC_DIR/bcc.conf.default"
     if [ -n "${BCC_CONF:-}" ]; then
         install -m 0644 "$BCC_CONF" "$BCC_DIR/bcc.conf"
@@ -112,6 +116,7 @@ deploy_remove() {
         say "removing the agent from pmcd"
         (cd "$BCC_DIR" && PCPQA_SYSTEMD=no ./Remove </dev/null >/tmp/pcp-bcc-remove.log 2>&1) || { cat /tmp/pcp-bcc-remove.log >&2; die "Remove failed"; }
         rm -rf "$BCC_DIR"
+        rm -f /etc/pcp/pmlogrewrite/bcc_upstream.conf
     fi
     if [ -d "$DIST_SAVE" ] && [ ! -e "$BCC_DIR" ]; then
         say "putting the distribution's Python pmdabcc back"

@@ -13,7 +13,7 @@
 #
 # The Debian kernels are only downloaded (apt-get download, Debian's archive) and unpacked,
 # never installed, and boot under QEMU (KVM when it works, TCG otherwise) with an initramfs
-# of busybox, the agent and its libraries; the results come back on a second serial port.
+# of busybox, bash, the agent and its libraries; the results come back on a second serial port.
 # Downloads are cached in $PCP_BCC_KERNEL_CACHE (default /var/cache/pcp-bcc-kernels).
 # Needs root (BPF; apt). Builds nothing: run `cargo build --release -p pmdabcc` first.
 set -euo pipefail
@@ -210,8 +210,10 @@ build_common() {
     cp /bin/busybox "$root/bin/busybox"
     strip -o "$root/bin/pmdabcc" "$AGENT"
     cp /usr/bin/true "$root/usr/bin/true"
+    # bashreadline's uprobe needs a bash binary (with readline) to attach to.
+    cp /bin/bash "$root/bin/bash"
     local l
-    for l in $(lib_closure "$AGENT" /usr/bin/true); do
+    for l in $(lib_closure "$AGENT" /usr/bin/true /bin/bash); do
         mkdir -p "$root$(dirname "$l")" && cp -L "$l" "$root$l"
     done
     # The dynamic loader, where ldd names it by its canonical path.

@@ -159,11 +159,7 @@ fn descriptors_help_buckets_and_labels() {
                 "{metric}: bounds of {n}: {line}"
             );
         }
-        let last = block
-            .lines()
-            .filter(|l| l.contains("] value "))
-            .last()
-            .unwrap();
+        let last = block.lines().rfind(|l| l.contains("] value ")).unwrap();
         assert!(
             !last.ends_with(" value 0"),
             "{metric}: the highest bucket served must be non-empty: {last}"

@@ -17,7 +17,7 @@ mod types;
 
 pub use cache::Instances;
 pub use events::{EventQueue, QueueStats};
-pub use logger::{init_logger, notify};
+pub use logger::{init_logger, notify, set_debug_targets};
 pub use pmda::{Agent, Client, Control, LabelTarget, Pmda, PmdaOptions, Waker};
 pub use types::*;
 

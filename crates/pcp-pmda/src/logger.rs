@@ -7,7 +7,20 @@
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
+
+/// Targets (prefixes of `log` targets, i.e. module paths) whose debug records are written.
+static DEBUG_TARGETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Writes the debug records of these targets (prefixes of the records' targets) and only
+/// those; an empty list turns debug records off again.
+pub fn set_debug_targets(targets: Vec<String>) {
+    let on = !targets.is_empty();
+    *DEBUG_TARGETS.write().unwrap_or_else(|e| e.into_inner()) = targets;
+    if on && log::max_level() < LevelFilter::Debug {
+        log::set_max_level(LevelFilter::Debug);
+    }
+}
 
 struct PcpLogger {
     prog: String,
@@ -33,8 +46,13 @@ fn stamp() -> String {
 }
 
 impl Log for PcpLogger {
-    fn enabled(&self, _: &Metadata) -> bool {
-        true
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= Level::Info
+            || DEBUG_TARGETS
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|t| m.target().starts_with(t.as_str()))
     }
     fn log(&self, record: &Record) {
         if !self.enabled(record.metadata()) {

@@ -415,7 +415,9 @@ impl State {
         }
         if self.ctl.ready && !self.ready_logged {
             self.ready_logged = true;
-            info!("agent started");
+            // The words of PCP's Python PMDAs (pmdabcc and others): scripts and PCP's QA
+            // wait for this line before they fetch.
+            info!("Ready to process requests.");
         }
     }
 }
@@ -1002,7 +1004,7 @@ impl Pmda {
         if self.opts.send_ready {
             // SAFETY: connected dispatch, between PDUs: this error PDU is the first we send.
             unsafe { sys::pmdaSendError(d, sys::PM_ERR_PMDAREADY) };
-            info!("connected to pmcd, ready to process requests");
+            info!("connected to pmcd (PMDA ready announced; modules still loading answer PM_ERR_AGAIN)");
         } else {
             info!("connected (ready not announced: started without notready)");
         }

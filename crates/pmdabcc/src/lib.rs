@@ -1,6 +1,6 @@
 //! The bcc PMDA: eBPF (CO-RE) programs served as Performance Co-Pilot metrics.
 //!
-//! - [`config`][config]: bcc.conf
+//! - [`config`][config]: bcc.conf; [`compat`]: the keys and modules of PCP's Python pmdabcc
 //! - [`module`]: the module interface; [`modules`]: one folder per module
 //! - [`agent`]: runs the modules behind the PMDA layer (the `pcp-pmda` crate)
 //! - [`bpf`]: BPF plumbing shared by the modules
@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod compat;
 pub mod config;
 pub mod docs;
 pub mod framework;

@@ -101,8 +101,21 @@ fn check(path: &std::path::Path) -> Result<()> {
     }
     for s in agent.slots() {
         if s.state == pmdabcc::agent::SlotState::Failed {
-            eprintln!("{}", s.status);
-            bad += 1;
+            let problems = if s.problems.is_empty() {
+                std::slice::from_ref(&s.status)
+            } else {
+                &s.problems[..]
+            };
+            for p in problems {
+                eprintln!("{p}");
+                bad += 1;
+            }
+        }
+        if s.state == pmdabcc::agent::SlotState::Unavailable {
+            eprintln!("note: {}", s.status);
+        }
+        for n in &s.notes {
+            eprintln!("note: {n}");
         }
     }
     if bad > 0 {

@@ -111,6 +111,35 @@ pub struct OptionSpec {
     pub doc: &'static str,
 }
 
+impl OptionSpec {
+    /// Checks the section's value of this option against its kind (absent is fine), so that
+    /// every bad value of a section is reported, not only the first one the module reads.
+    pub fn check(&self, cfg: &ModuleConfig) -> Result<(), ConfigError> {
+        let Some(v) = cfg.get(self.key) else {
+            return Ok(());
+        };
+        match self.kind {
+            OptionKind::Bool => cfg.get_bool(self.key, false).map(drop),
+            OptionKind::Integer { min, max } => match v.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(()),
+                _ => Err(cfg.error(
+                    self.key,
+                    format!("expected a whole number from {min} to {max}, got {v:?}"),
+                )),
+            },
+            OptionKind::Enum(values) if !values.contains(&v) => Err(cfg.error(
+                self.key,
+                format!("expected {}, got {v:?}", values.join(" | ")),
+            )),
+            OptionKind::Ports => cfg.get_ports(self.key).map(drop),
+            OptionKind::Process => {
+                crate::process::ProcessFilter::from_config(cfg, self.key).map(drop)
+            }
+            OptionKind::Enum(_) | OptionKind::List | OptionKind::Text => Ok(()),
+        }
+    }
+}
+
 /// Everything the agent knows about a module kind before running it.
 pub struct ModuleSpec {
     /// The value of `module =` in bcc.conf.
@@ -131,6 +160,13 @@ pub struct ModuleSpec {
     pub min_kernel: Option<&'static str>,
     /// A spec module's program (spec + object); `None` for modules written in Rust.
     pub program: Option<&'static crate::framework::Program>,
+}
+
+/// The `log` target of a module's messages: the path of a Rust module's code, so its
+/// `log::debug!` lines are its own; the framework logs a spec module's lines under it too.
+/// `debug = True` in the module's section writes them to the log.
+pub fn log_target(kind: &str) -> String {
+    format!("pmdabcc::modules::{kind}")
 }
 
 /// PCP serial of a module-local indom: 6 bits of local id under the 12-bit cluster, so

@@ -442,8 +442,8 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
             };
             match (&slot.state, forced) {
                 (SlotState::Loading, _) => {}
-                (SlotState::Disabled, None) => {
-                    out.rec(&["module", &label, "disabled", "-", &slot.status]);
+                (SlotState::Disabled | SlotState::Unavailable, None) => {
+                    out.rec(&["module", &label, slot.state.as_str(), "-", &slot.status]);
                     continue;
                 }
                 (SlotState::Failed, None) => {

@@ -34,15 +34,18 @@ pub const AGENT_CLUSTER: u32 = pcp_pmda::MAX_CLUSTER;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SlotState {
     Disabled,
+    /// A module of PCP's Python pmdabcc this agent does not have.
+    Unavailable,
     Loading,
     Running,
     Failed,
 }
 
 impl SlotState {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             SlotState::Disabled => "disabled",
+            SlotState::Unavailable => "unavailable",
             SlotState::Loading => "loading",
             SlotState::Running => "running",
             SlotState::Failed => "failed",
@@ -63,6 +66,14 @@ pub struct Slot {
     /// The module: here while created or running; with the loader while loading.
     pub module: Option<Box<dyn Module>>,
     pub load_time: Option<Duration>,
+    /// Every problem with the section (`status` is their summary): `pmdabcc --check` lists
+    /// them all.
+    pub problems: Vec<String>,
+    /// Remarks about the section that are no problem (keys of PCP's Python pmdabcc that have
+    /// no effect here), logged once.
+    pub notes: Vec<String>,
+    /// `debug = True`: the module's debug messages go to the log.
+    pub debug: bool,
     /// Everything the section's behaviour depends on: equal signatures across a reload mean
     /// the running module is kept.
     signature: String,
@@ -212,8 +223,20 @@ impl BccAgent {
                 &self.global_policy,
                 &mut used_clusters,
             );
-            if s.state == SlotState::Failed {
-                error!("module {}: {}", s.section, s.status);
+            match s.state {
+                SlotState::Failed => {
+                    for p in &s.problems {
+                        error!("module {}: {p}", s.section);
+                    }
+                }
+                SlotState::Unavailable => warn!("module {}: {}", s.section, s.status),
+                _ => {}
+            }
+            for n in &s.notes {
+                info!("module {}: {n}", s.section);
+            }
+            if s.debug {
+                info!("module {}: debug logging on", s.section);
             }
             slots.push(s);
         }
@@ -230,6 +253,9 @@ impl BccAgent {
                     status: "not listed in [pmda] modules".into(),
                     module: None,
                     load_time: None,
+                    problems: Vec::new(),
+                    notes: Vec::new(),
+                    debug: false,
                     signature: String::new(),
                     policy: access::Policy::default(),
                 });
@@ -247,6 +273,14 @@ impl BccAgent {
         drop(old);
         self.slots = slots;
         self.group_cache.clear();
+        pcp_pmda::set_debug_targets(
+            self.slots
+                .iter()
+                .filter(|s| s.debug)
+                .filter_map(|s| s.spec)
+                .map(|spec| crate::module::log_target(spec.name))
+                .collect(),
+        );
     }
 
     fn signature(&self, section: &str) -> String {
@@ -280,52 +314,80 @@ impl BccAgent {
             status: String::new(),
             module: None,
             load_time: None,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            debug: false,
             signature,
             policy: global.clone(),
         };
+        let fail = |mut slot: Slot, mut problems: Vec<String>| {
+            // In file order ("file:line: ...").
+            problems.sort_by_key(|p| {
+                p.split(':')
+                    .nth(1)
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .unwrap_or(0)
+            });
+            slot.status = problems.join("; ");
+            slot.problems = problems;
+            slot
+        };
         let Some(section) = config.sections.get(name) else {
-            slot.status = format!(
+            let why = format!(
                 "{}: [pmda] modules lists {name:?} but there is no [{name}] section",
                 config.file.display()
             );
-            return slot;
+            return fail(slot, vec![why]);
         };
-        if let Some(e) = section.errors.first() {
-            slot.status = e.to_string();
+        let mut problems: Vec<String> = section.errors.iter().map(|e| e.to_string()).collect();
+        if let Some(why) = lacking_upstream_module(config, name, section) {
+            slot.state = SlotState::Unavailable;
+            slot.status = why;
             return slot;
         }
         let spec = match module_of(config, name, section) {
             Ok(s) => s,
             Err(why) => {
-                slot.status = why;
-                return slot;
+                problems.push(why);
+                return fail(slot, problems);
             }
         };
         let kind = spec.name;
         slot.spec = Some(spec);
         let probe = ModuleConfig::new(&config.file, section, kind, 0, "", 0);
-        let unknown: Vec<String> = section
-            .keys
-            .keys()
-            .filter(|k| {
-                !crate::framework::spec::RESERVED_KEYS.contains(&k.as_str())
-                    && !spec.options.iter().any(|o| o.key == *k)
-            })
-            .map(|k| probe.error(k, "unknown option for this module").to_string())
-            .collect();
-        if !unknown.is_empty() {
-            slot.status = unknown.join("; ");
-            return slot;
+        for k in section.keys.keys() {
+            if crate::framework::spec::RESERVED_KEYS.contains(&k.as_str())
+                || spec.options.iter().any(|o| o.key == *k)
+            {
+                continue;
+            }
+            match crate::compat::ignored_key(kind, k) {
+                Some(why) => slot.notes.push(
+                    probe
+                        .error(
+                            k,
+                            format!("accepted for PCP's Python pmdabcc, no effect here: {why}"),
+                        )
+                        .to_string(),
+                ),
+                None => problems.push(probe.error(k, "unknown option for this module").to_string()),
+            }
+        }
+        match probe.get_bool("debug", false) {
+            Ok(d) => slot.debug = d,
+            Err(e) => problems.push(e.to_string()),
         }
         slot.cluster = match (probe.get("cluster"), spec.default_cluster) {
             (None, None) => {
-                slot.status = probe
-                    .error(
-                        "cluster",
-                        "required: the module's spec has no default cluster",
-                    )
-                    .to_string();
-                return slot;
+                problems.push(
+                    probe
+                        .error(
+                            "cluster",
+                            "required: the module's spec has no default cluster",
+                        )
+                        .to_string(),
+                );
+                0
             }
             (_, d) => match probe.get_u64(
                 "cluster",
@@ -334,37 +396,36 @@ impl BccAgent {
             ) {
                 Ok(c) => c as u32,
                 Err(e) => {
-                    slot.status = e.to_string();
-                    return slot;
+                    problems.push(e.to_string());
+                    0
                 }
             },
         };
         if let Some(other) = used.get(&slot.cluster) {
-            slot.status = probe
-                .error(
-                    "cluster",
-                    format!("cluster {} is already used by [{other}]", slot.cluster),
-                )
-                .to_string();
-            return slot;
+            problems.push(
+                probe
+                    .error(
+                        "cluster",
+                        format!("cluster {} is already used by [{other}]", slot.cluster),
+                    )
+                    .to_string(),
+            );
         }
         if let Some(p) = probe.get("prefix") {
-            if let Err(m) = check_prefix(p) {
-                slot.status = probe.error("prefix", m).to_string();
-                return slot;
+            match check_prefix(p) {
+                Ok(()) => slot.prefix = p.to_string(),
+                Err(m) => problems.push(probe.error("prefix", m).to_string()),
             }
-            slot.prefix = p.to_string();
         }
         let mut local = access::Policy::default();
-        if let Err(e) = local.add(
+        match local.add(
             &probe.get_list("allowed_users"),
             &probe.get_list("allowed_groups"),
             |k, m| probe.error(k, m),
         ) {
-            slot.status = e.to_string();
-            return slot;
+            Ok(()) => slot.policy = global.merged(&local),
+            Err(e) => problems.push(e.to_string()),
         }
-        slot.policy = global.merged(&local);
         let cfg = ModuleConfig::new(
             &config.file,
             section,
@@ -373,16 +434,26 @@ impl BccAgent {
             &slot.prefix,
             config.pmda.process_refresh,
         );
+        // Every bad option value, not only the first one the module reads.
+        problems.extend(
+            spec.options
+                .iter()
+                .filter_map(|o| o.check(&cfg).err())
+                .map(|e| e.to_string()),
+        );
+        if !problems.is_empty() {
+            return fail(slot, problems);
+        }
         match (spec.create)(spec, &cfg) {
             Ok(m) => {
                 used.insert(slot.cluster, name.to_string());
                 slot.module = Some(m);
                 slot.state = SlotState::Loading;
                 slot.status = "loading".into();
+                slot
             }
-            Err(e) => slot.status = e.to_string(),
+            Err(e) => fail(slot, vec![e.to_string()]),
         }
-        slot
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -726,7 +797,9 @@ impl BccAgent {
             },
             metrics::MOD_CLUSTER => {
                 let s = self.slot_by_inst(inst)?;
-                if s.spec.is_none() || s.state == SlotState::Disabled {
+                if s.spec.is_none()
+                    || matches!(s.state, SlotState::Disabled | SlotState::Unavailable)
+                {
                     return Ok(None);
                 }
                 Value::U32(s.cluster)
@@ -743,6 +816,28 @@ impl BccAgent {
 /// The module kind of a section: a built-in one by `module =` (default: the section name),
 /// or a user module from its `object =` and `spec =` files (relative to
 /// `$PCP_PMDAS_DIR/bcc/modules/`), checked against each other.
+/// Why the section is skipped, when it runs a module of PCP's Python pmdabcc this agent does
+/// not have (an upstream user's file then starts as it is; the module is reported).
+fn lacking_upstream_module(
+    config: &Config,
+    name: &str,
+    section: &crate::config::Section,
+) -> Option<String> {
+    if section.keys.contains_key("object") || section.keys.contains_key("spec") {
+        return None;
+    }
+    let entry = section.keys.get("module");
+    let kind = entry.map_or(name, |e| e.value.as_str());
+    if modules::find(kind).is_some() || !crate::compat::is_upstream_module(kind) {
+        return None;
+    }
+    let line = entry.map_or(section.line, |e| e.line);
+    Some(format!(
+        "{}:{line}: [{name}] module: {kind:?} is a module of PCP's Python pmdabcc that this agent does not have: section skipped",
+        config.file.display()
+    ))
+}
+
 fn module_of(
     config: &Config,
     name: &str,

@@ -27,9 +27,12 @@ pub enum Decoder {
     Errno,
     Ipv4,
     Ipv6,
+    Inet,
     Port,
     Cgroup,
     Static(BTreeMap<i64, String>),
+    /// A bit mask: the names of its set bits (by bit number), joined by " | ".
+    Bits(BTreeMap<i64, String>),
 }
 
 /// What a decoder needs of a field.
@@ -60,6 +63,7 @@ impl Decoder {
             "errno" => Decoder::Errno,
             "ipv4" => Decoder::Ipv4,
             "ipv6" => Decoder::Ipv6,
+            "inet" => Decoder::Inet,
             "port" => Decoder::Port,
             "cgroup" => Decoder::Cgroup,
             "static" => {
@@ -67,15 +71,21 @@ impl Decoder {
                     "the static decoder needs values = { \"0\" = \"name\", … }".into()
                 })
             }
-            o => {
-                return Err(format!(
-                "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
-syscall, errno, ipv4, ipv6, port, cgroup, static)"
-            ))
+            "bits" => {
+                let v = values
+                    .ok_or("the bits decoder needs values = { \"0\" = \"name of bit 0\", … }")?;
+                if let Some(b) = v.keys().find(|b| !(0..64).contains(*b)) {
+                    return Err(format!("bits decoder: bit {b} is not 0-63"));
+                }
+                return Ok(Decoder::Bits(v));
             }
+            o => return Err(format!(
+                "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
+syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits)"
+            )),
         };
         if values.is_some() {
-            return Err("values = { … } goes with decoder = \"static\" only".into());
+            return Err("values = { … } goes with decoder = \"static\" or \"bits\" only".into());
         }
         Ok(d)
     }
@@ -83,7 +93,7 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
     pub fn need(&self) -> Need {
         match self {
             Decoder::String | Decoder::Argv => Need::Text,
-            Decoder::Ipv6 => Need::Bytes(16),
+            Decoder::Ipv6 | Decoder::Inet => Need::Bytes(16),
             _ => Need::Int,
         }
     }
@@ -95,6 +105,15 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
             Decoder::Argv => argv(b),
             Decoder::Ipv6 => match <[u8; 16]>::try_from(b) {
                 Ok(a) => Ipv6Addr::from(a).to_string(),
+                Err(_) => hex(b),
+            },
+            // IPv4 travels as an IPv4-mapped IPv6 address and is shown as IPv4.
+            Decoder::Inet => match <[u8; 16]>::try_from(b) {
+                Ok(a) => {
+                    let v6 = Ipv6Addr::from(a);
+                    v6.to_ipv4_mapped()
+                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                }
                 Err(_) => hex(b),
             },
             Decoder::Ipv4 => match <[u8; 4]>::try_from(b) {
@@ -133,6 +152,7 @@ syscall, errno, ipv4, ipv6, port, cgroup, static)"
                 let n = int(b);
                 m.get(&n).cloned().unwrap_or_else(|| n.to_string())
             }
+            Decoder::Bits(m) => bit_names(m, uint(b)),
         }
     }
 }
@@ -145,6 +165,23 @@ pub fn argv(b: &[u8]) -> String {
         .map(String::from_utf8_lossy)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The names of the set bits of `n`, lowest first, joined by " | "; bits without a name
+/// as one hexadecimal rest; `0x0` for none.
+fn bit_names(names: &BTreeMap<i64, String>, n: u64) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = n;
+    for (bit, name) in names {
+        if n & (1 << bit) != 0 {
+            out.push(name.clone());
+            rest &= !(1 << bit);
+        }
+    }
+    if rest != 0 || out.is_empty() {
+        out.push(format!("{rest:#x}"));
+    }
+    out.join(" | ")
 }
 
 fn lookup(table: &[(i64, &'static str)], n: i64) -> Option<&'static str> {
@@ -345,11 +382,31 @@ mod tests {
     }
 
     #[test]
+    fn bit_masks() {
+        let names = BTreeMap::from([
+            (0, "RDONLY".to_string()),
+            (1, "NOSUID".to_string()),
+            (2, "NODEV".to_string()),
+        ]);
+        let d = Decoder::parse("bits", Some(names.clone())).unwrap();
+        assert_eq!(d.decode(&0u64.to_ne_bytes()), "0x0");
+        assert_eq!(d.decode(&6u64.to_ne_bytes()), "NOSUID | NODEV");
+        assert_eq!(d.decode(&0x101u32.to_ne_bytes()), "RDONLY | 0x100");
+        assert!(Decoder::parse("bits", None).is_err());
+        assert!(Decoder::parse("bits", Some(BTreeMap::from([(64, "X".to_string())]))).is_err());
+    }
+
+    #[test]
     fn network_fields() {
         assert_eq!(Decoder::Ipv4.decode(&[127, 0, 0, 1]), "127.0.0.1");
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         assert_eq!(Decoder::Ipv6.decode(&v6), "::1");
+        assert_eq!(Decoder::Inet.decode(&v6), "::1");
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3];
+        assert_eq!(Decoder::Inet.decode(&mapped), "10.1.2.3");
+        assert_eq!(Decoder::Ipv6.decode(&mapped), "::ffff:10.1.2.3");
+        assert_eq!(Decoder::parse("inet", None), Ok(Decoder::Inet));
         assert_eq!(Decoder::Port.decode(&8080u16.to_be_bytes()), "8080");
     }
 

@@ -321,11 +321,16 @@ fn try_load(
                 links.append(&mut l);
                 n
             }),
-            Some(s) if s.binary.is_some() => {
+            Some(s) if s.binary.is_some() || s.binary_option.is_some() => {
                 let retprobe = prog.section().to_string_lossy().starts_with("uretprobe");
+                let binary = s
+                    .binary_option
+                    .as_ref()
+                    .and_then(|k| opts.paths.get(k))
+                    .or(s.binary.as_ref());
                 prog.attach_uprobe_with_opts(
                     -1,
-                    s.binary.as_deref().unwrap_or(""),
+                    binary.map_or("", String::as_str),
                     0,
                     libbpf_rs::UprobeOpts {
                         retprobe,

@@ -171,7 +171,8 @@ impl Program {
         let metrics = metric_table(&spec, &maps);
         let indoms = indom_table(&spec);
         let mut options: Vec<OptionSpec> = spec.options.iter().map(option_spec).collect();
-        options.extend(event_options(&spec));
+        options.extend(process_count_option(&spec));
+        options.extend(queue_memory_option(&spec));
         Ok(Program {
             spec,
             object,
@@ -640,7 +641,7 @@ fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecEr
             return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC(\"perf_event\"): it needs [[program]] name = {name:?} with perf_event = \"cpu-clock\" (and frequency or period)")));
         }
         let bare_uprobe = matches!(section.as_str(), "uprobe" | "uretprobe");
-        if bare_uprobe && e.and_then(|e| e.binary.as_ref()).is_none() {
+        if bare_uprobe && e.is_none_or(|e| e.binary.is_none() && e.binary_option.is_none()) {
             return Err(spec.error(e.map_or(&module_at, |e| &e.at), format!("program {name} is SEC({section:?}) without a target: it needs [[program]] with binary and symbol")));
         }
     }
@@ -661,7 +662,7 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             ));
         };
         let fits = match &o.kind {
-            OptKind::Bool | OptKind::Process { .. } => (1..=8).contains(size),
+            OptKind::Bool | OptKind::Process { .. } | OptKind::Path => (1..=8).contains(size),
             OptKind::Match { .. } => false,
             OptKind::Integer { min, max } => {
                 let bits = 8 * *size as u32;
@@ -811,40 +812,20 @@ fn indom_table(spec: &Spec) -> Vec<IndomSpec> {
     out
 }
 
-/// The bcc.conf keys the framework adds for `events` maps: the table's size, and the memory
-/// bound of the event-record queues.
-fn event_options(spec: &Spec) -> Vec<OptionSpec> {
-    let mut out = Vec::new();
-    let events: Vec<&spec::EventSpec> = spec
-        .maps
+/// The bcc.conf key the framework adds for `events` maps with event records: the memory
+/// bound of their queues.
+fn queue_memory_option(spec: &Spec) -> Option<OptionSpec> {
+    spec.maps
         .iter()
-        .filter_map(|m| match &m.kind {
-            MapKind::Events(e) => Some(e),
-            _ => None,
-        })
-        .collect();
-    if let Some(e) = events.first() {
-        out.push(OptionSpec {
-            key: "process_count",
-            kind: OptionKind::Integer {
-                min: 1,
-                max: 100_000,
-            },
-            default: leak(&e.slots.to_string()),
-            doc: "rows of the table of the newest records (instances 0 to N-1, 0 the newest)",
-        });
-    }
-    if events.iter().any(|e| e.records.is_some()) {
-        out.push(OptionSpec {
+        .any(|m| matches!(&m.kind, MapKind::Events(e) if e.records.is_some()))
+        .then_some(OptionSpec {
             key: "queue_memory",
             kind: OptionKind::Text,
             default: "32M",
             doc: "memory for event records clients have yet to fetch (bytes, or K, M, G); \
                   beyond it the oldest go, and the clients that had not fetched them get a \
                   missed count",
-        });
-    }
-    out
+        })
 }
 
 fn option_spec(o: &spec::OptSpec) -> OptionSpec {
@@ -865,9 +846,32 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
                     .into_boxed_slice(),
             )),
             OptKind::Process { .. } => OptionKind::Process,
+            OptKind::Path => OptionKind::Text,
             OptKind::Match { .. } => OptionKind::Text,
         },
     }
+}
+
+/// `process_count`, the size of the recent-events table, which every module with an
+/// `events` map takes (the name pmdabpf and the original pmdabcc gave it).
+fn process_count_option(spec: &Spec) -> Option<OptionSpec> {
+    let slots = spec.maps.iter().find_map(|m| match &m.kind {
+        MapKind::Events(e) => Some(e.slots),
+        _ => None,
+    })?;
+    if spec.options.iter().any(|o| o.key == "process_count") {
+        return None;
+    }
+    Some(OptionSpec {
+        key: "process_count",
+        doc:
+            "how many of the most recent events the table serves (instances 0, the newest, to N-1)",
+        default: leak(&slots.to_string()),
+        kind: OptionKind::Integer {
+            min: 1,
+            max: 100_000,
+        },
+    })
 }
 
 /// Spec texts live as long as the agent: a `ModuleSpec` is `'static`. Each distinct spec is
@@ -923,6 +927,8 @@ pub struct OptionValues {
     /// Bool options' values by key.
     pub flags: HashMap<String, bool>,
     pub process: Option<(crate::process::ProcessFilter, String)>,
+    /// Path options' values by key.
+    pub paths: HashMap<String, String>,
     /// Maps enabled by an option that is false: kept at one entry, their metrics not served.
     pub disabled_maps: Vec<String>,
     pub slots_override: Option<usize>,
@@ -1004,6 +1010,13 @@ fn create_spec_module(
                     let (map, item) = match_target(&p.spec, field).expect("checked with the spec");
                     v.matches.push((map, item, re));
                 }
+            }
+            OptKind::Path => {
+                let s = cfg.get(&o.key).unwrap_or(&o.default).trim().to_string();
+                if !s.starts_with('/') {
+                    return Err(cfg.error(&o.key, format!("expected an absolute path, got {s:?}")));
+                }
+                v.paths.insert(o.key.clone(), s);
             }
             OptKind::Process { map } => {
                 let f = crate::process::ProcessFilter::from_config(cfg, &o.key)?;
@@ -1131,14 +1144,21 @@ impl Module for SpecModule {
             status.push_str(&format!("; process filter: {n} processes"));
         }
         self.loaded = Some(loaded);
+        log::debug!(target: &crate::module::log_target(&self.program.spec.name), "{}: started: {status}", self.program.spec.name);
         Ok(status)
     }
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
-        match &self.loaded {
+        let r = match &self.loaded {
             Some(l) => self.serve.refresh(l, inst),
             None => Ok(()),
+        };
+        if log::log_enabled!(target: &crate::module::log_target(&self.program.spec.name), log::Level::Debug)
+        {
+            let name = &self.program.spec.name;
+            log::debug!(target: &crate::module::log_target(name), "{name}: refreshed ({})", match &r { Ok(()) => "ok".to_string(), Err(e) => e.to_string() });
         }
+        r
     }
 
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
@@ -1165,7 +1185,9 @@ impl Module for SpecModule {
     fn tick(&mut self, _inst: &mut ModuleInstances) {
         if let (Some((f, _)), Some(l)) = (&mut self.opts.process, &self.loaded) {
             if f.due() {
-                self.serve.sync_process(l, f);
+                let n = self.serve.sync_process(l, f);
+                let name = &self.program.spec.name;
+                log::debug!(target: &crate::module::log_target(name), "{name}: process filter re-scan: {n} processes");
             }
         }
     }

@@ -421,10 +421,20 @@ impl Served {
                         add(n, lab, self.copies(plan, &v));
                     }
                 }
+                // Bucket 0 is served before the first event (the metric has an instance), but
+                // not under a process filter: as the original, nothing until a matching
+                // process ran.
+                let first = usize::from(self.process_map_name.is_none());
                 if key.is_empty() {
                     let (_, _, b, c, s) = hists.pop().unwrap_or_default();
-                    let served = m.served.entry(String::new()).or_insert(1);
-                    *served = histogram::served(&b).max(*served).min(len);
+                    let served = m.served.entry(String::new()).or_insert(first);
+                    *served = if b.iter().any(|&v| v > 0) {
+                        histogram::served(&b)
+                    } else {
+                        first
+                    }
+                    .max(*served)
+                    .min(len);
                     let members: Vec<(u32, String)> = (0..*served)
                         .map(|i| {
                             let (lo, hi) = bounds(*linear, i);
@@ -446,8 +456,14 @@ impl Served {
                     }
                 } else {
                     for (name, lab, b, c, s) in hists {
-                        let served = m.served.entry(name.clone()).or_insert(1);
-                        *served = histogram::served(&b).max(*served).min(len);
+                        let served = m.served.entry(name.clone()).or_insert(first);
+                        *served = if b.iter().any(|&v| v > 0) {
+                            histogram::served(&b)
+                        } else {
+                            first
+                        }
+                        .max(*served)
+                        .min(len);
                         for (i, v) in b.iter().enumerate().take(*served) {
                             let (lo, hi) = bounds(*linear, i);
                             let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else {

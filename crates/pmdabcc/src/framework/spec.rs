@@ -49,6 +49,8 @@ pub struct ProgramSpec {
     pub name: String,
     pub optional: bool,
     pub binary: Option<String>,
+    /// A `path` option whose value is the binary (its default when bcc.conf omits it).
+    pub binary_option: Option<String>,
     pub symbol: Option<String>,
     pub perf_event: Option<String>,
     /// Samples per second per CPU, or (`period`) one sample every so many events.
@@ -71,6 +73,8 @@ pub enum OptKind {
     Process {
         map: String,
     },
+    /// An absolute file path (a uprobe's binary, see `binary_option`); sets no global.
+    Path,
     /// A regular expression an event record's `field` (as its metric serves it) must match:
     /// other records are dropped by the agent before the table and the event records.
     Match {
@@ -332,7 +336,7 @@ impl Spec {
                 .maps
                 .iter()
                 .any(|m| matches!(m.kind, MapKind::Events(_)));
-            let framework = events && ["process_count", "queue_memory"].contains(&o.key.as_str());
+            let framework = events && o.key == "queue_memory";
             if !keys.insert(o.key.as_str()) || RESERVED_KEYS.contains(&o.key.as_str()) || framework
             {
                 return Err(self.error(&o.at, format!("option key {:?} is taken", o.key)));
@@ -346,6 +350,18 @@ impl Spec {
             }
         }
         for p in &self.programs {
+            if let Some(o) = &p.binary_option {
+                if !self
+                    .options
+                    .iter()
+                    .any(|x| x.key == *o && x.kind == OptKind::Path)
+                {
+                    return Err(self.error(
+                        &p.at,
+                        format!("binary_option {o:?}: no path option of that key"),
+                    ));
+                }
+            }
             if let Some(by) = &p.enabled_by {
                 if !self
                     .options
@@ -603,6 +619,7 @@ fn program(t: &Tbl) -> Result<ProgramSpec, SpecError> {
         name: t.req_str("name")?,
         optional: t.bool("optional")?.unwrap_or(false),
         binary: t.str("binary")?,
+        binary_option: t.str("binary_option")?,
         symbol: t.str("symbol")?,
         perf_event: t.str("perf_event")?,
         frequency: t.int("frequency", 1, 100_000)?.unwrap_or(99) as u64,
@@ -653,6 +670,7 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
             }
             OptKind::Enum(v)
         }
+        "path" => OptKind::Path,
         "process" => OptKind::Process {
             map: t.str("map")?.ok_or_else(|| {
                 t.err(
@@ -675,7 +693,9 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
             return Err(t.err(
                 "type",
                 ty_line,
-                format!("unknown option type {other:?} (bool, integer, enum, process, match)"),
+                format!(
+                    "unknown option type {other:?} (bool, integer, enum, process, path, match)"
+                ),
             ))
         }
     };
@@ -695,10 +715,17 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         }
     }
     let o = OptSpec {
-        global: t.str("global")?.or_else(|| match kind {
-            OptKind::Process { .. } | OptKind::Match { .. } => None,
-            _ => Some(key.clone()),
-        }),
+        global: match (t.str("global")?, &kind) {
+            (Some(_), OptKind::Path | OptKind::Match { .. }) => {
+                return Err(t.err(
+                    "global",
+                    t.key_line("global"),
+                    "a path or match option sets no global",
+                ))
+            }
+            (g, OptKind::Process { .. } | OptKind::Path | OptKind::Match { .. }) => g,
+            (g, _) => g.or_else(|| Some(key.clone())),
+        },
         doc: t.req_str("doc")?,
         enables: t.str_list("enables")?,
         at: t.pos("key"),
@@ -706,6 +733,13 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         default,
         key,
     };
+    if o.kind == OptKind::Path && !o.default.is_empty() && !o.default.starts_with('/') {
+        return Err(t.err(
+            "default",
+            t.key_line("default"),
+            "a path option's default must be an absolute path",
+        ));
+    }
     if !o.enables.is_empty() && o.kind != OptKind::Bool {
         return Err(t.err(
             "enables",
@@ -1063,6 +1097,25 @@ count_metric = { item = 2, name = "demo.lat_count", oneline = "c", help = "count
         assert_eq!(h.metric.units, Units::USEC);
         assert_eq!(h.count_metric.as_ref().unwrap().item, 2);
         assert_eq!(s.maps[0].metrics()[0].at.line, 20);
+    }
+
+    #[test]
+    fn a_path_option_names_a_uprobes_binary() {
+        let uprobe =
+            "\n[[program]]\nname = \"p\"\nbinary_option = \"shell\"\nsymbol = \"readline\"\n";
+        let opt = "\n[[option]]\nkey = \"shell\"\ntype = \"path\"\ndefault = \"/bin/bash\"\ndoc = \"d\"\n";
+        let s = parse(&format!("{GOOD}{uprobe}{opt}")).unwrap();
+        assert_eq!(s.programs[0].binary_option.as_deref(), Some("shell"));
+        assert_eq!(s.options[1].kind, OptKind::Path);
+        assert_eq!(s.options[1].global, None);
+        let e = parse(&format!("{GOOD}{uprobe}")).unwrap_err();
+        assert!(e.msg.contains("no path option"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}{uprobe}{}",
+            opt.replace("/bin/bash", "bash")
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "option.default", "{e}");
     }
 
     #[test]

@@ -30,17 +30,12 @@
 #include <bpf/bpf_core_read.h>
 #include "biotop.h"
 #include "maps.bpf.h"
+#include "block.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool filter_enabled = false;  /* only PIDs in `pids` are attributed */
 const volatile bool attribute_at_issue = false; /* insert/issue mode (no block_io_start) */
 
-/* Request operations (the low 8 bits of cmd_flags since Linux 4.10); these numbers have
- * not changed since. */
-#define OP_MASK 0xff
-#define OP_FLUSH 2
-#define OP_DISCARD 3
-#define OP_SECURE_ERASE 5
 
 enum io_class { CLS_READ, CLS_WRITE, CLS_DISCARD, CLS_FLUSH };
 
@@ -61,6 +56,7 @@ struct rq_owner {
 	__u32 tgid;
 	__u32 remaining; /* classic: sectors not completed yet (set at issue) */
 	__u64 start;     /* the process's start (biotop_key.start) */
+	__u64 issued;    /* when the request was issued to the driver (or, until then, seen) */
 	char comm[BIOTOP_COMM_LEN];
 };
 
@@ -145,6 +141,7 @@ static __always_inline void remember(struct rq_key *k, __u32 remaining, __u64 fl
 	if (!current_owner(&o))
 		return;
 	o.remaining = remaining;
+	o.issued = bpf_ktime_get_ns();
 	bpf_map_update_elem(&pending, k, &o, flags);
 }
 
@@ -172,13 +169,19 @@ static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls
 	switch (cls) {
 	case CLS_READ:
 		__sync_fetch_and_add(&v->read_bytes, bytes);
-		if (done)
+		if (done) {
 			__sync_fetch_and_add(&v->reads, 1);
+			if (o->issued)
+				__sync_fetch_and_add(&v->read_ns, bpf_ktime_get_ns() - o->issued);
+		}
 		break;
 	case CLS_WRITE:
 		__sync_fetch_and_add(&v->write_bytes, bytes);
-		if (done)
+		if (done) {
 			__sync_fetch_and_add(&v->writes, 1);
+			if (o->issued)
+				__sync_fetch_and_add(&v->write_ns, bpf_ktime_get_ns() - o->issued);
+		}
 		break;
 	case CLS_DISCARD:
 		__sync_fetch_and_add(&v->discard_bytes, bytes);
@@ -215,36 +218,16 @@ static __always_inline void unattributed(int cls, __u64 bytes)
 
 /* ---- tp_btf: keyed by the request pointer ---- */
 
-/* The old layout, for CO-RE: request->rq_disk was removed in Linux 5.17 (the disk is then
- * request->q->disk, added in 5.15). */
-struct request___old {
-	struct gendisk *rq_disk;
-} __attribute__((preserve_access_index));
-
-static __always_inline __u32 rq_dev(struct request *rq)
-{
-	struct gendisk *disk;
-
-	if (bpf_core_field_exists(((struct request___old *)0)->rq_disk))
-		disk = BPF_CORE_READ((struct request___old *)rq, rq_disk);
-	else
-		disk = BPF_CORE_READ(rq, q, disk);
-	if (!disk)
-		return 0;
-	return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
-}
-
 /* Mirrors the kernel's op_stat_group (what /proc/diskstats counts), with data-less flushes
  * (REQ_OP_FLUSH, or an empty write with REQ_PREFLUSH as blkdev_issue_flush sends) apart. */
 static __always_inline int rq_class(struct request *rq, bool empty)
 {
 	__u32 flags = BPF_CORE_READ(rq, cmd_flags);
-	__u32 op = flags & OP_MASK;
-	__u32 preflush = 1u << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH);
+	__u32 op = flags & BLK_OP_MASK;
 
-	if (op == OP_FLUSH || (empty && (flags & preflush)))
+	if (op == BLK_OP_FLUSH || (empty && blk_flag(flags, __REQ_PREFLUSH)))
 		return CLS_FLUSH;
-	if (op == OP_DISCARD || op == OP_SECURE_ERASE)
+	if (op == BLK_OP_DISCARD || op == BLK_OP_SECURE_ERASE)
 		return CLS_DISCARD;
 	return (op & 1) ? CLS_WRITE : CLS_READ;
 }
@@ -263,10 +246,19 @@ int BPF_PROG(btf_rq_insert, struct request *rq)
 	return 0;
 }
 
+/* Also loaded with block_io_start attribution when durations are wanted (biotop's table):
+ * then the request is known already and only its issue time is noted. */
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(btf_rq_issue, struct request *rq)
 {
-	btf_remember(rq, BPF_NOEXIST);
+	struct rq_key k = { .rq = (__u64)rq };
+	struct rq_owner *p;
+
+	if (attribute_at_issue)
+		btf_remember(rq, BPF_NOEXIST);
+	p = bpf_map_lookup_elem(&pending, &k);
+	if (p)
+		p->issued = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -446,8 +438,10 @@ int tp_rq_issue(struct trace_event_raw_block_rq *ctx)
 	if (attribute_at_issue)
 		tp_remember(ctx, BPF_NOEXIST);
 	p = bpf_map_lookup_elem(&pending, &k);
-	if (p)
+	if (p) {
 		p->remaining = ctx->nr_sector;
+		p->issued = bpf_ktime_get_ns();
+	}
 	return 0;
 }
 

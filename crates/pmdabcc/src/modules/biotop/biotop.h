@@ -20,6 +20,8 @@ struct biotop_val {
 	__u64 writes;   /* completed write requests */
 	__u64 discards; /* completed discard (and secure erase) requests */
 	__u64 flushes;  /* completed cache flush requests (no data) */
+	__u64 read_ns;  /* issue to completion, summed over the completed read requests */
+	__u64 write_ns; /* the same for write requests */
 	char comm[BIOTOP_COMM_LEN]; /* process name when the pair was first seen */
 };
 

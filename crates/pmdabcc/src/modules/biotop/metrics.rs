@@ -2,14 +2,29 @@
 //! Names follow PCP's disk.dev.* (read, write, read_bytes, write_bytes, discard, discard_bytes,
 //! flush), as siblings of the original pcp-bcc-pmda's `proc.io.perdev`, which stays a leaf.
 //! PCP's Python biotop (PCP 6.x) numbered 149.10.0-8 by position in its list (perdev.pid,
-//! comm, direction, major, minor, disk, io, bytes, duration); we serve none of those, so every
-//! item here is one it never used.
+//! comm, direction, major, minor, disk, io, bytes, duration): `layout = table` serves those
+//! with the same items ([`TABLE_METRICS`]); the default layout's metrics use items it never
+//! used, so no PMID means two things. The two layouts cannot be served together:
+//! `proc.io.perdev` is a leaf in one and a subtree in the other.
 
 use crate::module::{IndomSpec, MetricSpec};
 use pcp_pmda::{IndomKind, Semantics, Type, Units};
 
 /// The (disk, process) instance domain.
 pub const INDOM_PAIRS: u32 = 0;
+/// The table layout's rows, "0".."process_count-1".
+pub const INDOM_ROWS: u32 = 1;
+
+// The table layout: PCP's Python biotop's items.
+pub const T_PID: u32 = 0;
+pub const T_COMM: u32 = 1;
+pub const T_DIRECTION: u32 = 2;
+pub const T_MAJOR: u32 = 3;
+pub const T_MINOR: u32 = 4;
+pub const T_DISK: u32 = 5;
+pub const T_IO: u32 = 6;
+pub const T_BYTES: u32 = 7;
+pub const T_DURATION: u32 = 8;
 
 pub const DROPPED: u32 = 9;
 pub const UNATTRIBUTED: u32 = 10;
@@ -62,6 +77,60 @@ told apart by their start time, so one never continues another's counts."
         }
     };
 }
+
+const DROPPED_METRIC: MetricSpec = MetricSpec {
+    item: DROPPED,
+    name: "proc.io.perdev_dropped",
+    ty: Type::U64,
+    sem: Semantics::Counter,
+    units: Units::COUNT,
+    indom: None,
+    oneline: "block I/O completions lost because the pair table was full",
+    help: "Completed requests (or completion pieces) whose (disk, process) pair could not \
+be recorded because the BPF table already held `max_entries` pairs (bcc.conf [biotop]). \
+Non-zero means the proc.io.perdev* values are incomplete: raise max_entries or lower \
+retention.",
+    sensitive: false,
+    aliases: &[],
+};
+
+const UNATTRIBUTED_METRIC: MetricSpec = MetricSpec {
+    item: UNATTRIBUTED,
+    name: "proc.io.perdev_unattributed_bytes",
+    ty: Type::U64,
+    sem: Semantics::Counter,
+    units: Units::BYTES,
+    indom: None,
+    oneline: "read and write bytes completed with no known submitter",
+    help: "Bytes of read and write requests that completed without a recorded submitter: \
+requests started before the agent, requests the block layer creates itself (passthrough), \
+requests of processes excluded by the `process` option, and requests aged out of the \
+in-flight table. All disks together. With proc.io.perdev summed over all instances it \
+accounts for all the read and write bytes the disks completed.",
+    sensitive: false,
+    aliases: &[],
+};
+
+const UNSEEN_METRIC: MetricSpec = MetricSpec {
+    item: UNSEEN,
+    name: "proc.io.perdev_unseen",
+    ty: Type::U64,
+    sem: Semantics::Counter,
+    units: Units::COUNT,
+    indom: None,
+    oneline: "requests the disks completed that the completion program did not see",
+    help: "Requests that disks with a request queue completed since the module started \
+(reads, writes, discards and flushes, as /proc/diskstats and disk.dev.* count them), less \
+the requests whose completion the module's block_rq_complete program saw; never \
+decreases. The kernel does not run tracing programs in every context (it was \
+seen skipping block completions that interrupted some tasks, without counting a recursion \
+miss), and the bytes of such requests are in no proc.io.perdev* value. Non-zero means the \
+per-process values are short by about this many requests. An estimate: requests the \
+kernel accounts in an unusual way, and the past requests of a disk that is removed, hide as \
+many.",
+    sensitive: false,
+    aliases: &[],
+};
 
 pub static METRICS: &[MetricSpec] = &[
     pair_metric!(
@@ -174,55 +243,128 @@ write with REQ_PREFLUSH/REQ_FUA have no submitter and are not counted here.",
 command names, so it is served only to clients the access policy allows (root).",
         true
     ),
-    MetricSpec {
-        item: DROPPED,
-        name: "proc.io.perdev_dropped",
-        ty: Type::U64,
-        sem: Semantics::Counter,
-        units: Units::COUNT,
-        indom: None,
-        oneline: "block I/O completions lost because the pair table was full",
-        help: "Completed requests (or completion pieces) whose (disk, process) pair could not \
-be recorded because the BPF table already held `max_entries` pairs (bcc.conf [biotop]). \
-Non-zero means the proc.io.perdev* values are incomplete: raise max_entries or lower \
-retention.",
-        sensitive: false,
-        aliases: &[],
-    },
-    MetricSpec {
-        item: UNATTRIBUTED,
-        name: "proc.io.perdev_unattributed_bytes",
-        ty: Type::U64,
-        sem: Semantics::Counter,
-        units: Units::BYTES,
-        indom: None,
-        oneline: "read and write bytes completed with no known submitter",
-        help: "Bytes of read and write requests that completed without a recorded submitter: \
-requests started before the agent, requests the block layer creates itself (passthrough), \
-requests of processes excluded by the `process` option, and requests aged out of the \
-in-flight table. All disks together. With proc.io.perdev summed over all instances it \
-accounts for all the read and write bytes the disks completed.",
-        sensitive: false,
-        aliases: &[],
-    },
-    MetricSpec {
-        item: UNSEEN,
-        name: "proc.io.perdev_unseen",
-        ty: Type::U64,
-        sem: Semantics::Counter,
-        units: Units::COUNT,
-        indom: None,
-        oneline: "requests the disks completed that the completion program did not see",
-        help: "Requests that disks with a request queue completed since the module started \
-(reads, writes, discards and flushes, as /proc/diskstats and disk.dev.* count them), less \
-the requests whose completion the module's block_rq_complete program saw; never \
-decreases. The kernel does not run tracing programs in every context (it was \
-seen skipping block completions that interrupted some tasks, without counting a recursion \
-miss), and the bytes of such requests are in no proc.io.perdev* value. Non-zero means the \
-per-process values are short by about this many requests. An estimate: requests the \
-kernel accounts in an unusual way, and the past requests of a disk that is removed, hide as \
-many.",
-        sensitive: false,
-        aliases: &[],
-    },
+    DROPPED_METRIC,
+    UNATTRIBUTED_METRIC,
+    UNSEEN_METRIC,
+];
+
+pub static TABLE_INDOMS: &[IndomSpec] = &[IndomSpec {
+    id: INDOM_ROWS,
+    kind: IndomKind::Fixed,
+    oneline: "the busiest (process, disk, direction) rows of the last interval",
+    help: "process_count instances named \"0\", \"1\", ... (bcc.conf [biotop], default 20), \
+as PCP's Python biotop served them: the rows of the last `interval` seconds ranked by `sort` \
+(default -bytes: most bytes first). A row is one process's reads, or its writes, on one disk \
+in that interval; instances beyond the rows there were have no values.",
+}];
+
+macro_rules! row_metric {
+    ($item:expr, $name:expr, $ty:expr, $units:expr, $sens:expr, $oneline:expr, $help:expr) => {
+        MetricSpec::new(
+            $item,
+            $name,
+            $ty,
+            Semantics::Instant,
+            $units,
+            Some(INDOM_ROWS),
+            $sens,
+            $oneline,
+            concat!(
+                $help,
+                " One row of layout = table (bcc.conf [biotop]): a process's reads, or its \
+writes, on one disk during the last `interval` seconds, rows ranked by `sort`; the row \
+instances have the same meaning across the metrics of one fetch."
+            ),
+        )
+    };
+}
+
+pub static TABLE_METRICS: &[MetricSpec] = &[
+    row_metric!(
+        T_PID,
+        "proc.io.perdev.pid",
+        Type::U32,
+        Units::NONE,
+        false,
+        "PID",
+        "PID (thread group id) of the process that submitted the I/O; 0 for I/O with no \
+process context (only with include_residual = True)."
+    ),
+    row_metric!(
+        T_COMM,
+        "proc.io.perdev.comm",
+        Type::String,
+        Units::NONE,
+        true,
+        "command",
+        "Name (comm of the main thread) of the process, when it first did block I/O."
+    ),
+    row_metric!(
+        T_DIRECTION,
+        "proc.io.perdev.direction",
+        Type::String,
+        Units::NONE,
+        false,
+        "IO direction",
+        "\"R\" for reads, \"W\" for writes."
+    ),
+    row_metric!(
+        T_MAJOR,
+        "proc.io.perdev.major",
+        Type::U32,
+        Units::NONE,
+        false,
+        "disk major",
+        "Major device number of the disk."
+    ),
+    row_metric!(
+        T_MINOR,
+        "proc.io.perdev.minor",
+        Type::U32,
+        Units::NONE,
+        false,
+        "disk minor",
+        "Minor device number of the disk (of the whole disk: I/O to a partition counts on \
+its disk)."
+    ),
+    row_metric!(
+        T_DISK,
+        "proc.io.perdev.disk",
+        Type::String,
+        Units::NONE,
+        false,
+        "disk name",
+        "Name of the disk, as in /proc/diskstats and disk.dev."
+    ),
+    row_metric!(
+        T_IO,
+        "proc.io.perdev.io",
+        Type::U32,
+        Units::NONE,
+        false,
+        "IO count",
+        "Requests of this direction the disk completed for the process in the interval."
+    ),
+    row_metric!(
+        T_BYTES,
+        "proc.io.perdev.bytes",
+        Type::U64,
+        Units::BYTES,
+        false,
+        "number of bytes",
+        "Bytes of those requests."
+    ),
+    row_metric!(
+        T_DURATION,
+        "proc.io.perdev.duration",
+        Type::U32,
+        Units::USEC,
+        false,
+        "avg duration",
+        "Average time of those requests, from issue to the driver to completion, in \
+microseconds."
+    ),
+    DROPPED_METRIC,
+    UNATTRIBUTED_METRIC,
+    UNSEEN_METRIC,
 ];

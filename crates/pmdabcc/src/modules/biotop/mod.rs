@@ -1,5 +1,7 @@
 //! `biotop`: block I/O per (disk, process), the original pmdabcc's `bcc.proc.io.perdev`
-//! (after bcc's biotop tool), with a read/write/discard/flush split.
+//! (after bcc's biotop tool), with a read/write/discard/flush split; or, with
+//! `layout = table`, PCP's Python biotop's table of the busiest processes of the last
+//! `interval` (`bcc.proc.io.perdev.{pid,comm,direction,...}`, rows "0".."N-1").
 //!
 //! BPF attributes each request to its submitter when it enters the block layer and adds its
 //! bytes to a per-(disk, tgid) hash map when it completes. User space reads that map with
@@ -40,14 +42,31 @@ pub static SPEC: ModuleSpec = ModuleSpec {
         OptionSpec { key: "retention", kind: OptionKind::Integer { min: 0, max: 86_400 }, default: "60", doc: "seconds an exited process's instances stay after its final values were served (0 to 86400, default 60)" },
         OptionSpec { key: "hook", kind: OptionKind::Enum(&["auto", "tp_btf", "tracepoint"]), default: "auto", doc: "auto (default: tp_btf, else classic tracepoints), tp_btf or tracepoint" },
         OptionSpec { key: "attribution", kind: OptionKind::Enum(&["auto", "io_start", "insert_issue"]), default: "auto", doc: "auto (default: block_io_start where the kernel has it), io_start, or insert_issue (block_rq_insert/block_rq_issue, first seen wins)" },
+        OptionSpec { key: "layout", kind: OptionKind::Enum(&["process", "table"]), default: "process", doc: "process (default): per-process counters proc.io.perdev, proc.io.perdev_*; table: the busiest processes of the last interval (proc.io.perdev.pid, comm, direction, major, minor, disk, io, bytes, duration), as PCP's Python biotop served them" },
+        OptionSpec { key: "interval", kind: OptionKind::Integer { min: 0, max: 3600 }, default: "1", doc: "table layout: seconds over which the rows are summed and ranked; 0: since the previous fetch" },
+        OptionSpec { key: "process_count", kind: OptionKind::Integer { min: 1, max: 10_000 }, default: "20", doc: "table layout: how many rows to serve" },
+        OptionSpec { key: "sort", kind: OptionKind::Enum(SORT_KEYS), default: "-bytes", doc: "table layout: the ranking, bytes, io, duration (average) or rw (reads first), ascending; with '-' descending" },
+        OptionSpec { key: "include_residual", kind: OptionKind::Bool, default: "False", doc: "table layout: also rows of I/O submitted with no process context (PID 0)" },
     ],
-    layouts: &[],
+    layouts: &[("layout = table", metrics::TABLE_METRICS, metrics::TABLE_INDOMS)],
     create,
     min_kernel: Some("5.10"),
     program: None,
 };
 
 const DEFAULT_MAX_ENTRIES: u64 = 10240;
+const SORT_KEYS: &[&str] = &[
+    "bytes",
+    "-bytes",
+    "io",
+    "-io",
+    "duration",
+    "-duration",
+    "rw",
+    "-rw",
+];
+/// Options of the table layout: set with the process layout they are logged as unused.
+const TABLE_OPTIONS: &[&str] = &["interval", "process_count", "sort", "include_residual"];
 const DEFAULT_RETENTION: u64 = 60;
 /// Exited processes whose values nobody fetched are retired after this many retention
 /// periods anyway, so an unwatched agent does not keep them for ever.
@@ -86,7 +105,63 @@ fn create(_spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Modu
             ))
         }
     };
+    let table = match cfg.get("layout").unwrap_or("process") {
+        "process" => {
+            // Keys set to other than their defaults (the shipped bcc.conf writes switches out).
+            let default = |k: &str| {
+                SPEC.options
+                    .iter()
+                    .find(|o| o.key == k)
+                    .map_or("", |o| o.default)
+            };
+            let set: Vec<&str> = TABLE_OPTIONS
+                .iter()
+                .copied()
+                .filter(|k| {
+                    cfg.get(k)
+                        .is_some_and(|v| !v.eq_ignore_ascii_case(default(k)))
+                })
+                .collect();
+            if !set.is_empty() {
+                log::info!(
+                    "biotop: {} {} no effect with layout = process (the default): set layout = table for PCP's Python biotop table",
+                    set.join(", "),
+                    if set.len() == 1 { "has" } else { "have" }
+                );
+            }
+            None
+        }
+        "table" => {
+            let sort = cfg.get("sort").unwrap_or("-bytes");
+            let descending = sort.starts_with('-');
+            let sort = match sort.trim_start_matches('-') {
+                "bytes" => SortKey::Bytes,
+                "io" => SortKey::Io,
+                "duration" => SortKey::Duration,
+                "rw" => SortKey::Rw,
+                _ => {
+                    return Err(cfg.error(
+                        "sort",
+                        format!("expected one of {}, got {sort:?}", SORT_KEYS.join(" | ")),
+                    ))
+                }
+            };
+            Some(Table {
+                interval: Duration::from_secs(cfg.get_u64("interval", 1, 0..=3600)?),
+                rows_max: cfg.get_u64("process_count", 20, 1..=10_000)? as usize,
+                include_residual: cfg.get_bool("include_residual", false)?,
+                sort,
+                descending,
+                last: None,
+                prev: HashMap::new(),
+                rows: Vec::new(),
+                fixed_set: false,
+            })
+        }
+        v => return Err(cfg.error("layout", format!("expected process or table, got {v:?}"))),
+    };
     Ok(Box::new(Biotop {
+        table,
         skel: None,
         filter,
         tracked: BTreeSet::new(),
@@ -117,7 +192,126 @@ struct Pair {
     served_gone: bool,
 }
 
+/// What the table layout ranks rows by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SortKey {
+    Bytes,
+    Io,
+    Duration,
+    Rw,
+}
+
+/// One row of the table layout: a process's reads, or writes, on one disk in the interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Row {
+    pid: u32,
+    comm: String,
+    write: bool,
+    dev: u32,
+    disk: String,
+    io: u64,
+    bytes: u64,
+    duration_us: u32,
+}
+
+/// Counts of a pair the table's deltas are taken from: reads, writes, read bytes, write
+/// bytes, read ns, write ns.
+type RowCounts = [u64; 6];
+
+fn row_counts(v: &types::biotop_val) -> RowCounts {
+    [
+        v.reads,
+        v.writes,
+        v.read_bytes,
+        v.write_bytes,
+        v.read_ns,
+        v.write_ns,
+    ]
+}
+
+/// The table layout's state.
+struct Table {
+    /// Zero: the rows cover the time since the previous fetch.
+    interval: Duration,
+    rows_max: usize,
+    include_residual: bool,
+    sort: SortKey,
+    descending: bool,
+    last: Option<Instant>,
+    /// Each pair's counts when the rows were last made.
+    prev: HashMap<PairKey, RowCounts>,
+    rows: Vec<Row>,
+    fixed_set: bool,
+}
+
+impl Table {
+    /// The rows of the interval since `self.prev`, ranked and cut to `rows_max`; `self.prev`
+    /// becomes `now`.
+    fn make_rows<'a>(&mut self, now: impl Iterator<Item = (PairKey, RowCounts, &'a str, String)>) {
+        let mut rows = Vec::new();
+        let mut next = HashMap::with_capacity(self.prev.len());
+        for (key, cur, disk, comm) in now {
+            let old = self.prev.get(&key).copied().unwrap_or_default();
+            next.insert(key, cur);
+            if key.1 == 0 && !self.include_residual {
+                continue;
+            }
+            for write in [false, true] {
+                let d = |i: usize| cur[i].saturating_sub(old[i]);
+                let (io, bytes, ns) = if write {
+                    (d(1), d(3), d(5))
+                } else {
+                    (d(0), d(2), d(4))
+                };
+                if io == 0 && bytes == 0 {
+                    continue;
+                }
+                rows.push(Row {
+                    pid: key.1,
+                    comm: comm.clone(),
+                    write,
+                    dev: key.0,
+                    disk: disk.to_string(),
+                    io,
+                    bytes,
+                    duration_us: ns
+                        .checked_div(io)
+                        .map_or(0, |a| (a / 1000).min(u32::MAX as u64) as u32),
+                });
+            }
+        }
+        let sort = self.sort;
+        rows.sort_by(|a, b| {
+            let by = match sort {
+                SortKey::Bytes => a.bytes.cmp(&b.bytes),
+                SortKey::Io => a.io.cmp(&b.io),
+                SortKey::Duration => a.duration_us.cmp(&b.duration_us),
+                SortKey::Rw => a.write.cmp(&b.write),
+            };
+            by.then_with(|| (a.pid, a.dev, a.write).cmp(&(b.pid, b.dev, b.write)))
+        });
+        if self.descending {
+            rows.reverse();
+        }
+        rows.truncate(self.rows_max);
+        self.prev = next;
+        self.rows = rows;
+    }
+
+    fn ensure_instances(&mut self, inst: &mut ModuleInstances) {
+        if !self.fixed_set {
+            let members: Vec<(u32, String)> = (0..self.rows_max as u32)
+                .map(|i| (i, i.to_string()))
+                .collect();
+            inst.set_fixed(metrics::INDOM_ROWS, &members);
+            self.fixed_set = true;
+        }
+    }
+}
+
 struct Biotop {
+    /// `layout = table`; `None`: the per-process counters.
+    table: Option<Table>,
     skel: Option<BiotopSkel<'static>>,
     filter: Option<ProcessFilter>,
     /// PIDs currently in the BPF `pids` map.
@@ -254,6 +448,7 @@ fn load(
     io_start: bool,
     max_entries: u32,
     filter: bool,
+    timing: bool,
 ) -> Result<BiotopSkel<'static>, ModuleError> {
     let mut open = BiotopSkelBuilder::default()
         .open(bpf::storage())
@@ -262,7 +457,8 @@ fn load(
     let p = &mut open.progs;
     p.btf_io_start.set_autoload(btf && io_start);
     p.btf_rq_insert.set_autoload(btf && !io_start);
-    p.btf_rq_issue.set_autoload(btf && !io_start);
+    // With block_io_start attribution, only for the issue time of durations.
+    p.btf_rq_issue.set_autoload(btf && (!io_start || timing));
     p.btf_rq_merge.set_autoload(btf);
     p.btf_bio_backmerge.set_autoload(btf);
     p.btf_bio_frontmerge.set_autoload(btf);
@@ -382,7 +578,12 @@ impl Biotop {
         }
         for key in retire {
             if let Some(p) = self.forget(key) {
-                inst.cull(INDOM_PAIRS, &p.name);
+                if self.table.is_none() {
+                    inst.cull(INDOM_PAIRS, &p.name);
+                }
+                if let Some(t) = &mut self.table {
+                    t.prev.remove(&key);
+                }
                 log::debug!("biotop: retired {}", p.name);
             }
         }
@@ -401,9 +602,13 @@ impl Module for Biotop {
             Attribution::IoStart => true,
             Attribution::InsertIssue => false,
         };
-        let (max, filter) = (self.max_entries, self.filter.is_some());
+        let (max, filter, timing) = (
+            self.max_entries,
+            self.filter.is_some(),
+            self.table.is_some(),
+        );
         let (skel, hook, via) =
-            bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter))?;
+            bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter, timing))?;
         self.skel = Some(skel);
         self.rescan();
         // The baseline of `unseen`, now that the program is attached: the highest of a few
@@ -428,13 +633,154 @@ impl Module for Biotop {
         } else {
             "merged requests credited to their first submitter"
         };
-        Ok(format!("attributed at {attr}, counted at block_rq_complete, via {via}, {merges}; max_entries {}, retention {}s, {who}", self.max_entries, self.retention.as_secs()))
+        let layout = match &self.table {
+            None => "layout process".to_string(),
+            Some(t) => format!(
+                "layout table ({} rows, interval {}s)",
+                t.rows_max,
+                t.interval.as_secs()
+            ),
+        };
+        Ok(format!("attributed at {attr}, counted at block_rq_complete, via {via}, {merges}; max_entries {}, retention {}s, {who}; {layout}", self.max_entries, self.retention.as_secs()))
     }
 
     fn refresh(&mut self, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
         if let Some(r) = self.unseen_reading() {
             self.unseen.update(r);
         }
+        match &mut self.table {
+            None => self.read_pairs(Some(inst)),
+            Some(t) => {
+                t.ensure_instances(inst);
+                if t.interval.is_zero() {
+                    self.make_table()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
+        match item {
+            metrics::DROPPED => return Ok(Some(Value::U64(self.counters.dropped))),
+            metrics::UNATTRIBUTED => return Ok(Some(Value::U64(self.counters.unattributed))),
+            metrics::UNSEEN => return Ok(Some(Value::U64(self.unseen.max))),
+            _ => {}
+        }
+        let inst = inst.ok_or(PmdaError::UnknownInstance)?;
+        if let Some(t) = &self.table {
+            if inst as usize >= t.rows_max {
+                return Err(PmdaError::UnknownInstance);
+            }
+            let Some(r) = t.rows.get(inst as usize) else {
+                return Ok(None);
+            };
+            return Ok(Some(match item {
+                metrics::T_PID => Value::U32(r.pid),
+                metrics::T_COMM => Value::String(r.comm.clone()),
+                metrics::T_DIRECTION => Value::String(if r.write { "W" } else { "R" }.into()),
+                metrics::T_MAJOR => Value::U32(r.dev >> 20),
+                metrics::T_MINOR => Value::U32(r.dev & 0xfffff),
+                metrics::T_DISK => Value::String(r.disk.clone()),
+                metrics::T_IO => Value::U32(r.io.min(u32::MAX as u64) as u32),
+                metrics::T_BYTES => Value::U64(r.bytes),
+                metrics::T_DURATION => Value::U32(r.duration_us),
+                _ => return Err(PmdaError::UnknownMetric),
+            }));
+        }
+        let key = self.by_inst.get(&inst).ok_or(PmdaError::UnknownInstance)?;
+        let p = &self.pairs[key];
+        let v = &p.val;
+        Ok(Some(match item {
+            metrics::PERDEV => Value::U64(v.read_bytes + v.write_bytes),
+            metrics::READ_BYTES => Value::U64(v.read_bytes),
+            metrics::WRITE_BYTES => Value::U64(v.write_bytes),
+            metrics::READS => Value::U64(v.reads),
+            metrics::WRITES => Value::U64(v.writes),
+            metrics::DISCARD_BYTES => Value::U64(v.discard_bytes),
+            metrics::DISCARDS => Value::U64(v.discards),
+            metrics::FLUSHES => Value::U64(v.flushes),
+            metrics::COMM => Value::String(comm_str(&v.comm)),
+            _ => return Err(PmdaError::UnknownMetric),
+        }))
+    }
+
+    fn tick(&mut self, inst: &mut ModuleInstances) {
+        if self.filter.as_ref().is_some_and(|f| f.due()) {
+            self.rescan();
+        }
+        if let Some(t) = &mut self.table {
+            t.ensure_instances(inst);
+            let due = !t.interval.is_zero() && t.last.is_none_or(|l| l.elapsed() >= t.interval);
+            if due && self.skel.is_some() {
+                if let Err(e) = self.make_table() {
+                    log::warn!("biotop: {e}");
+                }
+            }
+        }
+        self.retire(inst);
+    }
+
+    fn layout(&self) -> Option<(&[crate::module::MetricSpec], &[crate::module::IndomSpec])> {
+        self.table
+            .as_ref()
+            .map(|_| (metrics::TABLE_METRICS, metrics::TABLE_INDOMS))
+    }
+
+    fn instance_labels(&self, local: u32, inst: u32) -> Option<String> {
+        if local != INDOM_PAIRS {
+            return None;
+        }
+        let key = self.by_inst.get(&inst)?;
+        let p = self.pairs.get(key)?;
+        Some(format!(
+            r#"{{"disk":"{}","pid":{}}}"#,
+            p.disk.replace(['"', '\\'], "_"),
+            key.1
+        ))
+    }
+
+    fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
+        let Some(s) = &self.skel else {
+            return Default::default();
+        };
+        bpf::object_infos(s.object())
+    }
+}
+
+impl Biotop {
+    /// Reads the table layout's rows: the pairs' counts now, less those of the last rows.
+    fn make_table(&mut self) -> Result<(), ModuleError> {
+        self.read_pairs(None)?;
+        let Some(t) = &mut self.table else {
+            return Ok(());
+        };
+        t.make_rows(self.pairs.iter().map(|(k, p)| {
+            (
+                *k,
+                row_counts(&p.val),
+                p.disk.as_str(),
+                comm_str(&p.val.comm),
+            )
+        }));
+        t.last = Some(Instant::now());
+        log::debug!(
+            "biotop: table of {} rows from {} (disk, process) pairs",
+            t.rows.len(),
+            self.pairs.len()
+        );
+        // The pairs' final values are in the rows now.
+        for p in self.pairs.values_mut() {
+            if p.gone_since.is_some() {
+                p.served_gone = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings `pairs` up to date from the BPF map; with `inst` (the process layout) each new
+    /// pair gets its instance.
+    fn read_pairs(&mut self, mut inst: Option<&mut ModuleInstances>) -> Result<(), ModuleError> {
         let Some(s) = &self.skel else { return Ok(()) };
         let mut entries: Vec<(types::biotop_key, types::biotop_val)> =
             Vec::with_capacity(self.pairs.len() + 16);
@@ -460,6 +806,19 @@ impl Module for Biotop {
                 },
             };
             let name = instance_name(&disk, k.tgid);
+            let Some(inst) = inst.as_deref_mut() else {
+                // The table layout: no instance of its own.
+                let pair = Pair {
+                    inst: u32::MAX,
+                    name,
+                    disk,
+                    val: v,
+                    gone_since: None,
+                    served_gone: false,
+                };
+                self.pairs.insert(key, pair);
+                continue;
+            };
             match inst.add(INDOM_PAIRS, &name) {
                 Ok(id) => {
                     // The name is the PID's: a pair of an earlier process with the same PID
@@ -488,78 +847,116 @@ impl Module for Biotop {
                 Err(e) => log::warn!("biotop: cannot add instance {name}: {e}"),
             }
         }
-        for p in self.pairs.values_mut() {
-            if p.gone_since.is_some() {
-                p.served_gone = true;
+        if self.table.is_none() {
+            for p in self.pairs.values_mut() {
+                if p.gone_since.is_some() {
+                    p.served_gone = true;
+                }
             }
         }
         Ok(())
-    }
-
-    fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError> {
-        match item {
-            metrics::DROPPED => return Ok(Some(Value::U64(self.counters.dropped))),
-            metrics::UNATTRIBUTED => return Ok(Some(Value::U64(self.counters.unattributed))),
-            metrics::UNSEEN => return Ok(Some(Value::U64(self.unseen.max))),
-            _ => {}
-        }
-        let key = self
-            .by_inst
-            .get(&inst.ok_or(PmdaError::UnknownInstance)?)
-            .ok_or(PmdaError::UnknownInstance)?;
-        let p = &self.pairs[key];
-        let v = &p.val;
-        Ok(Some(match item {
-            metrics::PERDEV => Value::U64(v.read_bytes + v.write_bytes),
-            metrics::READ_BYTES => Value::U64(v.read_bytes),
-            metrics::WRITE_BYTES => Value::U64(v.write_bytes),
-            metrics::READS => Value::U64(v.reads),
-            metrics::WRITES => Value::U64(v.writes),
-            metrics::DISCARD_BYTES => Value::U64(v.discard_bytes),
-            metrics::DISCARDS => Value::U64(v.discards),
-            metrics::FLUSHES => Value::U64(v.flushes),
-            metrics::COMM => Value::String(comm_str(&v.comm)),
-            _ => return Err(PmdaError::UnknownMetric),
-        }))
-    }
-
-    fn tick(&mut self, inst: &mut ModuleInstances) {
-        if self.filter.as_ref().is_some_and(|f| f.due()) {
-            self.rescan();
-        }
-        self.retire(inst);
-    }
-
-    fn instance_labels(&self, local: u32, inst: u32) -> Option<String> {
-        if local != INDOM_PAIRS {
-            return None;
-        }
-        let key = self.by_inst.get(&inst)?;
-        let p = self.pairs.get(key)?;
-        Some(format!(
-            r#"{{"disk":"{}","pid":{}}}"#,
-            p.disk.replace(['"', '\\'], "_"),
-            key.1
-        ))
-    }
-
-    fn bpf_objects(&self) -> (Vec<ProgInfo>, Vec<MapInfo>) {
-        let Some(s) = &self.skel else {
-            return Default::default();
-        };
-        bpf::object_infos(s.object())
     }
 }
 
 // The shared header's types, as the skeleton generated them from BTF: the key must have no
 // padding (it is hashed as bytes) and the value holds 7 counters and the name.
 bpf::pod!(types::biotop_key, 16);
-bpf::pod!(types::biotop_val, 7 * 8 + 16);
+bpf::pod!(types::biotop_val, 9 * 8 + 16);
 bpf::pod!(types::biotop_counters, 24);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(sort: SortKey, descending: bool, rows_max: usize, include_residual: bool) -> Table {
+        Table {
+            interval: Duration::from_secs(1),
+            rows_max,
+            include_residual,
+            sort,
+            descending,
+            last: None,
+            prev: HashMap::new(),
+            rows: Vec::new(),
+            fixed_set: false,
+        }
+    }
+
+    #[test]
+    fn table_rows_are_interval_deltas_ranked_and_cut() {
+        let sda = (8 << 20, 0);
+        let mut t = table(SortKey::Bytes, true, 2, false);
+        let key = |pid: u32| (sda.0, pid, 7u64);
+        let now = |c: &[(u32, RowCounts)]| {
+            c.iter()
+                .map(|(pid, n)| (key(*pid), *n, "sda", format!("p{pid}")))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        // pid 10 read 4 KiB in 2 requests of 3 ms each; pid 11 wrote 64 KiB once; pid 0
+        // (no process) is left out without include_residual; pid 12 did nothing.
+        t.make_rows(now(&[
+            (10, [2, 0, 4096, 0, 6_000_000, 0]),
+            (11, [0, 1, 0, 65536, 0, 1_000_000]),
+            (0, [0, 9, 0, 1 << 20, 0, 0]),
+            (12, [0; 6]),
+        ]));
+        let r: Vec<(u32, bool, u64, u64, u32)> = t
+            .rows
+            .iter()
+            .map(|r| (r.pid, r.write, r.io, r.bytes, r.duration_us))
+            .collect();
+        assert_eq!(
+            r,
+            vec![(11, true, 1, 65536, 1000), (10, false, 2, 4096, 3000)]
+        );
+        assert_eq!((t.rows[0].dev >> 20, t.rows[0].comm.as_str()), (8, "p11"));
+        // The next interval: only what changed since.
+        t.make_rows(now(&[
+            (10, [3, 0, 8192, 0, 7_000_000, 0]),
+            (11, [0, 1, 0, 65536, 0, 1_000_000]),
+        ]));
+        let r: Vec<(u32, u64, u64, u32)> = t
+            .rows
+            .iter()
+            .map(|r| (r.pid, r.io, r.bytes, r.duration_us))
+            .collect();
+        assert_eq!(r, vec![(10, 1, 4096, 1000)]);
+        // Ascending by duration, with residual I/O.
+        let mut t = table(SortKey::Duration, false, 5, true);
+        t.make_rows(now(&[
+            (10, [1, 0, 512, 0, 9_000, 0]),
+            (0, [1, 0, 512, 0, 2_000, 0]),
+        ]));
+        assert_eq!(
+            t.rows.iter().map(|r| r.pid).collect::<Vec<_>>(),
+            vec![0, 10]
+        );
+    }
+
+    #[test]
+    fn table_options_are_checked() {
+        for (k, v) in [("sort", "size"), ("layout", "rows")] {
+            let e = create(
+                &SPEC,
+                &ModuleConfig::for_test("biotop", 10, &[("layout", "table"), (k, v)]),
+            )
+            .err()
+            .expect(k);
+            assert_eq!(e.key.as_deref(), Some(k), "{e}");
+        }
+        let ok = ModuleConfig::for_test(
+            "biotop",
+            10,
+            &[
+                ("layout", "table"),
+                ("sort", "-io"),
+                ("interval", "0"),
+                ("process_count", "3"),
+            ],
+        );
+        assert!(create(&SPEC, &ok).is_ok());
+    }
 
     #[test]
     fn instance_names_match_the_original() {

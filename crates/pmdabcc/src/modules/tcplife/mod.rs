@@ -209,6 +209,13 @@ impl Shared {
                 self.procs.entry(e.pid).or_default().opened += 1;
             }
         } else if e.kind as u32 == types::tcplife_kind::TCPLIFE_CLOSE.0 {
+            log::debug!(
+                "tcplife: session of PID {} closed ({} bytes received, {} sent, {} us)",
+                e.pid,
+                e.rx,
+                e.tx,
+                e.duration_ns / 1000
+            );
             match self.layout {
                 Layout::Process => {
                     let was_open = self.open.remove(&key).is_some();

@@ -45,6 +45,10 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 		return;
 	}
 	k.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* A session that reached TCP_CLOSE (e.g. data read after the peer's FIN, in TIME_WAIT)
+	 * gave its port back (skc_num is 0); the socket still has it as its source port. */
+	if (!k.lport)
+		k.lport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	k.dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	k.pid = bpf_get_current_pid_tgid() >> 32;
 	v = bpf_map_lookup_elem(&conns, &k);

@@ -1,0 +1,98 @@
+//! Shared by the file-system snoop modules' end-to-end tests (opensnoop.rs, statsnoop.rs,
+//! mountsnoop.rs, fsslower.rs, bashreadline.rs): the agent running one module with a table
+//! big enough for the workload, and the module's recent-events table as records. Each test
+//! file uses only some of these.
+#![allow(dead_code)]
+
+use e2e::*;
+pub use std::collections::BTreeMap;
+
+/// The agent running `module` alone, with `options`: tables big enough that the system's own
+/// events (pmcd, builds) between the workload and the fetch do not push the workload's out.
+pub fn session(module: &str, options: &str) -> Session {
+    let mut s = Session::start();
+    s.with_config(&format!(
+        "[pmda]\nmodules = {module}\nprefix = bcc.\nmodule_failure_fatal = False\n\n[{module}]\n{options}\n"
+    ));
+    s.assert_module_running(module);
+    s
+}
+
+/// One event of a module's table: field (the metric name after `bcc.<module>.`) to value.
+pub type Event = BTreeMap<String, String>;
+
+/// The module's recent-events table, newest first (instance "0" first).
+pub fn table(module: &str, fields: &[&str]) -> Vec<Event> {
+    let names: Vec<String> = fields.iter().map(|f| format!("bcc.{module}.{f}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let vals = fetch(&refs);
+    let mut rows: BTreeMap<u32, Event> = BTreeMap::new();
+    for (f, n) in fields.iter().zip(&names) {
+        let Some(v) = vals.get(n) else {
+            panic!(
+                "{n}: no values (fetched: {:?})",
+                vals.keys().collect::<Vec<_>>()
+            )
+        };
+        for (inst, value) in v {
+            let i: u32 = inst
+                .as_deref()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_else(|| panic!("{n}: instance {inst:?} is not a slot number"));
+            rows.entry(i)
+                .or_default()
+                .insert(f.to_string(), value.clone());
+        }
+    }
+    let n = rows.len();
+    let out: Vec<Event> = rows.into_values().collect();
+    for (i, e) in out.iter().enumerate() {
+        assert_eq!(
+            e.len(),
+            fields.len(),
+            "{module} slot {i} of {n}: not every field has a value: {e:?}"
+        );
+    }
+    out
+}
+
+/// The workload's events in a table (oldest first, as they happened), by `pick`.
+pub fn picked(rows: &[Event], pick: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let mut v: Vec<Event> = rows.iter().filter(|e| pick(e)).cloned().collect();
+    v.reverse();
+    v
+}
+
+/// Checks every field of `want` against `got`.
+pub fn assert_fields(what: &str, got: &Event, want: &[(&str, String)]) {
+    for (k, v) in want {
+        assert_eq!(got.get(*k), Some(v), "{what}: field {k}: got {got:?}");
+    }
+}
+
+/// What an unprivileged client gets: values for the public fields of the table, a
+/// permission error for the sensitive ones.
+pub fn assert_access_as_nobody(module: &str, public: &[&str], sensitive: &[&str]) {
+    for f in public.iter().chain(sensitive) {
+        let m = format!("bcc.{module}.{f}");
+        let o = run("runuser", &["-u", "nobody", "--", "pminfo", "-f", &m]);
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        let (vals, _) = parse_pminfo_f(&text);
+        if sensitive.contains(f) {
+            assert!(
+                text.contains("No permission"),
+                "nobody fetched the sensitive {m}: {text}"
+            );
+            assert!(
+                vals.get(&m).is_none_or(|v| v.is_empty()),
+                "nobody got values of {m}: {text}"
+            );
+        } else {
+            assert!(
+                vals.get(&m).is_some_and(|v| !v.is_empty()),
+                "nobody got no values of the public {m}: {text}"
+            );
+        }
+    }
+}

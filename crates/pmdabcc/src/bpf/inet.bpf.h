@@ -1,0 +1,33 @@
+/* Helpers for sock:inet_sock_set_state, shared by the modules' BPF programs (tcpconnect,
+ * tcpconnlat) and by user modules. Include after vmlinux.h and <bpf/bpf_helpers.h>. */
+#ifndef BCC_PMDA_INET_BPF_H
+#define BCC_PMDA_INET_BPF_H
+
+#define INET_AF_INET 2
+#define INET_AF_INET6 10
+#define INET_IPPROTO_TCP 6
+
+/* TCP states (include/net/tcp_states.h) */
+#define INET_TCP_ESTABLISHED 1
+#define INET_TCP_SYN_SENT 2
+#define INET_TCP_CLOSE 7
+
+/* The record's addresses in 16 bytes each: IPv6 as they are, IPv4 as IPv4-mapped IPv6
+ * addresses (::ffff:a.b.c.d), which the agent's `inet` decoder prints as dotted quads.
+ * `saddr` and `daddr` are zeroed. Probe reads, as libbpf-tools does: clang would copy
+ * through a moved ctx pointer, which the verifier refuses. */
+static __always_inline void inet_state_addrs(struct trace_event_raw_inet_sock_set_state *ctx,
+					     __u8 *saddr, __u8 *daddr)
+{
+	if (ctx->family == INET_AF_INET) {
+		saddr[10] = saddr[11] = 0xff;
+		daddr[10] = daddr[11] = 0xff;
+		bpf_probe_read_kernel(saddr + 12, 4, ctx->saddr);
+		bpf_probe_read_kernel(daddr + 12, 4, ctx->daddr);
+	} else {
+		bpf_probe_read_kernel(saddr, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(daddr, 16, ctx->daddr_v6);
+	}
+}
+
+#endif

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fsslower: file reads, writes, opens and fsyncs slower than a threshold, timed at the
+ * system call (the syscalls:sys_enter_ and sys_exit_ tracepoints of read, write, pread64,
+ * pwrite64, open, openat, openat2, fsync, fdatasync) on regular files of one file system
+ * type or all.
+ * pmdabpf's fsslower (after bcc's) times the file system's own file operations with
+ * kprobes or fentry, which this kernel refuses; at the system call it sees the same calls
+ * plus the VFS around them, and misses what does not pass through these calls: page faults
+ * on mmap'd files, readv/writev and their p*v2 kin, sendfile/splice/copy_file_range, AIO,
+ * io_uring, and writeback done later by the kernel's flusher threads.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "maps.bpf.h"
+
+#define FILE_LEN 64
+#define S_IFMT 00170000
+#define S_IFREG 0100000
+
+enum file_op { F_READ, F_WRITE, F_OPEN, F_FSYNC };
+
+/* bcc.conf `filesystem`: the index of its value; 0 is "all". */
+enum fs_filter { FS_ALL, FS_EXT4, FS_XFS, FS_BTRFS, FS_NFS, FS_TMPFS, FS_F2FS, FS_OVERLAY, FS_FUSE };
+
+const volatile __u32 filesystem = FS_EXT4;
+/* bcc.conf `min`, in milliseconds. */
+const volatile __u64 min_ms = 10;
+
+struct fsslower_event {
+	__u32 pid;	/* thread group */
+	__u32 op;	/* enum file_op */
+	__u64 bytes;
+	__s64 offset;
+	__u64 lat;	/* µs */
+	char comm[16];
+	char fs[16];
+	char file[FILE_LEN];
+};
+const struct fsslower_event *unused_event;
+
+struct fsslower_stats {
+	__u64 lost;
+};
+
+struct pending {
+	__u64 start;
+	struct file *file;	/* NULL for opens: the file is known at the exit */
+	__s64 offset;
+	__u32 op;
+};
+
+/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32); /* thread id */
+	__type(value, struct pending);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+PERCPU_SLOT_MAP(stats, struct fsslower_stats);
+
+static __always_inline bool fs_wanted(unsigned long magic)
+{
+	switch (filesystem) {
+	case FS_ALL: return true;
+	case FS_EXT4: return magic == 0xEF53;
+	case FS_XFS: return magic == 0x58465342;
+	case FS_BTRFS: return magic == 0x9123683E;
+	case FS_NFS: return magic == 0x6969;
+	case FS_TMPFS: return magic == 0x01021994;
+	case FS_F2FS: return magic == 0xF2F52010;
+	case FS_OVERLAY: return magic == 0x794C7630;
+	case FS_FUSE: return magic == 0x65735546;
+	}
+	return false;
+}
+
+/* The file behind the caller's descriptor `fd`, when it is a regular file of the chosen
+ * file system type. */
+static __always_inline struct file *wanted_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *f = NULL;
+	struct inode *inode;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	inode = BPF_CORE_READ(f, f_inode);
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
+		return NULL;
+	if (!fs_wanted(BPF_CORE_READ(inode, i_sb, s_magic)))
+		return NULL;
+	return f;
+}
+
+static __always_inline int enter_fd(long fd, __u32 op, __s64 offset, bool at_pos)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct file *f = wanted_file(fd);
+	struct pending p = { .op = op, .offset = offset, .file = f };
+
+	if (!f)
+		return 0;
+	/* (Through f: BPF_CORE_READ on p.file would relocate struct pending too.) */
+	if (at_pos)
+		p.offset = BPF_CORE_READ(f, f_pos);
+	p.start = bpf_ktime_get_ns();
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int enter_open(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending p = { .op = F_OPEN, .start = bpf_ktime_get_ns() };
+
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int leave(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid(), lat;
+	__u32 tid = (__u32)id;
+	struct fsslower_stats *st;
+	struct fsslower_event *e;
+	struct pending *p;
+	struct file *f;
+	struct dentry *d;
+
+	p = bpf_map_lookup_elem(&pending, &tid);
+	if (!p)
+		return 0;
+	lat = bpf_ktime_get_ns() - p->start;
+	f = p->file;
+	if (p->op == F_OPEN)
+		f = ret >= 0 ? wanted_file(ret) : NULL;
+	if (!f || lat < min_ms * 1000000)
+		goto out;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		st = percpu_counters(&stats);
+		if (st)
+			st->lost++;
+		goto out;
+	}
+	e->pid = id >> 32;
+	e->op = p->op;
+	e->bytes = (p->op == F_READ || p->op == F_WRITE) && ret > 0 ? ret : 0;
+	e->offset = p->offset;
+	e->lat = lat / 1000;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	d = BPF_CORE_READ(f, f_path.dentry);
+	if (bpf_probe_read_kernel_str(e->file, sizeof(e->file), BPF_CORE_READ(d, d_name.name)) < 0)
+		e->file[0] = 0;
+	if (bpf_probe_read_kernel_str(e->fs, sizeof(e->fs), BPF_CORE_READ(f, f_inode, i_sb, s_type, name)) < 0)
+		e->fs[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&pending, &tid);
+	return 0;
+}
+
+#define FD_CALL(call, op, offset, at_pos)					\
+	SEC("tracepoint/syscalls/sys_enter_" #call)				\
+	int fsslower_enter_##call(struct trace_event_raw_sys_enter *ctx)	\
+	{									\
+		return enter_fd(ctx->args[0], op, offset, at_pos);		\
+	}									\
+	SEC("tracepoint/syscalls/sys_exit_" #call)				\
+	int fsslower_exit_##call(struct trace_event_raw_sys_exit *ctx)	\
+	{									\
+		return leave(ctx->ret);						\
+	}
+
+#define OPEN_CALL(call)								\
+	SEC("tracepoint/syscalls/sys_enter_" #call)				\
+	int fsslower_enter_##call(struct trace_event_raw_sys_enter *ctx)	\
+	{									\
+		return enter_open();						\
+	}									\
+	SEC("tracepoint/syscalls/sys_exit_" #call)				\
+	int fsslower_exit_##call(struct trace_event_raw_sys_exit *ctx)	\
+	{									\
+		return leave(ctx->ret);						\
+	}
+
+FD_CALL(read, F_READ, 0, true)
+FD_CALL(write, F_WRITE, 0, true)
+FD_CALL(pread64, F_READ, ctx->args[3], false)
+FD_CALL(pwrite64, F_WRITE, ctx->args[3], false)
+FD_CALL(fsync, F_FSYNC, 0, false)
+FD_CALL(fdatasync, F_FSYNC, 0, false)
+OPEN_CALL(open)
+OPEN_CALL(openat)
+OPEN_CALL(openat2)
+
+char LICENSE[] SEC("license") = "GPL";

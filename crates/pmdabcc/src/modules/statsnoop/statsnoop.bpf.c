@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * statsnoop: every stat-family call that names a path (statfs, stat, lstat, fstatat,
+ * statx), from the syscalls:sys_enter_* and sys_exit_* tracepoints (the calls pmdabpf's
+ * statsnoop, after bcc's libbpf-tools, traces). The entry keeps the path pointer per
+ * thread; the exit sends one record with the result to the ring buffer.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "maps.bpf.h"
+
+#define PATH_LEN 256
+
+enum stat_call { STATFS, NEWSTAT, NEWLSTAT, NEWFSTATAT, STATX };
+
+struct statsnoop_event {
+	__u32 pid;	/* thread group */
+	__u32 tid;
+	__s32 ret;	/* the result, or -1 */
+	__s32 err;	/* errno, or 0 */
+	__u32 call;	/* enum stat_call */
+	char comm[16];
+	char path[PATH_LEN];
+};
+const struct statsnoop_event *unused_event;
+
+struct statsnoop_stats {
+	__u64 lost;
+};
+
+struct pending {
+	const char *path;
+	__u32 call;
+};
+
+/* Only calls that failed (bcc.conf failed = True). */
+const volatile bool failed_only = false;
+
+/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32); /* thread id */
+	__type(value, struct pending);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+PERCPU_SLOT_MAP(stats, struct statsnoop_stats);
+
+static __always_inline int enter(const char *path, __u32 call)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending p = { .path = path, .call = call };
+
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int leave(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct statsnoop_stats *st;
+	struct statsnoop_event *e;
+	struct pending *p;
+
+	p = bpf_map_lookup_elem(&pending, &tid);
+	if (!p)
+		return 0; /* entered before the program was attached */
+	if (failed_only && ret >= 0)
+		goto out;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		st = percpu_counters(&stats);
+		if (st)
+			st->lost++;
+		goto out;
+	}
+	e->pid = id >> 32;
+	e->tid = tid;
+	e->ret = ret >= 0 ? ret : -1;
+	e->err = ret >= 0 ? 0 : -ret;
+	e->call = p->call;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (bpf_probe_read_user_str(e->path, sizeof(e->path), p->path) < 0)
+		e->path[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&pending, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_statfs")
+int statsnoop_enter_statfs(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter((const char *)ctx->args[0], STATFS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_statfs")
+int statsnoop_exit_statfs(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_newstat")
+int statsnoop_enter_newstat(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter((const char *)ctx->args[0], NEWSTAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_newstat")
+int statsnoop_exit_newstat(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_newlstat")
+int statsnoop_enter_newlstat(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter((const char *)ctx->args[0], NEWLSTAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_newlstat")
+int statsnoop_exit_newlstat(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_newfstatat")
+int statsnoop_enter_newfstatat(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter((const char *)ctx->args[1], NEWFSTATAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_newfstatat")
+int statsnoop_exit_newfstatat(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_statx")
+int statsnoop_enter_statx(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter((const char *)ctx->args[1], STATX);
+}
+
+SEC("tracepoint/syscalls/sys_exit_statx")
+int statsnoop_exit_statx(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret);
+}
+
+char LICENSE[] SEC("license") = "GPL";
