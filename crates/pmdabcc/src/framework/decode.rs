@@ -79,10 +79,12 @@ impl Decoder {
                 }
                 return Ok(Decoder::Bits(v));
             }
-            o => return Err(format!(
+            o => {
+                return Err(format!(
                 "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
 syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits)"
-            )),
+            ))
+            }
         };
         if values.is_some() {
             return Err("values = { … } goes with decoder = \"static\" or \"bits\" only".into());
