@@ -154,6 +154,16 @@ fn exec_true_parallel(tag: &str, n: usize) -> BTreeMap<usize, u32> {
     parts.into_iter().flatten().collect()
 }
 
+/// Seconds a burst of `n` execs (exec_true_parallel) should take at most here now: twice the
+/// time of a sample of 400, plus 3 s.
+fn burst_seconds(n: usize) -> u32 {
+    let t0 = Instant::now();
+    exec_true_parallel("bccevcal", 400);
+    let est = t0.elapsed().as_secs_f64() * n as f64 / 400.0;
+    eprintln!("a burst of {n} execs should take about {est:.1} s");
+    (2.0 * est + 3.0).ceil() as u32
+}
+
 /// The table view: instance name -> field -> value, for the given fields (metrics under
 /// `bcc.<module>.`, or full names), all in one pminfo fetch (the table moves with every exec
 /// on the host, so two fetches may see different slots).
@@ -314,14 +324,17 @@ fn a_burst_of_20000_execs_reaches_two_clients_whole() {
     let tag = tag();
     let lost0 = value_u64("bcc.execsnoop.lost", None).expect("bcc.execsnoop.lost");
     // One client fetches once after the whole burst, the other every 2 s during it.
-    let slow = Reader::start("bcc.execsnoop.records", 2, 38, None);
-    let fast = Reader::start("bcc.execsnoop.records", 19, 2, None);
+    // The slow client's second fetch must come after the burst: time it from the host's
+    // exec rate now (other tests and builds share the machine).
+    let secs = burst_seconds(N);
+    let slow = Reader::start("bcc.execsnoop.records", 2, secs, None);
+    let fast = Reader::start("bcc.execsnoop.records", secs / 2 + 1, 2, None);
     let t0 = Instant::now();
     let pids = exec_true_parallel(&tag, N);
     let burst = t0.elapsed();
     eprintln!("{N} execs in {burst:?}");
     assert!(
-        burst < Duration::from_secs(35),
+        burst < Duration::from_secs(secs as u64 - 1),
         "the burst took {burst:?}: too slow to fit between the slow client's fetches"
     );
     std::thread::sleep(Duration::from_millis(100));
@@ -581,8 +594,9 @@ fn options_filter_and_a_slow_client_beyond_queue_memory_is_told_what_it_missed()
             .replace("\ninclude_failed = False\n", "\ninclude_failed = True\n"),
     );
     s.assert_module_running("execsnoop");
-    let slow = Reader::start("bcc.execsnoop.records", 2, 9, None);
-    let fast = Reader::start("bcc.execsnoop.records", 9, 1, None);
+    let secs = burst_seconds(N);
+    let slow = Reader::start("bcc.execsnoop.records", 2, secs, None);
+    let fast = Reader::start("bcc.execsnoop.records", secs, 1, None);
     // A failed exec (ENOENT) is reported with include_failed; a filtered-out one is not.
     let e = Command::new("/nonexistent-bcc-test/true")
         .arg(format!("{tag}-failed"))
@@ -594,7 +608,7 @@ fn options_filter_and_a_slow_client_beyond_queue_memory_is_told_what_it_missed()
     let took = t0.elapsed();
     eprintln!("{N} execs in {took:?}");
     assert!(
-        took < Duration::from_secs(7),
+        took < Duration::from_secs(secs as u64 - 1),
         "the burst took {took:?}: too slow to end before the slow client's second fetch"
     );
     let mine = |records: &[Record]| {
