@@ -307,20 +307,39 @@ fn bpf_proc_net_names_are_derived_when_pmdabpf_lacks_them() {
     let s = Session::start();
     s.assert_module_running("netproc");
     let file = "/etc/pcp/derived/bcc-bpf-proc-net.conf";
-    assert!(std::path::Path::new(file).exists(), "{file} not installed (pmda/Install adds it when nothing serves bpf.proc.net)");
+    assert!(
+        std::path::Path::new(file).exists(),
+        "{file} not installed (pmda/Install adds it when nothing serves bpf.proc.net)"
+    );
     let mut sink = Peer::spawn(PEER, &["sink"]);
     let port = sink.line();
     let mut stream = Peer::spawn(PEER, &["stream", &port, "1"]);
     let own = counts(&mut stream);
     let inst = wait_for(Duration::from_secs(5), || {
         let (c, name) = agent_counts(stream.pid());
-        (c.get("tcp.send.bytes") == own.get("tcp.send.bytes")).then_some(name).flatten()
+        (c.get("tcp.send.bytes") == own.get("tcp.send.bytes"))
+            .then_some(name)
+            .flatten()
     })
     .unwrap_or_else(|| panic!("netproc never showed the stream's {own:?}"));
-    let derived = fetch(&["bpf.proc.net.tcp.send.bytes", "bpf.proc.net.tcp.send.packets"]);
-    for (metric, truth) in [("bpf.proc.net.tcp.send.bytes", "tcp.send.bytes"), ("bpf.proc.net.tcp.send.packets", "tcp.send.calls")] {
-        let v: Option<u64> = derived.get(metric).and_then(|m| m.get(&Some(inst.clone()))).and_then(|v| v.parse().ok());
-        assert_eq!(v, own.get(truth).copied(), "{metric} [{inst}]: {v:?}, the process's own {truth} {:?}", own.get(truth));
+    let derived = fetch(&[
+        "bpf.proc.net.tcp.send.bytes",
+        "bpf.proc.net.tcp.send.packets",
+    ]);
+    for (metric, truth) in [
+        ("bpf.proc.net.tcp.send.bytes", "tcp.send.bytes"),
+        ("bpf.proc.net.tcp.send.packets", "tcp.send.calls"),
+    ] {
+        let v: Option<u64> = derived
+            .get(metric)
+            .and_then(|m| m.get(&Some(inst.clone())))
+            .and_then(|v| v.parse().ok());
+        assert_eq!(
+            v,
+            own.get(truth).copied(),
+            "{metric} [{inst}]: {v:?}, the process's own {truth} {:?}",
+            own.get(truth)
+        );
     }
     eprintln!("bpf.proc.net.tcp.send.* [{inst}] = the stream's {own:?}");
     stream.finish();

@@ -470,13 +470,19 @@ fn a_reused_pid_starts_from_zero() {
     let (pid, name) = (a.pid(), inst(&a));
     a.finish();
     let seen = wait_for(Duration::from_secs(10), || {
-        (values(CLOSED).get(&name) == Some(&1) && values(TX).get(&name) == Some(&first)).then_some(())
+        (values(CLOSED).get(&name) == Some(&1) && values(TX).get(&name) == Some(&first))
+            .then_some(())
     });
-    assert!(seen.is_some(), "the first process's session: tx {:?}", values(TX).get(&name));
+    assert!(
+        seen.is_some(),
+        "the first process's session: tx {:?}",
+        values(TX).get(&name)
+    );
     // Start processes until one gets the same PID.
     let b = (0..50)
         .find_map(|_| {
-            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("write kernel.ns_last_pid");
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+                .expect("write kernel.ns_last_pid");
             let p = Peer::spawn(REUSER, &["4", &port, &second.to_string()]);
             if p.pid() == pid {
                 Some(p)
@@ -493,7 +499,10 @@ fn a_reused_pid_starts_from_zero() {
     assert_eq!(b.line(), "done");
     b.finish();
     let got = wait_for(Duration::from_secs(10), || {
-        let (tx, closed) = (values(TX).get(&name).copied(), values(CLOSED).get(&name).copied());
+        let (tx, closed) = (
+            values(TX).get(&name).copied(),
+            values(CLOSED).get(&name).copied(),
+        );
         (closed == Some(1) && tx == Some(second)).then_some(())
     });
     assert!(

@@ -22,6 +22,10 @@ pub const PM_TYPE_U64: c_int = 3;
 pub const PM_TYPE_FLOAT: c_int = 4;
 pub const PM_TYPE_DOUBLE: c_int = 5;
 pub const PM_TYPE_STRING: c_int = 6;
+/// A packed `pmEventArray` (event records with parameters).
+pub const PM_TYPE_EVENT: c_int = 9;
+/// An event record that is an observation (point in time), the usual kind.
+pub const PM_EVENT_FLAG_POINT: c_int = 1;
 
 pub const PM_SEM_COUNTER: c_int = 1;
 pub const PM_SEM_INSTANT: c_int = 3;
@@ -421,6 +425,16 @@ extern "C" {
     ) -> c_int;
     pub fn pmdaCacheOp(indom: pmInDom, op: c_int) -> c_int;
     pub fn pmdaCachePurge(indom: pmInDom, recent: time_t) -> c_int;
+    // libpcp_pmda: event records (PM_TYPE_EVENT values), pmdaEventNewArray(3)
+    pub fn pmdaEventNewArray() -> c_int;
+    pub fn pmdaEventResetArray(idx: c_int) -> c_int;
+    pub fn pmdaEventReleaseArray(idx: c_int) -> c_int;
+    pub fn pmdaEventAddRecord(idx: c_int, tv: *mut libc::timeval, flags: c_int) -> c_int;
+    pub fn pmdaEventAddMissedRecord(idx: c_int, tv: *mut libc::timeval, nmissed: c_int) -> c_int;
+    pub fn pmdaEventAddParam(idx: c_int, pmid: pmID, ty: c_int, avp: *mut pmAtomValue) -> c_int;
+    /// The packed `pmEventArray` (a `pmValueBlock`), valid until the next change to the array.
+    pub fn pmdaEventGetAddr(idx: c_int) -> *mut c_void;
+
     pub fn pmdaCacheResize(indom: pmInDom, maximum: c_int) -> c_int;
 }
 

@@ -10,11 +10,13 @@
 
 mod cache;
 mod clients;
+mod events;
 mod logger;
 mod pmda;
 mod types;
 
 pub use cache::Instances;
+pub use events::{EventQueue, QueueStats};
 pub use logger::{init_logger, notify, set_debug_targets};
 pub use pmda::{Agent, Client, Control, LabelTarget, Pmda, PmdaOptions, Waker};
 pub use types::*;

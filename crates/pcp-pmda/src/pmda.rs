@@ -193,6 +193,8 @@ struct State {
     /// PMIDs whose values were refused for a type mismatch (logged once each).
     type_refused: HashSet<u32>,
     text_buf: CString,
+    /// Packed event arrays of the fetch being answered.
+    event_arrays: crate::events::EventArrays,
     ready_logged: bool,
     connected: bool,
 }
@@ -266,8 +268,10 @@ impl State {
                     });
                 }
             }
-            if !names.insert(m.name.clone()) {
-                return Err(SetupError::DuplicateName(m.name));
+            for n in std::iter::once(&m.name).chain(&m.aliases) {
+                if !names.insert(n.clone()) {
+                    return Err(SetupError::DuplicateName(n.clone()));
+                }
             }
             let raw = m.pmid.encode(self.domain);
             if let Some(prev) = by_pmid.get(&raw) {
@@ -309,22 +313,27 @@ impl State {
         if sts < 0 {
             return Err(SetupError::Pcp(format!("pmdaTreeCreate failed: {sts}")));
         }
+        let mut nnames = 0;
         for (raw, e) in &by_pmid {
-            let name = CString::new(e.info.name.clone())
-                .map_err(|_| SetupError::Nul(e.info.name.clone()))?;
-            // SAFETY: valid tree and NUL-terminated name (copied by libpcp).
-            let sts = unsafe { sys::pmdaTreeInsert(tree, *raw, name.as_ptr()) };
-            if sts < 0 {
-                // SAFETY: the tree we just created.
-                unsafe { sys::pmdaTreeRelease(tree) };
-                return Err(SetupError::BadMetric {
-                    name: e.info.name.clone(),
-                    why: format!("rejected by the namespace ({sts})"),
-                });
+            // Aliases first: the tree lists a PMID's names newest first, and clients name
+            // a PMID (pmNameID: event parameters, pmval's headings) by the first.
+            for n in e.info.aliases.iter().chain(std::iter::once(&e.info.name)) {
+                let name = CString::new(n.clone()).map_err(|_| SetupError::Nul(n.clone()))?;
+                // SAFETY: valid tree and NUL-terminated name (copied by libpcp).
+                let sts = unsafe { sys::pmdaTreeInsert(tree, *raw, name.as_ptr()) };
+                if sts < 0 {
+                    // SAFETY: the tree we just created.
+                    unsafe { sys::pmdaTreeRelease(tree) };
+                    return Err(SetupError::BadMetric {
+                        name: n.clone(),
+                        why: format!("rejected by the namespace ({sts})"),
+                    });
+                }
+                nnames += 1;
             }
         }
         // SAFETY: valid tree.
-        unsafe { sys::pmdaTreeRebuildHash(tree, by_pmid.len() as i32) };
+        unsafe { sys::pmdaTreeRebuildHash(tree, nnames) };
         if !self.tree.is_null() {
             // SAFETY: the previous tree, no longer referenced.
             unsafe { sys::pmdaTreeRelease(self.tree) };
@@ -434,6 +443,7 @@ fn value_type(v: &Value) -> i32 {
         Value::Float(_) => sys::PM_TYPE_FLOAT,
         Value::Double(_) => sys::PM_TYPE_DOUBLE,
         Value::String(_) => sys::PM_TYPE_STRING,
+        Value::Events(_) => sys::PM_TYPE_EVENT,
     }
 }
 
@@ -461,6 +471,8 @@ fn value_to_atom(ty: i32, v: Value, atom: &mut sys::pmAtomValue) -> Result<i32, 
             atom.cp = p;
             return Ok(sys::PMDA_FETCH_DYNAMIC);
         }
+        // Packed by the runtime's event arrays (see cb_fetch_value).
+        Value::Events(_) => return Err(sys::PM_ERR_TYPE),
     }
     Ok(sys::PMDA_FETCH_STATIC)
 }
@@ -474,6 +486,7 @@ fn type_name(ty: i32) -> &'static str {
         sys::PM_TYPE_FLOAT => "float",
         sys::PM_TYPE_DOUBLE => "double",
         sys::PM_TYPE_STRING => "string",
+        sys::PM_TYPE_EVENT => "event",
         _ => "unknown type",
     }
 }
@@ -536,6 +549,7 @@ unsafe extern "C" fn cb_fetch(
         clusters.dedup();
         with_state(|s| {
             s.begin(ext);
+            s.event_arrays.reset();
             s.agent.refresh(&mut s.ctl, &clusters);
             s.apply();
         });
@@ -557,6 +571,16 @@ unsafe extern "C" fn cb_fetch_value(
         let inst = (inst != sys::PM_IN_NULL).then_some(inst);
         with_state(
             |s| match s.agent.fetch(Pmid::decode(raw), inst, &s.current) {
+                Ok(Some(Value::Events(ev))) if ty == sys::PM_TYPE_EVENT => {
+                    match s.event_arrays.encode(&ev) {
+                        Ok(p) => {
+                            atom.vbp = p;
+                            // The block belongs to the array, reused by the next fetch.
+                            sys::PMDA_FETCH_STATIC
+                        }
+                        Err(e) => e,
+                    }
+                }
                 Ok(Some(v)) => {
                     let got = value_type(&v);
                     value_to_atom(ty, v, atom).unwrap_or_else(|e| {
@@ -810,6 +834,7 @@ unsafe extern "C" fn cb_end_context(ctx: libc::c_int) {
         // `ctx` is e_context: the context pmcd's PM_ERR_NOTCONN notice names.
         with_state(|s| {
             s.clients.end(ctx);
+            crate::events::end_client(ctx);
             s.current = s.clients.get(ctx);
             s.agent.end_context(ctx);
         });
@@ -931,6 +956,7 @@ impl Pmda {
         let waker = Waker::new().map_err(|e| SetupError::Pcp(format!("eventfd: {e}")))?;
         let sigwaker = Waker::new().map_err(|e| SetupError::Pcp(format!("eventfd: {e}")))?;
         install_signals(sigwaker.fd.as_raw_fd());
+        crate::events::DOMAIN.store(self.opts.domain, Ordering::Relaxed);
         let mut state = State {
             dispatch: d,
             domain: self.opts.domain,
@@ -952,6 +978,7 @@ impl Pmda {
             current: Client::default(),
             type_refused: HashSet::new(),
             text_buf: CString::default(),
+            event_arrays: Default::default(),
             ready_logged: false,
             connected: false,
         };

@@ -54,6 +54,9 @@ pub enum Type {
     Float,
     Double,
     String,
+    /// Event records (`PM_TYPE_EVENT`): each fetch gives a client the records that came
+    /// since its previous fetch ([`crate::EventQueue`]).
+    Event,
 }
 
 impl Type {
@@ -66,6 +69,7 @@ impl Type {
             Type::Float => sys::PM_TYPE_FLOAT,
             Type::Double => sys::PM_TYPE_DOUBLE,
             Type::String => sys::PM_TYPE_STRING,
+            Type::Event => sys::PM_TYPE_EVENT,
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct Metric {
     pub pmid: Pmid,
     /// The full dotted name in the namespace, e.g. `bcc.proc.sysfork`.
     pub name: String,
+    /// More names of the same metric (same PMID) in the namespace, e.g. an older agent's.
+    pub aliases: Vec<String>,
     pub ty: Type,
     pub sem: Semantics,
     pub units: Units,
@@ -185,6 +191,24 @@ pub enum Value {
     Float(f32),
     Double(f64),
     String(String),
+    /// Event records, for a [`Type::Event`] metric.
+    Events(Events),
+}
+
+/// What one client gets from an event metric at one fetch: the records that came since its
+/// previous fetch, and how many it missed (dropped at the queue's memory bound).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Events {
+    pub records: Vec<EventRecord>,
+    pub missed: u64,
+}
+
+/// One event record: when it came, and its parameters, each the value of a metric (the PMID
+/// names the parameter; clients look up its descriptor for the type and name).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub time: std::time::SystemTime,
+    pub params: Vec<(Pmid, Value)>,
 }
 
 /// Why a value cannot be returned. Each maps onto the PCP error a client sees.

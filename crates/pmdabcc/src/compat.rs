@@ -67,6 +67,21 @@ pub static UPSTREAM_KEYS: &[UpstreamKey] = &[
     same("tcptop", "interval", "seconds over which connections are summed and ranked"),
     same("tcptop", "conn_count", "connections served"),
     same("tcptop", "process", "only connections of these processes"),
+    same("execsnoop", "include_failed", "also execs that failed"),
+    same("execsnoop", "command", "only execs whose command name matches this regular expression"),
+    same("execsnoop", "args", "only execs whose arguments match this regular expression"),
+    same("execsnoop", "max_args", "arguments kept per exec"),
+    same("execsnoop", "process_count", "rows of the table of the newest execs"),
+    ignored("execsnoop", "buffer_page_count", "one ring buffer drained continuously by a thread of its own; what a client has not fetched yet waits in a queue sized by queue_memory"),
+    ignored("tcpretrans", "process", "retransmissions mostly run in the kernel's timers, not in a process: every connection is counted"),
+    ignored("tcpretrans", "include_tlp", "the kernel has no tracepoint for tail loss probes: they are counted as retransmissions (kind retransmit)"),
+    ignored("tcpretrans", "flow_count", "connections are kept in an LRU map of 8192"),
+    ignored("tcpretrans", "buffer_page_count", "counted in maps, no ring buffer"),
+    same("tcpperpid", "dport", "only these remote ports"),
+    same("tcpperpid", "lport", "only these local ports"),
+    ignored("tcpperpid", "process", "every process is counted, one instance each (choose instances in the client)"),
+    ignored("tcpperpid", "highres", "bytes are always counted as they move (upstream's highres mode)"),
+    ignored("tcpperpid", "buffer_page_count", "counted in maps, no ring buffer"),
 ];
 
 /// `module =` values of the Python agent's modules (all of them, whether we have them or not).

@@ -41,6 +41,7 @@ fn ty(t: Type) -> &'static str {
         Type::Float => "float",
         Type::Double => "double",
         Type::String => "string",
+        Type::Event => "event",
     }
 }
 
@@ -69,8 +70,13 @@ fn descriptor_line(domain: u32, cluster: u32, m: &MetricSpec, indoms: &[IndomSpe
         }
         None => "none".into(),
     };
+    let aliases: String = m
+        .aliases
+        .iter()
+        .map(|a| format!(" alias=bcc.{a}"))
+        .collect();
     format!(
-        "{domain}.{cluster}.{} bcc.{} {} {} {} indom={} {}",
+        "{domain}.{cluster}.{} bcc.{} {} {} {} indom={} {}{aliases}",
         m.item,
         m.name,
         ty(m.ty),
@@ -146,7 +152,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 fn metric_names(spec: &ModuleSpec) -> String {
     spec.metrics
         .iter()
-        .map(|m| format!("bcc.{}", m.name))
+        .flat_map(|m| std::iter::once(m.name).chain(m.aliases.iter().copied()))
+        .map(|n| format!("bcc.{n}"))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -101,7 +101,11 @@ fn check(path: &std::path::Path) -> Result<()> {
     }
     for s in agent.slots() {
         if s.state == pmdabcc::agent::SlotState::Failed {
-            let problems = if s.problems.is_empty() { std::slice::from_ref(&s.status) } else { &s.problems[..] };
+            let problems = if s.problems.is_empty() {
+                std::slice::from_ref(&s.status)
+            } else {
+                &s.problems[..]
+            };
             for p in problems {
                 eprintln!("{p}");
                 bad += 1;

@@ -25,6 +25,8 @@ pub struct MetricSpec {
     /// Values reveal private data (command lines, addresses, ports, file names): served only
     /// to clients the access policy allows.
     pub sensitive: bool,
+    /// More names of the metric (same PMID), relative to the prefix like `name`.
+    pub aliases: &'static [&'static str],
 }
 
 impl MetricSpec {
@@ -52,6 +54,7 @@ impl MetricSpec {
             oneline,
             help,
             sensitive,
+            aliases: &[],
         }
     }
 }
@@ -129,7 +132,9 @@ impl OptionSpec {
                 format!("expected {}, got {v:?}", values.join(" | ")),
             )),
             OptionKind::Ports => cfg.get_ports(self.key).map(drop),
-            OptionKind::Process => crate::process::ProcessFilter::from_config(cfg, self.key).map(drop),
+            OptionKind::Process => {
+                crate::process::ProcessFilter::from_config(cfg, self.key).map(drop)
+            }
             OptionKind::Enum(_) | OptionKind::List | OptionKind::Text => Ok(()),
         }
     }
@@ -236,6 +241,17 @@ impl ModuleInstances<'_> {
     }
 }
 
+/// Who a fetch is for.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchClient {
+    /// pmcd's context number of the client.
+    pub context: i32,
+    /// The module's cluster (the PMIDs of event parameters are in it).
+    pub cluster: u32,
+    /// Whether the access policy lets the client see sensitive values.
+    pub sensitive: bool,
+}
+
 /// A BPF program of a module, for the self-metrics.
 #[derive(Clone, Debug)]
 pub struct ProgInfo {
@@ -262,6 +278,16 @@ pub trait Module: Send {
     }
     /// The value of `item` for instance `inst` (from the last refresh).
     fn fetch(&self, item: u32, inst: Option<u32>) -> Result<Option<Value>, PmdaError>;
+    /// [`Module::fetch`] for a client: values that depend on who asks (event records, of
+    /// which each client context gets its own share) come through here.
+    fn fetch_for(
+        &self,
+        item: u32,
+        inst: Option<u32>,
+        _who: &FetchClient,
+    ) -> Result<Option<Value>, PmdaError> {
+        self.fetch(item, inst)
+    }
     /// Periodic work, about once a second (process filter re-scans, retention).
     fn tick(&mut self, _inst: &mut ModuleInstances) {}
     /// Labels (JSON) of a module-local indom.

@@ -280,7 +280,7 @@ fn num(v: &Value) -> Option<f64> {
         Value::U64(x) => *x as f64,
         Value::Float(x) => *x as f64,
         Value::Double(x) => *x,
-        Value::String(_) => return None,
+        Value::String(_) | Value::Events(_) => return None,
     })
 }
 
@@ -294,6 +294,7 @@ fn show(v: &Value) -> String {
         Value::Double(x) => x.to_string(),
         // Tabs and newlines would break the record.
         Value::String(s) => s.replace(['\t', '\n'], " "),
+        Value::Events(e) => format!("{} records", e.records.len()),
     }
 }
 

@@ -20,7 +20,9 @@ use crate::module::{
 };
 use crate::modules;
 use log::{error, info, warn};
-use pcp_pmda::{Agent, Client, Control, Indom, LabelTarget, Metric, PmdaError, Pmid, Value, Waker};
+use pcp_pmda::{
+    Agent, Client, Control, Indom, LabelTarget, Metric, PmdaError, Pmid, Type, Value, Waker,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -320,7 +322,12 @@ impl BccAgent {
         };
         let fail = |mut slot: Slot, mut problems: Vec<String>| {
             // In file order ("file:line: ...").
-            problems.sort_by_key(|p| p.split(':').nth(1).and_then(|l| l.parse::<usize>().ok()).unwrap_or(0));
+            problems.sort_by_key(|p| {
+                p.split(':')
+                    .nth(1)
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .unwrap_or(0)
+            });
             slot.status = problems.join("; ");
             slot.problems = problems;
             slot
@@ -357,7 +364,10 @@ impl BccAgent {
             match crate::compat::ignored_key(kind, k) {
                 Some(why) => slot.notes.push(
                     probe
-                        .error(k, format!("accepted for PCP's Python pmdabcc, no effect here: {why}"))
+                        .error(
+                            k,
+                            format!("accepted for PCP's Python pmdabcc, no effect here: {why}"),
+                        )
                         .to_string(),
                 ),
                 None => problems.push(probe.error(k, "unknown option for this module").to_string()),
@@ -371,7 +381,10 @@ impl BccAgent {
             (None, None) => {
                 problems.push(
                     probe
-                        .error("cluster", "required: the module's spec has no default cluster")
+                        .error(
+                            "cluster",
+                            "required: the module's spec has no default cluster",
+                        )
                         .to_string(),
                 );
                 0
@@ -422,7 +435,12 @@ impl BccAgent {
             config.pmda.process_refresh,
         );
         // Every bad option value, not only the first one the module reads.
-        problems.extend(spec.options.iter().filter_map(|o| o.check(&cfg).err()).map(|e| e.to_string()));
+        problems.extend(
+            spec.options
+                .iter()
+                .filter_map(|o| o.check(&cfg).err())
+                .map(|e| e.to_string()),
+        );
         if !problems.is_empty() {
             return fail(slot, problems);
         }
@@ -779,7 +797,9 @@ impl BccAgent {
             },
             metrics::MOD_CLUSTER => {
                 let s = self.slot_by_inst(inst)?;
-                if s.spec.is_none() || matches!(s.state, SlotState::Disabled | SlotState::Unavailable) {
+                if s.spec.is_none()
+                    || matches!(s.state, SlotState::Disabled | SlotState::Unavailable)
+                {
                     return Ok(None);
                 }
                 Value::U32(s.cluster)
@@ -894,6 +914,7 @@ fn add_spec_metrics(
         out.push(Metric {
             pmid: Pmid::new(cluster, m.item),
             name: format!("{prefix}{}", m.name),
+            aliases: m.aliases.iter().map(|a| format!("{prefix}{a}")).collect(),
             ty: m.ty,
             sem: m.sem,
             units: m.units,
@@ -992,10 +1013,18 @@ impl Agent for BccAgent {
         if m.sensitive && !slot.policy.allows(client, &mut self.group_cache) {
             return Err(PmdaError::Permission);
         }
-        slot.module
-            .as_ref()
-            .ok_or(PmdaError::Again)?
-            .fetch(pmid.item, inst)
+        let module = slot.module.as_ref().ok_or(PmdaError::Again)?;
+        if m.ty != Type::Event {
+            return module.fetch(pmid.item, inst);
+        }
+        // Event records carry several fields: the module leaves out the sensitive ones for
+        // a client the policy does not allow them.
+        let who = crate::module::FetchClient {
+            context: client.context,
+            cluster: slot.cluster,
+            sensitive: slot.policy.allows(client, &mut self.group_cache),
+        };
+        module.fetch_for(pmid.item, inst, &who)
     }
 
     fn store(

@@ -38,6 +38,15 @@ static __always_inline void *percpu_counters(void *map)
 	return bpf_map_lookup_elem(map, &zero);
 }
 
+/* Flags for submitting a record to a ring buffer the agent's event stream drains: the stream
+ * drains it every few milliseconds by itself (framework/events.rs), so a record wakes it only
+ * once the buffer is a quarter full. A wakeup per record costs an interrupt (irq_work, a
+ * self-IPI: several microseconds in a VM), more than the rest of a small program. */
+static __always_inline __u64 ringbuf_wakeup_flags(void *rb, __u64 size)
+{
+	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 /* Adds `n` to the u64 value of `key` in a hash map, creating it at 0 first; a full map
  * drops the add. */
 static __always_inline void map_add(void *map, const void *key, __u64 n)

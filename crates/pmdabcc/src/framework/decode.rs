@@ -16,6 +16,8 @@ pub enum Decoder {
     Int,
     Hex,
     String,
+    /// NUL-separated strings (an argument vector), joined by spaces.
+    Argv,
     Pid,
     PidComm,
     PidCmd,
@@ -33,7 +35,10 @@ pub enum Decoder {
     Bits(BTreeMap<i64, String>),
     /// A kernel enum's value: its enumerator's name, from the running kernel's BTF, less the
     /// first of `strip` it starts with.
-    Enum { name: String, strip: Vec<String> },
+    Enum {
+        name: String,
+        strip: Vec<String>,
+    },
 }
 
 /// What a decoder needs of a field.
@@ -53,7 +58,10 @@ impl Decoder {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("enum = {name:?} is not the name of a C enum"));
         }
-        Ok(Decoder::Enum { name: name.into(), strip })
+        Ok(Decoder::Enum {
+            name: name.into(),
+            strip,
+        })
     }
 
     pub fn parse(name: &str, values: Option<BTreeMap<i64, String>>) -> Result<Decoder, String> {
@@ -62,6 +70,7 @@ impl Decoder {
             "int" => Decoder::Int,
             "hex" => Decoder::Hex,
             "string" => Decoder::String,
+            "argv" => Decoder::Argv,
             "pid" => Decoder::Pid,
             "pid_comm" => Decoder::PidComm,
             "pid_cmd" => Decoder::PidCmd,
@@ -90,9 +99,9 @@ impl Decoder {
             }
             o => {
                 return Err(format!(
-                    "unknown decoder {o:?} (uint, int, hex, string, pid, pid_comm, disk, ksym, \
+                "unknown decoder {o:?} (uint, int, hex, string, argv, pid, pid_comm, disk, ksym, \
 syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
-                ))
+            ))
             }
         };
         if values.is_some() {
@@ -103,7 +112,7 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
 
     pub fn need(&self) -> Need {
         match self {
-            Decoder::String => Need::Text,
+            Decoder::String | Decoder::Argv => Need::Text,
             Decoder::Ipv6 | Decoder::Inet => Need::Bytes(16),
             _ => Need::Int,
         }
@@ -113,6 +122,7 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
     pub fn decode(&self, b: &[u8]) -> String {
         match self {
             Decoder::String => text(b),
+            Decoder::Argv => argv(b),
             Decoder::Ipv6 => match <[u8; 16]>::try_from(b) {
                 Ok(a) => Ipv6Addr::from(a).to_string(),
                 Err(_) => hex(b),
@@ -122,7 +132,8 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
             Decoder::Inet => match <[u8; 16]>::try_from(b) {
                 Ok(a) => {
                     let v6 = Ipv6Addr::from(a);
-                    v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                    v6.to_ipv4_mapped()
+                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
                 }
                 Err(_) => hex(b),
             },
@@ -176,6 +187,16 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
             }
         }
     }
+}
+
+/// NUL-separated strings joined by spaces (trailing NULs and padding dropped).
+pub fn argv(b: &[u8]) -> String {
+    let end = b.iter().rposition(|c| *c != 0).map_or(0, |i| i + 1);
+    b[..end]
+        .split(|c| *c == 0)
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The names of the set bits of `n`, lowest first, joined by " | "; bits without a name
@@ -285,7 +306,10 @@ fn enum_from_btf(name: &str) -> Option<BTreeMap<i64, String>> {
     } else {
         let e = btf.type_by_name::<types::Enum64>(name)?;
         for m in e.iter() {
-            out.insert(i64::try_from(m.value).ok()?, m.name?.to_string_lossy().into_owned());
+            out.insert(
+                i64::try_from(m.value).ok()?,
+                m.name?.to_string_lossy().into_owned(),
+            );
         }
     }
     Some(out)
@@ -472,7 +496,9 @@ mod tests {
         assert!(Decoder::parse("colour", None)
             .unwrap_err()
             .contains("unknown decoder"));
-        assert!(Decoder::parse("enum", None).unwrap_err().contains("enum = "));
+        assert!(Decoder::parse("enum", None)
+            .unwrap_err()
+            .contains("enum = "));
         assert!(Decoder::kernel_enum("a b", vec![]).is_err());
     }
 
@@ -507,15 +533,28 @@ mod tests {
         if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
             return; // no BTF to read (the agent needs it anyway)
         }
-        let d = Decoder::kernel_enum("skb_drop_reason", vec!["SKB_DROP_REASON_".into(), "SKB_".into()]).unwrap();
+        let d = Decoder::kernel_enum(
+            "skb_drop_reason",
+            vec!["SKB_DROP_REASON_".into(), "SKB_".into()],
+        )
+        .unwrap();
         let names = kernel_enum("skb_drop_reason");
-        let (n, _) = names.iter().find(|(_, v)| *v == "SKB_DROP_REASON_NO_SOCKET").expect("NO_SOCKET in skb_drop_reason");
+        let (n, _) = names
+            .iter()
+            .find(|(_, v)| *v == "SKB_DROP_REASON_NO_SOCKET")
+            .expect("NO_SOCKET in skb_drop_reason");
         assert_eq!(d.decode(&(*n as u32).to_ne_bytes()), "NO_SOCKET");
-        let (c, _) = names.iter().find(|(_, v)| *v == "SKB_CONSUMED").expect("SKB_CONSUMED");
+        let (c, _) = names
+            .iter()
+            .find(|(_, v)| *v == "SKB_CONSUMED")
+            .expect("SKB_CONSUMED");
         assert_eq!(d.decode(&(*c as u32).to_ne_bytes()), "CONSUMED");
         assert_eq!(d.decode(&0x7fff_fff0u32.to_ne_bytes()), "2147483632");
         let plain = Decoder::kernel_enum("skb_drop_reason", vec![]).unwrap();
-        assert_eq!(plain.decode(&(*n as u32).to_ne_bytes()), "SKB_DROP_REASON_NO_SOCKET");
+        assert_eq!(
+            plain.decode(&(*n as u32).to_ne_bytes()),
+            "SKB_DROP_REASON_NO_SOCKET"
+        );
         let none = Decoder::kernel_enum("no_such_enum_here", vec![]).unwrap();
         assert_eq!(none.decode(&3u32.to_ne_bytes()), "3");
     }

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The longest a record waits in the ring buffer when its program did not wake the stream.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
 pub struct Stream {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -35,7 +38,10 @@ impl Stream {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     // Errors are EINTR in practice; the timeout bounds the wait for `stop`.
-                    let _ = rb.poll(Duration::from_millis(200));
+                    let _ = rb.poll(DRAIN_INTERVAL);
+                    // Programs may submit without waking us (BPF_RB_NO_WAKEUP, see
+                    // ringbuf_wakeup_flags in maps.bpf.h): take what is there anyway.
+                    let _ = rb.consume();
                 }
             })
             .map_err(|e| ModuleError::Other(format!("cannot start the ring buffer thread: {e}")))?;

@@ -54,8 +54,11 @@ impl Loc {
             kind: f.kind.clone(),
         }
     }
+    /// The field's bytes; a record that ends inside the field (a variable-length event
+    /// record, cut after the used part of its last array) gives the part it has.
     pub fn bytes<'b>(&self, b: &'b [u8]) -> &'b [u8] {
-        b.get(self.offset..self.offset + self.size).unwrap_or(&[])
+        let end = (self.offset + self.size).min(b.len());
+        b.get(self.offset..end).unwrap_or(&[])
     }
 }
 
@@ -107,6 +110,8 @@ pub enum Plan {
         record_size: usize,
         metrics: Vec<MetricPlan>,
         lost: Option<(String, Loc, u32)>,
+        /// Item of the event-record metric, if the spec declares one.
+        records: Option<u32>,
     },
 }
 
@@ -169,6 +174,7 @@ impl Program {
         let indoms = indom_table(&spec);
         let mut options: Vec<OptionSpec> = spec.options.iter().map(option_spec).collect();
         options.extend(process_count_option(&spec));
+        options.extend(queue_memory_option(&spec));
         Ok(Program {
             spec,
             object,
@@ -268,9 +274,10 @@ fn key_plans(
             Ok(KeyPlan {
                 loc: Loc::of(f),
                 decoder: k.decoder.clone(),
-                label: k.label.clone().unwrap_or_else(|| {
-                    k.field.clone().unwrap_or_else(|| "key".into())
-                }),
+                label: k
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| k.field.clone().unwrap_or_else(|| "key".into())),
                 join: k.join.clone().unwrap_or_else(|| "::".into()),
             })
         })
@@ -570,6 +577,7 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
                     record_size: rec.size,
                     metrics: metric_plans(spec, &e.metrics, rec, &format!("struct {}", e.strukt))?,
                     lost,
+                    records: e.records.as_ref().map(|d| d.item),
                 },
                 rec.size,
             )
@@ -660,6 +668,7 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             OptKind::Bool | OptKind::Process { .. } | OptKind::Path | OptKind::Ports { .. } => {
                 (1..=8).contains(size)
             }
+            OptKind::Match { .. } => false,
             OptKind::Integer { min, max } => {
                 let bits = 8 * *size as u32;
                 *size <= 8
@@ -679,6 +688,15 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             ));
         }
     }
+    if let OptKind::Match { field } = &o.kind {
+        if match_target(spec, field).is_none() {
+            return Err(err_at(
+                spec,
+                &o.at,
+                format!("match option: no events map has a metric of field {field:?}"),
+            ));
+        }
+    }
     if let OptKind::Process { map } = &o.kind {
         let key_ok = ol
             .maps
@@ -695,7 +713,13 @@ fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(),
             .get(map)
             .is_some_and(|m| m.map_type == HASH && m.key.as_ref().is_some_and(|k| k.size == 2));
         if !key_ok {
-            return Err(err_at(spec, &o.at, format!("ports map {map:?}: the object needs a hash map of that name keyed by __u16")));
+            return Err(err_at(
+                spec,
+                &o.at,
+                format!(
+                    "ports map {map:?}: the object needs a hash map of that name keyed by __u16"
+                ),
+            ));
         }
     }
     Ok(())
@@ -712,6 +736,13 @@ fn metric_spec(d: &MetricDef, ty: Type, indom: Option<u32>) -> crate::module::Me
         oneline: leak(&d.oneline),
         help: leak(&d.help),
         sensitive: d.sensitive,
+        aliases: Box::leak(
+            d.aliases
+                .iter()
+                .map(|a| leak(a))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
     }
 }
 
@@ -746,6 +777,13 @@ fn metric_table(spec: &Spec, plans: &[MapPlan]) -> Vec<crate::module::MetricSpec
                 out.extend(typed(&e.metrics, ps, Some(e.indom.id)));
                 if let Some(d) = &e.lost_metric {
                     out.push(metric_spec(d, Type::U64, None));
+                }
+                if let Some(d) = &e.records {
+                    // Event records are observations: instant, no units (pmdaEventNewArray(3)).
+                    let mut s = metric_spec(d, Type::Event, None);
+                    s.sem = pcp_pmda::Semantics::Instant;
+                    s.units = pcp_pmda::Units::NONE;
+                    out.push(s);
                 }
             }
             _ => {}
@@ -794,6 +832,22 @@ fn indom_table(spec: &Spec) -> Vec<IndomSpec> {
     out
 }
 
+/// The bcc.conf key the framework adds for `events` maps with event records: the memory
+/// bound of their queues.
+fn queue_memory_option(spec: &Spec) -> Option<OptionSpec> {
+    spec.maps
+        .iter()
+        .any(|m| matches!(&m.kind, MapKind::Events(e) if e.records.is_some()))
+        .then_some(OptionSpec {
+            key: "queue_memory",
+            kind: OptionKind::Text,
+            default: "32M",
+            doc: "memory for event records clients have yet to fetch (bytes, or K, M, G); \
+                  beyond it the oldest go, and the clients that had not fetched them get a \
+                  missed count",
+        })
+}
+
 fn option_spec(o: &spec::OptSpec) -> OptionSpec {
     OptionSpec {
         key: leak(&o.key),
@@ -814,6 +868,7 @@ fn option_spec(o: &spec::OptSpec) -> OptionSpec {
             OptKind::Process { .. } => OptionKind::Process,
             OptKind::Path => OptionKind::Text,
             OptKind::Ports { .. } => OptionKind::Ports,
+            OptKind::Match { .. } => OptionKind::Text,
         },
     }
 }
@@ -900,6 +955,22 @@ pub struct OptionValues {
     /// Maps enabled by an option that is false: kept at one entry, their metrics not served.
     pub disabled_maps: Vec<String>,
     pub slots_override: Option<usize>,
+    /// Memory bound of each event-record queue (bcc.conf `queue_memory`), in bytes.
+    pub queue_memory: usize,
+    /// Match options given: (events map, item of the field's metric, expression).
+    pub matches: Vec<(String, u32, regex::Regex)>,
+}
+
+/// The events map and metric item a match option's field is served by.
+fn match_target(spec: &Spec, field: &str) -> Option<(String, u32)> {
+    spec.maps.iter().find_map(|m| match &m.kind {
+        MapKind::Events(e) => e
+            .metrics
+            .iter()
+            .find(|f| f.field.as_deref() == Some(field))
+            .map(|f| (m.name.clone(), f.def.item)),
+        _ => None,
+    })
 }
 
 fn create_spec_module(
@@ -955,6 +1026,14 @@ fn create_spec_module(
                     v.globals.push((off, size, i as u64));
                 }
             }
+            OptKind::Match { field } => {
+                if let Some(s) = cfg.get(&o.key).map(str::trim).filter(|s| !s.is_empty()) {
+                    let re = regex::Regex::new(s)
+                        .map_err(|e| cfg.error(&o.key, format!("not a regular expression: {e}")))?;
+                    let (map, item) = match_target(&p.spec, field).expect("checked with the spec");
+                    v.matches.push((map, item, re));
+                }
+            }
             OptKind::Path => {
                 let s = cfg.get(&o.key).unwrap_or(&o.default).trim().to_string();
                 if !s.starts_with('/') {
@@ -985,6 +1064,22 @@ fn create_spec_module(
             }
         }
     }
+    v.queue_memory = DEFAULT_QUEUE_MEMORY;
+    if p.maps.iter().any(|m| {
+        matches!(
+            m.plan,
+            Plan::Events {
+                records: Some(_),
+                ..
+            }
+        )
+    }) {
+        if let Some(s) = cfg.get("queue_memory") {
+            v.queue_memory = parse_size(s)
+                .filter(|n| (MIN_QUEUE_MEMORY..=MAX_QUEUE_MEMORY).contains(n))
+                .ok_or_else(|| cfg.error("queue_memory", format!("expected a size from 64K to 4G (bytes, or with a K, M or G suffix), got {s:?}")))?;
+        }
+    }
     if p.maps.iter().any(|m| matches!(m.plan, Plan::Events { .. })) {
         if let Some(n) = cfg.get("process_count") {
             v.slots_override = Some(
@@ -1002,6 +1097,24 @@ fn create_spec_module(
         }
     }
     Ok(Box::new(SpecModule::new(p, v, cfg.process_refresh)))
+}
+
+/// Default memory bound of an event-record queue: a burst of 20,000 records of up to ~1.6 KB
+/// each waits whole for a client that fetches once after it.
+pub const DEFAULT_QUEUE_MEMORY: usize = 32 << 20;
+const MIN_QUEUE_MEMORY: usize = 64 << 10;
+const MAX_QUEUE_MEMORY: usize = 4 << 30;
+
+/// A size in bytes: a number with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    num.trim().parse::<usize>().ok()?.checked_mul(1 << shift)
 }
 
 /// A running spec module.
@@ -1056,10 +1169,19 @@ impl Module for SpecModule {
         let mut status = loaded.status.clone();
         self.serve.start(&loaded)?;
         for (name, ports) in &self.opts.ports {
-            let map = loaded.map(name).ok_or_else(|| ModuleError::Other(format!("no map {name}")))?;
+            let map = loaded
+                .map(name)
+                .ok_or_else(|| ModuleError::Other(format!("no map {name}")))?;
             for p in ports {
-                libbpf_rs::MapCore::update(&map, &p.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
-                    .map_err(|e| ModuleError::Other(format!("ports map {name}: cannot add {p}: {e}")))?;
+                libbpf_rs::MapCore::update(
+                    &map,
+                    &p.to_ne_bytes(),
+                    &[1u8],
+                    libbpf_rs::MapFlags::ANY,
+                )
+                .map_err(|e| {
+                    ModuleError::Other(format!("ports map {name}: cannot add {p}: {e}"))
+                })?;
             }
         }
         if let Some((f, _)) = &mut self.opts.process {
@@ -1081,7 +1203,8 @@ impl Module for SpecModule {
             Some(l) => self.serve.refresh(l, inst),
             None => Ok(()),
         };
-        if log::log_enabled!(target: &crate::module::log_target(&self.program.spec.name), log::Level::Debug) {
+        if log::log_enabled!(target: &crate::module::log_target(&self.program.spec.name), log::Level::Debug)
+        {
             let name = &self.program.spec.name;
             log::debug!(target: &crate::module::log_target(name), "{name}: refreshed ({})", match &r { Ok(()) => "ok".to_string(), Err(e) => e.to_string() });
         }
@@ -1095,6 +1218,18 @@ impl Module for SpecModule {
             .find(|m| m.item == item)
             .ok_or(PmdaError::UnknownMetric)?;
         self.serve.fetch(item, m.ty, inst)
+    }
+
+    fn fetch_for(
+        &self,
+        item: u32,
+        inst: Option<u32>,
+        who: &crate::module::FetchClient,
+    ) -> Result<Option<Value>, PmdaError> {
+        match self.serve.fetch_records(item, who) {
+            Some(v) => v,
+            None => self.fetch(item, inst),
+        }
     }
 
     fn tick(&mut self, _inst: &mut ModuleInstances) {

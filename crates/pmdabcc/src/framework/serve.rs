@@ -5,10 +5,10 @@ use super::events::{Recent, Stream};
 use super::layout::FieldKind;
 use super::load::Loaded;
 use super::{decode, KeyPlan, Loc, MapPlan, MetricPlan, OptionValues, Plan, Program};
-use crate::module::{ModuleError, ModuleInstances};
+use crate::module::{FetchClient, ModuleError, ModuleInstances};
 use crate::modules::histogram;
 use libbpf_rs::{MapCore, MapFlags};
-use pcp_pmda::{PmdaError, Type, Value};
+use pcp_pmda::{EventQueue, EventRecord, Events, PmdaError, Pmid, Type, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +64,10 @@ struct MapState {
     /// Buckets served per key ("" unkeyed): only grows, so an instance keeps its meaning.
     served: HashMap<String, usize>,
     recent: Option<Arc<Mutex<Recent>>>,
+    /// The event-record queue, when the map has a `records` metric.
+    queue: Option<Arc<EventQueue>>,
+    /// Match options on this map's records: (the field's metric, expression).
+    filters: Vec<(MetricPlan, regex::Regex)>,
     stream: Option<Stream>,
     slots: usize,
 }
@@ -80,6 +84,10 @@ pub struct Served {
     targets: BTreeSet<u32>,
     process_map_name: Option<String>,
     ncpu: usize,
+    /// Items of sensitive metrics: left out of event records for clients not allowed them.
+    sensitive: BTreeSet<u32>,
+    queue_memory: usize,
+    module: &'static str,
 }
 
 fn int_of(loc: &Loc, b: &[u8]) -> i128 {
@@ -170,6 +178,21 @@ impl Served {
                 plan,
                 served: HashMap::new(),
                 recent: None,
+                queue: None,
+                filters: match &plan.plan {
+                    Plan::Events { metrics, .. } => opts
+                        .matches
+                        .iter()
+                        .filter(|(map, _, _)| *map == plan.name)
+                        .filter_map(|(_, item, re)| {
+                            Some((
+                                metrics.iter().find(|m| m.item == *item)?.clone(),
+                                re.clone(),
+                            ))
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                },
                 stream: None,
                 slots: match plan.plan {
                     Plan::Events { slots, .. } => opts.slots_override.unwrap_or(slots),
@@ -193,22 +216,49 @@ impl Served {
             targets: BTreeSet::new(),
             process_map_name: opts.process.as_ref().map(|(_, m)| m.clone()),
             ncpu: libbpf_rs::num_possible_cpus().unwrap_or(1),
+            sensitive: p
+                .metrics
+                .iter()
+                .filter(|m| m.sensitive)
+                .map(|m| m.item)
+                .collect(),
+            queue_memory: opts.queue_memory,
+            module: p.spec.name.as_str(),
         }
     }
 
     /// Starts the event streams of a loaded object.
     pub fn start(&mut self, l: &Loaded) -> Result<(), ModuleError> {
         for m in &mut self.maps {
-            if let Plan::Events { .. } = m.plan.plan {
+            if let Plan::Events { records, .. } = m.plan.plan {
                 let map = l
                     .map(&m.plan.name)
                     .ok_or_else(|| ModuleError::Other(format!("map {} not loaded", m.plan.name)))?;
                 let recent = Recent::new(m.slots);
                 let sink = recent.clone();
+                let queue = records.map(|_| {
+                    EventQueue::new(
+                        &format!("{}.{}", self.module, m.plan.name),
+                        self.queue_memory,
+                    )
+                });
+                let qsink = queue.clone();
+                let filters = m.filters.clone();
                 m.stream = Some(Stream::start(&map, &m.plan.name, move |r| {
+                    let shown = |mp: &MetricPlan| match read_metric(mp, &[r]) {
+                        Raw::Int(n) => n.to_string(),
+                        Raw::Text(s) => s,
+                    };
+                    if !filters.iter().all(|(mp, re)| re.is_match(&shown(mp))) {
+                        return;
+                    }
+                    if let Some(q) = &qsink {
+                        q.append(r);
+                    }
                     sink.lock().unwrap_or_else(|e| e.into_inner()).push(r)
                 })?);
                 m.recent = Some(recent);
+                m.queue = queue;
             }
         }
         Ok(())
@@ -382,7 +432,13 @@ impl Served {
                 if key.is_empty() {
                     let (_, _, b, c, s) = hists.pop().unwrap_or_default();
                     let served = m.served.entry(String::new()).or_insert(first);
-                    *served = if b.iter().any(|&v| v > 0) { histogram::served(&b) } else { first }.max(*served).min(len);
+                    *served = if b.iter().any(|&v| v > 0) {
+                        histogram::served(&b)
+                    } else {
+                        first
+                    }
+                    .max(*served)
+                    .min(len);
                     let members: Vec<(u32, String)> = (0..*served)
                         .map(|i| {
                             let (lo, hi) = bounds(*linear, i);
@@ -405,7 +461,13 @@ impl Served {
                 } else {
                     for (name, lab, b, c, s) in hists {
                         let served = m.served.entry(name.clone()).or_insert(first);
-                        *served = if b.iter().any(|&v| v > 0) { histogram::served(&b) } else { first }.max(*served).min(len);
+                        *served = if b.iter().any(|&v| v > 0) {
+                            histogram::served(&b)
+                        } else {
+                            first
+                        }
+                        .max(*served)
+                        .min(len);
                         for (i, v) in b.iter().enumerate().take(*served) {
                             let (lo, hi) = bounds(*linear, i);
                             let Ok(id) = inst.add(*indom, &format!("{name}::{lo}-{hi}")) else {
@@ -484,6 +546,48 @@ impl Served {
             None if inst.is_some() => Err(PmdaError::UnknownInstance),
             None => Ok(None),
         }
+    }
+
+    /// The event records of `item` for a client, when `item` is an event-record metric:
+    /// what came since the client's previous fetch, each record's fields as parameters
+    /// (sensitive ones only for clients allowed them).
+    pub fn fetch_records(
+        &self,
+        item: u32,
+        who: &FetchClient,
+    ) -> Option<Result<Option<Value>, PmdaError>> {
+        let (m, metrics) = self.maps.iter().find_map(|m| match &m.plan.plan {
+            Plan::Events {
+                records: Some(i),
+                metrics,
+                ..
+            } if *i == item => Some((m, metrics)),
+            _ => None,
+        })?;
+        let Some(q) = &m.queue else {
+            return Some(Err(PmdaError::Again));
+        };
+        let (raw, missed) = q.take(who.context);
+        let params: Vec<&MetricPlan> = metrics
+            .iter()
+            .filter(|mp| who.sensitive || !self.sensitive.contains(&mp.item))
+            .collect();
+        let records = raw
+            .iter()
+            .map(|(time, r)| EventRecord {
+                time: *time,
+                params: params
+                    .iter()
+                    .map(|mp| {
+                        (
+                            Pmid::new(who.cluster, mp.item),
+                            read_metric(mp, &[r]).value(mp.ty),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        Some(Ok(Some(Value::Events(Events { records, missed }))))
     }
 
     pub fn indom_labels(&self, local: u32) -> Option<String> {

@@ -76,7 +76,14 @@ pub enum OptKind {
     /// An absolute file path (a uprobe's binary, see `binary_option`); sets no global.
     Path,
     /// A list of ports (TCP/UDP), put as `__u16` keys in hash map `map`.
-    Ports { map: String },
+    Ports {
+        map: String,
+    },
+    /// A regular expression an event record's `field` (as its metric serves it) must match:
+    /// other records are dropped by the agent before the table and the event records.
+    Match {
+        field: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +111,8 @@ pub struct MetricDef {
     pub oneline: String,
     pub help: String,
     pub sensitive: bool,
+    /// More names of the metric (same PMID), e.g. the Python pmdabcc's.
+    pub aliases: Vec<String>,
     pub at: Pos,
 }
 
@@ -163,6 +172,8 @@ pub struct EventSpec {
     /// A counters-style map and field the program adds lost records to.
     pub lost: Option<(String, String)>,
     pub lost_metric: Option<MetricDef>,
+    /// The event-record metric (PM_TYPE_EVENT): every record, its fields as parameters.
+    pub records: Option<MetricDef>,
     pub metrics: Vec<FieldMetric>,
 }
 
@@ -206,6 +217,7 @@ impl MapSpec {
                 .iter()
                 .map(|m| &m.def)
                 .chain(e.lost_metric.iter())
+                .chain(e.records.iter())
                 .collect(),
         }
     }
@@ -290,8 +302,10 @@ impl Spec {
                         self.error(&d.at, format!("item {} is already used by {other}", d.item))
                     );
                 }
-                if !names.insert(d.name.as_str()) {
-                    return Err(self.error(&d.at, format!("metric {} declared twice", d.name)));
+                for n in std::iter::once(&d.name).chain(&d.aliases) {
+                    if !names.insert(n.as_str()) {
+                        return Err(self.error(&d.at, format!("metric {n} declared twice")));
+                    }
                 }
             }
             let mine: Vec<u32> = match &m.kind {
@@ -324,7 +338,13 @@ impl Spec {
         }
         let mut keys = BTreeSet::new();
         for o in &self.options {
-            if !keys.insert(o.key.as_str()) || RESERVED_KEYS.contains(&o.key.as_str()) {
+            let events = self
+                .maps
+                .iter()
+                .any(|m| matches!(m.kind, MapKind::Events(_)));
+            let framework = events && o.key == "queue_memory";
+            if !keys.insert(o.key.as_str()) || RESERVED_KEYS.contains(&o.key.as_str()) || framework
+            {
                 return Err(self.error(&o.at, format!("option key {:?} is taken", o.key)));
             }
             for e in &o.enables {
@@ -667,17 +687,30 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
             })?,
         },
         "ports" => OptKind::Ports {
-            map: t
-                .str("map")?
-                .ok_or_else(|| t.err("map", ty_line, "a ports option needs map = \"<hash map of __u16 ports>\""))?,
+            map: t.str("map")?.ok_or_else(|| {
+                t.err(
+                    "map",
+                    ty_line,
+                    "a ports option needs map = \"<hash map of __u16 ports>\"",
+                )
+            })?,
         },
-        other => {
-            return Err(t.err(
-                "type",
-                ty_line,
-                format!("unknown option type {other:?} (bool, integer, enum, process, path, ports)"),
-            ))
-        }
+        "match" => OptKind::Match {
+            field: t.str("field")?.ok_or_else(|| {
+                t.err(
+                    "field",
+                    ty_line,
+                    "a match option needs field = \"<a field of an events map's record>\"",
+                )
+            })?,
+        },
+        other => return Err(t.err(
+            "type",
+            ty_line,
+            format!(
+                "unknown option type {other:?} (bool, integer, enum, process, path, ports, match)"
+            ),
+        )),
     };
     let default = default_of(t.value("default"));
     if let OptKind::Integer { min, max } = &kind {
@@ -696,14 +729,20 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
     }
     let o = OptSpec {
         global: match (t.str("global")?, &kind) {
-            (Some(_), OptKind::Path) => {
+            (Some(_), OptKind::Path | OptKind::Match { .. }) => {
                 return Err(t.err(
                     "global",
                     t.key_line("global"),
-                    "a path option sets no global",
+                    "a path or match option sets no global",
                 ))
             }
-            (g, OptKind::Process { .. } | OptKind::Path | OptKind::Ports { .. }) => g,
+            (
+                g,
+                OptKind::Process { .. }
+                | OptKind::Path
+                | OptKind::Ports { .. }
+                | OptKind::Match { .. },
+            ) => g,
             (g, _) => g.or_else(|| Some(key.clone())),
         },
         doc: t.req_str("doc")?,
@@ -810,6 +849,13 @@ fn metric_def(t: &Tbl, units_default: Units) -> Result<MetricDef, SpecError> {
         oneline: t.req_str("oneline")?,
         help: t.req_str("help")?,
         sensitive: t.bool("sensitive")?.unwrap_or(false),
+        aliases: {
+            let a = t.str_list("aliases")?;
+            for n in &a {
+                check_metric_name(t, n)?;
+            }
+            a
+        },
         at: t.pos("name"),
         name,
         ty,
@@ -838,9 +884,17 @@ fn decoder(t: &Tbl) -> Result<Option<Decoder>, SpecError> {
     };
     let line = t.key_line("decoder");
     if name == "enum" {
-        let e = t.str("enum")?.ok_or_else(|| t.err("decoder", line, "the enum decoder needs enum = \"<kernel enum name>\""))?;
+        let e = t.str("enum")?.ok_or_else(|| {
+            t.err(
+                "decoder",
+                line,
+                "the enum decoder needs enum = \"<kernel enum name>\"",
+            )
+        })?;
         let strip = t.str_list("strip")?;
-        return Decoder::kernel_enum(&e, strip).map(Some).map_err(|m| t.err("enum", t.key_line("enum"), m));
+        return Decoder::kernel_enum(&e, strip)
+            .map(Some)
+            .map_err(|m| t.err("enum", t.key_line("enum"), m));
     }
     let values = match t.table("values")? {
         None => None,
@@ -892,7 +946,11 @@ fn key_fields(t: &Tbl) -> Result<Vec<KeyField>, SpecError> {
                 decoder: decoder(k)?.unwrap_or(Decoder::Uint),
                 label: k.str("label")?,
                 join: k.str("join")?,
-                at: k.pos(if k.t.contains_key("field") { "field" } else { "decoder" }),
+                at: k.pos(if k.t.contains_key("field") {
+                    "field"
+                } else {
+                    "decoder"
+                }),
             };
             k.done()?;
             Ok(f)
@@ -998,6 +1056,7 @@ fn map(t: &Tbl) -> Result<MapSpec, SpecError> {
                 slots: t.int("slots", 1, 100_000)?.unwrap_or(64) as usize,
                 lost,
                 lost_metric: sub_metric(t, "lost_metric", Units::COUNT)?,
+                records: sub_metric(t, "records", Units::NONE)?,
                 metrics: field_metrics(t, "metric")?,
             })
         }

@@ -226,9 +226,97 @@ proptest! {
 #[test]
 fn ports_options_need_a_hash_map_of_u16() {
     let opt = "[[option]]\nkey = \"lport\"\ntype = \"ports\"\ndoc = \"d\"\n";
-    let e = Spec::parse(Path::new("m.toml"), &SYSFORK_SPEC.replacen("[[map]]", &format!("{opt}\n[[map]]"), 1)).unwrap_err();
+    let e = Spec::parse(
+        Path::new("m.toml"),
+        &SYSFORK_SPEC.replacen("[[map]]", &format!("{opt}\n[[map]]"), 1),
+    )
+    .unwrap_err();
     assert!(e.msg.contains("needs map ="), "{e}");
-    let with_map = SYSFORK_SPEC.replacen("[[map]]", &format!("{opt}map = \"counts\"\n\n[[map]]"), 1);
+    let with_map =
+        SYSFORK_SPEC.replacen("[[map]]", &format!("{opt}map = \"counts\"\n\n[[map]]"), 1);
     let e = program(&with_map, SYSFORK_OBJ).unwrap_err();
     assert!(e.msg.contains("keyed by __u16"), "{e}");
+}
+
+const EXEC_SPEC: &str = include_str!("../modules/execsnoop/execsnoop.toml");
+const EXEC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/execsnoop.bpf.o"));
+
+#[test]
+fn event_records_aliases_and_match_options_come_from_the_spec() {
+    let p = program(EXEC_SPEC, EXEC_OBJ).unwrap();
+    let rec = p
+        .metrics
+        .iter()
+        .find(|m| m.item == 100)
+        .expect("records metric");
+    assert_eq!(
+        (rec.name, rec.ty, rec.sem, rec.indom),
+        (
+            "execsnoop.records",
+            Type::Event,
+            pcp_pmda::Semantics::Instant,
+            None
+        )
+    );
+    let Plan::Events { records, .. } = &p.maps[0].plan else {
+        panic!("events plan")
+    };
+    assert_eq!(*records, Some(100));
+    let comm = p.metrics.iter().find(|m| m.item == 0).unwrap();
+    assert_eq!(comm.aliases, &["proc.exec.comm"]);
+    // An alias may not take another metric's name.
+    let e = program(
+        &EXEC_SPEC.replace(
+            "aliases = [\"proc.exec.pid\"]",
+            "aliases = [\"execsnoop.comm\"]",
+        ),
+        EXEC_OBJ,
+    )
+    .unwrap_err();
+    assert!(e.msg.contains("declared twice"), "{e}");
+    // A match option names a field some events map serves.
+    let e = program(
+        &EXEC_SPEC.replace("field = \"comm\"\ndoc", "field = \"cmd\"\ndoc"),
+        EXEC_OBJ,
+    )
+    .unwrap_err();
+    assert!(
+        e.msg
+            .contains("no events map has a metric of field \"cmd\""),
+        "{e}"
+    );
+    // records = { … } is a metric definition like the others: a bad key is named.
+    let e = program(
+        &EXEC_SPEC.replace(
+            "records = { item = 100,",
+            "records = { item = 100, colour = 1,",
+        ),
+        EXEC_OBJ,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("colour"), "{e}");
+}
+
+#[test]
+fn argv_and_sizes_decode() {
+    assert_eq!(decode::argv(b"/bin/true\0a b\0c\0\0\0"), "/bin/true a b c");
+    assert_eq!(decode::argv(b""), "");
+    assert_eq!(parse_size("64K"), Some(65536));
+    assert_eq!(parse_size(" 32M "), Some(32 << 20));
+    assert_eq!(parse_size("1g"), Some(1 << 30));
+    assert_eq!(parse_size("12"), Some(12));
+    assert_eq!(parse_size("M"), None);
+    assert_eq!(parse_size("-1K"), None);
+}
+
+#[test]
+fn a_record_cut_inside_its_last_field_gives_what_it_has() {
+    let l = Loc {
+        offset: 4,
+        size: 8,
+        kind: layout::FieldKind::Text,
+    };
+    assert_eq!(l.bytes(b"xxxxab"), b"ab");
+    assert_eq!(l.bytes(b"xxx"), b"");
+    assert_eq!(l.bytes(b"xxxxabcdefghij"), b"abcdefgh");
 }

@@ -52,6 +52,8 @@ static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
     ("tcpdrop", || spec_module!("tcpdrop")),
     ("tcpaccept", || spec_module!("tcpaccept")),
     ("tcpperpid", || spec_module!("tcpperpid")),
+    ("execsnoop", || spec_module!("execsnoop")),
+    ("exitsnoop", || spec_module!("exitsnoop")),
     ("selftest", || &selftest::SPEC),
 ];
 

@@ -73,6 +73,7 @@ the PID takes the instance over, starting from zero (a counter reset to PCP): pr
 told apart by their start time, so one never continues another's counts."
             ),
             sensitive: $sens,
+            aliases: &[],
         }
     };
 }
@@ -90,6 +91,7 @@ be recorded because the BPF table already held `max_entries` pairs (bcc.conf [bi
 Non-zero means the proc.io.perdev* values are incomplete: raise max_entries or lower \
 retention.",
     sensitive: false,
+    aliases: &[],
 };
 
 const UNATTRIBUTED_METRIC: MetricSpec = MetricSpec {
@@ -106,6 +108,7 @@ requests of processes excluded by the `process` option, and requests aged out of
 in-flight table. All disks together. With proc.io.perdev summed over all instances it \
 accounts for all the read and write bytes the disks completed.",
     sensitive: false,
+    aliases: &[],
 };
 
 const UNSEEN_METRIC: MetricSpec = MetricSpec {
@@ -126,6 +129,7 @@ per-process values are short by about this many requests. An estimate: requests 
 kernel accounts in an unusual way, and the past requests of a disk that is removed, hide as \
 many.",
     sensitive: false,
+    aliases: &[],
 };
 
 pub static METRICS: &[MetricSpec] = &[
@@ -276,27 +280,90 @@ instances have the same meaning across the metrics of one fetch."
 }
 
 pub static TABLE_METRICS: &[MetricSpec] = &[
-    row_metric!(T_PID, "proc.io.perdev.pid", Type::U32, Units::NONE, false, "PID",
+    row_metric!(
+        T_PID,
+        "proc.io.perdev.pid",
+        Type::U32,
+        Units::NONE,
+        false,
+        "PID",
         "PID (thread group id) of the process that submitted the I/O; 0 for I/O with no \
-process context (only with include_residual = True)."),
-    row_metric!(T_COMM, "proc.io.perdev.comm", Type::String, Units::NONE, true, "command",
-        "Name (comm of the main thread) of the process, when it first did block I/O."),
-    row_metric!(T_DIRECTION, "proc.io.perdev.direction", Type::String, Units::NONE, false, "IO direction",
-        "\"R\" for reads, \"W\" for writes."),
-    row_metric!(T_MAJOR, "proc.io.perdev.major", Type::U32, Units::NONE, false, "disk major",
-        "Major device number of the disk."),
-    row_metric!(T_MINOR, "proc.io.perdev.minor", Type::U32, Units::NONE, false, "disk minor",
+process context (only with include_residual = True)."
+    ),
+    row_metric!(
+        T_COMM,
+        "proc.io.perdev.comm",
+        Type::String,
+        Units::NONE,
+        true,
+        "command",
+        "Name (comm of the main thread) of the process, when it first did block I/O."
+    ),
+    row_metric!(
+        T_DIRECTION,
+        "proc.io.perdev.direction",
+        Type::String,
+        Units::NONE,
+        false,
+        "IO direction",
+        "\"R\" for reads, \"W\" for writes."
+    ),
+    row_metric!(
+        T_MAJOR,
+        "proc.io.perdev.major",
+        Type::U32,
+        Units::NONE,
+        false,
+        "disk major",
+        "Major device number of the disk."
+    ),
+    row_metric!(
+        T_MINOR,
+        "proc.io.perdev.minor",
+        Type::U32,
+        Units::NONE,
+        false,
+        "disk minor",
         "Minor device number of the disk (of the whole disk: I/O to a partition counts on \
-its disk)."),
-    row_metric!(T_DISK, "proc.io.perdev.disk", Type::String, Units::NONE, false, "disk name",
-        "Name of the disk, as in /proc/diskstats and disk.dev."),
-    row_metric!(T_IO, "proc.io.perdev.io", Type::U32, Units::NONE, false, "IO count",
-        "Requests of this direction the disk completed for the process in the interval."),
-    row_metric!(T_BYTES, "proc.io.perdev.bytes", Type::U64, Units::BYTES, false, "number of bytes",
-        "Bytes of those requests."),
-    row_metric!(T_DURATION, "proc.io.perdev.duration", Type::U32, Units::USEC, false, "avg duration",
+its disk)."
+    ),
+    row_metric!(
+        T_DISK,
+        "proc.io.perdev.disk",
+        Type::String,
+        Units::NONE,
+        false,
+        "disk name",
+        "Name of the disk, as in /proc/diskstats and disk.dev."
+    ),
+    row_metric!(
+        T_IO,
+        "proc.io.perdev.io",
+        Type::U32,
+        Units::NONE,
+        false,
+        "IO count",
+        "Requests of this direction the disk completed for the process in the interval."
+    ),
+    row_metric!(
+        T_BYTES,
+        "proc.io.perdev.bytes",
+        Type::U64,
+        Units::BYTES,
+        false,
+        "number of bytes",
+        "Bytes of those requests."
+    ),
+    row_metric!(
+        T_DURATION,
+        "proc.io.perdev.duration",
+        Type::U32,
+        Units::USEC,
+        false,
+        "avg duration",
         "Average time of those requests, from issue to the driver to completion, in \
-microseconds."),
+microseconds."
+    ),
     DROPPED_METRIC,
     UNATTRIBUTED_METRIC,
     UNSEEN_METRIC,

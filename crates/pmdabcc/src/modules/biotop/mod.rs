@@ -55,7 +55,16 @@ pub static SPEC: ModuleSpec = ModuleSpec {
 };
 
 const DEFAULT_MAX_ENTRIES: u64 = 10240;
-const SORT_KEYS: &[&str] = &["bytes", "-bytes", "io", "-io", "duration", "-duration", "rw", "-rw"];
+const SORT_KEYS: &[&str] = &[
+    "bytes",
+    "-bytes",
+    "io",
+    "-io",
+    "duration",
+    "-duration",
+    "rw",
+    "-rw",
+];
 /// Options of the table layout: set with the process layout they are logged as unused.
 const TABLE_OPTIONS: &[&str] = &["interval", "process_count", "sort", "include_residual"];
 const DEFAULT_RETENTION: u64 = 60;
@@ -99,11 +108,19 @@ fn create(_spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Modu
     let table = match cfg.get("layout").unwrap_or("process") {
         "process" => {
             // Keys set to other than their defaults (the shipped bcc.conf writes switches out).
-            let default = |k: &str| SPEC.options.iter().find(|o| o.key == k).map_or("", |o| o.default);
+            let default = |k: &str| {
+                SPEC.options
+                    .iter()
+                    .find(|o| o.key == k)
+                    .map_or("", |o| o.default)
+            };
             let set: Vec<&str> = TABLE_OPTIONS
                 .iter()
                 .copied()
-                .filter(|k| cfg.get(k).is_some_and(|v| !v.eq_ignore_ascii_case(default(k))))
+                .filter(|k| {
+                    cfg.get(k)
+                        .is_some_and(|v| !v.eq_ignore_ascii_case(default(k)))
+                })
                 .collect();
             if !set.is_empty() {
                 log::info!(
@@ -122,7 +139,12 @@ fn create(_spec: &'static ModuleSpec, cfg: &ModuleConfig) -> Result<Box<dyn Modu
                 "io" => SortKey::Io,
                 "duration" => SortKey::Duration,
                 "rw" => SortKey::Rw,
-                _ => return Err(cfg.error("sort", format!("expected one of {}, got {sort:?}", SORT_KEYS.join(" | ")))),
+                _ => {
+                    return Err(cfg.error(
+                        "sort",
+                        format!("expected one of {}, got {sort:?}", SORT_KEYS.join(" | ")),
+                    ))
+                }
             };
             Some(Table {
                 interval: Duration::from_secs(cfg.get_u64("interval", 1, 0..=3600)?),
@@ -197,7 +219,14 @@ struct Row {
 type RowCounts = [u64; 6];
 
 fn row_counts(v: &types::biotop_val) -> RowCounts {
-    [v.reads, v.writes, v.read_bytes, v.write_bytes, v.read_ns, v.write_ns]
+    [
+        v.reads,
+        v.writes,
+        v.read_bytes,
+        v.write_bytes,
+        v.read_ns,
+        v.write_ns,
+    ]
 }
 
 /// The table layout's state.
@@ -229,7 +258,11 @@ impl Table {
             }
             for write in [false, true] {
                 let d = |i: usize| cur[i].saturating_sub(old[i]);
-                let (io, bytes, ns) = if write { (d(1), d(3), d(5)) } else { (d(0), d(2), d(4)) };
+                let (io, bytes, ns) = if write {
+                    (d(1), d(3), d(5))
+                } else {
+                    (d(0), d(2), d(4))
+                };
                 if io == 0 && bytes == 0 {
                     continue;
                 }
@@ -241,7 +274,9 @@ impl Table {
                     disk: disk.to_string(),
                     io,
                     bytes,
-                    duration_us: ns.checked_div(io).map_or(0, |a| (a / 1000).min(u32::MAX as u64) as u32),
+                    duration_us: ns
+                        .checked_div(io)
+                        .map_or(0, |a| (a / 1000).min(u32::MAX as u64) as u32),
                 });
             }
         }
@@ -265,8 +300,9 @@ impl Table {
 
     fn ensure_instances(&mut self, inst: &mut ModuleInstances) {
         if !self.fixed_set {
-            let members: Vec<(u32, String)> =
-                (0..self.rows_max as u32).map(|i| (i, i.to_string())).collect();
+            let members: Vec<(u32, String)> = (0..self.rows_max as u32)
+                .map(|i| (i, i.to_string()))
+                .collect();
             inst.set_fixed(metrics::INDOM_ROWS, &members);
             self.fixed_set = true;
         }
@@ -566,7 +602,11 @@ impl Module for Biotop {
             Attribution::IoStart => true,
             Attribution::InsertIssue => false,
         };
-        let (max, filter, timing) = (self.max_entries, self.filter.is_some(), self.table.is_some());
+        let (max, filter, timing) = (
+            self.max_entries,
+            self.filter.is_some(),
+            self.table.is_some(),
+        );
         let (skel, hook, via) =
             bpf::first_working(&self.hooks, |h| load(h, io_start, max, filter, timing))?;
         self.skel = Some(skel);
@@ -595,7 +635,11 @@ impl Module for Biotop {
         };
         let layout = match &self.table {
             None => "layout process".to_string(),
-            Some(t) => format!("layout table ({} rows, interval {}s)", t.rows_max, t.interval.as_secs()),
+            Some(t) => format!(
+                "layout table ({} rows, interval {}s)",
+                t.rows_max,
+                t.interval.as_secs()
+            ),
         };
         Ok(format!("attributed at {attr}, counted at block_rq_complete, via {via}, {merges}; max_entries {}, retention {}s, {who}; {layout}", self.max_entries, self.retention.as_secs()))
     }
@@ -644,10 +688,7 @@ impl Module for Biotop {
                 _ => return Err(PmdaError::UnknownMetric),
             }));
         }
-        let key = self
-            .by_inst
-            .get(&inst)
-            .ok_or(PmdaError::UnknownInstance)?;
+        let key = self.by_inst.get(&inst).ok_or(PmdaError::UnknownInstance)?;
         let p = &self.pairs[key];
         let v = &p.val;
         Ok(Some(match item {
@@ -681,7 +722,9 @@ impl Module for Biotop {
     }
 
     fn layout(&self) -> Option<(&[crate::module::MetricSpec], &[crate::module::IndomSpec])> {
-        self.table.as_ref().map(|_| (metrics::TABLE_METRICS, metrics::TABLE_INDOMS))
+        self.table
+            .as_ref()
+            .map(|_| (metrics::TABLE_METRICS, metrics::TABLE_INDOMS))
     }
 
     fn instance_labels(&self, local: u32, inst: u32) -> Option<String> {
@@ -709,10 +752,23 @@ impl Biotop {
     /// Reads the table layout's rows: the pairs' counts now, less those of the last rows.
     fn make_table(&mut self) -> Result<(), ModuleError> {
         self.read_pairs(None)?;
-        let Some(t) = &mut self.table else { return Ok(()) };
-        t.make_rows(self.pairs.iter().map(|(k, p)| (*k, row_counts(&p.val), p.disk.as_str(), comm_str(&p.val.comm))));
+        let Some(t) = &mut self.table else {
+            return Ok(());
+        };
+        t.make_rows(self.pairs.iter().map(|(k, p)| {
+            (
+                *k,
+                row_counts(&p.val),
+                p.disk.as_str(),
+                comm_str(&p.val.comm),
+            )
+        }));
         t.last = Some(Instant::now());
-        log::debug!("biotop: table of {} rows from {} (disk, process) pairs", t.rows.len(), self.pairs.len());
+        log::debug!(
+            "biotop: table of {} rows from {} (disk, process) pairs",
+            t.rows.len(),
+            self.pairs.len()
+        );
         // The pairs' final values are in the rows now.
         for p in self.pairs.values_mut() {
             if p.gone_since.is_some() {
@@ -752,7 +808,14 @@ impl Biotop {
             let name = instance_name(&disk, k.tgid);
             let Some(inst) = inst.as_deref_mut() else {
                 // The table layout: no instance of its own.
-                let pair = Pair { inst: u32::MAX, name, disk, val: v, gone_since: None, served_gone: false };
+                let pair = Pair {
+                    inst: u32::MAX,
+                    name,
+                    disk,
+                    val: v,
+                    gone_since: None,
+                    served_gone: false,
+                };
                 self.pairs.insert(key, pair);
                 continue;
             };
@@ -838,32 +901,60 @@ mod tests {
             (0, [0, 9, 0, 1 << 20, 0, 0]),
             (12, [0; 6]),
         ]));
-        let r: Vec<(u32, bool, u64, u64, u32)> =
-            t.rows.iter().map(|r| (r.pid, r.write, r.io, r.bytes, r.duration_us)).collect();
-        assert_eq!(r, vec![(11, true, 1, 65536, 1000), (10, false, 2, 4096, 3000)]);
+        let r: Vec<(u32, bool, u64, u64, u32)> = t
+            .rows
+            .iter()
+            .map(|r| (r.pid, r.write, r.io, r.bytes, r.duration_us))
+            .collect();
+        assert_eq!(
+            r,
+            vec![(11, true, 1, 65536, 1000), (10, false, 2, 4096, 3000)]
+        );
         assert_eq!((t.rows[0].dev >> 20, t.rows[0].comm.as_str()), (8, "p11"));
         // The next interval: only what changed since.
         t.make_rows(now(&[
             (10, [3, 0, 8192, 0, 7_000_000, 0]),
             (11, [0, 1, 0, 65536, 0, 1_000_000]),
         ]));
-        let r: Vec<(u32, u64, u64, u32)> = t.rows.iter().map(|r| (r.pid, r.io, r.bytes, r.duration_us)).collect();
+        let r: Vec<(u32, u64, u64, u32)> = t
+            .rows
+            .iter()
+            .map(|r| (r.pid, r.io, r.bytes, r.duration_us))
+            .collect();
         assert_eq!(r, vec![(10, 1, 4096, 1000)]);
         // Ascending by duration, with residual I/O.
         let mut t = table(SortKey::Duration, false, 5, true);
-        t.make_rows(now(&[(10, [1, 0, 512, 0, 9_000, 0]), (0, [1, 0, 512, 0, 2_000, 0])]));
-        assert_eq!(t.rows.iter().map(|r| r.pid).collect::<Vec<_>>(), vec![0, 10]);
+        t.make_rows(now(&[
+            (10, [1, 0, 512, 0, 9_000, 0]),
+            (0, [1, 0, 512, 0, 2_000, 0]),
+        ]));
+        assert_eq!(
+            t.rows.iter().map(|r| r.pid).collect::<Vec<_>>(),
+            vec![0, 10]
+        );
     }
 
     #[test]
     fn table_options_are_checked() {
         for (k, v) in [("sort", "size"), ("layout", "rows")] {
-            let e = create(&SPEC, &ModuleConfig::for_test("biotop", 10, &[("layout", "table"), (k, v)]))
-                .err()
-                .expect(k);
+            let e = create(
+                &SPEC,
+                &ModuleConfig::for_test("biotop", 10, &[("layout", "table"), (k, v)]),
+            )
+            .err()
+            .expect(k);
             assert_eq!(e.key.as_deref(), Some(k), "{e}");
         }
-        let ok = ModuleConfig::for_test("biotop", 10, &[("layout", "table"), ("sort", "-io"), ("interval", "0"), ("process_count", "3")]);
+        let ok = ModuleConfig::for_test(
+            "biotop",
+            10,
+            &[
+                ("layout", "table"),
+                ("sort", "-io"),
+                ("interval", "0"),
+                ("process_count", "3"),
+            ],
+        );
         assert!(create(&SPEC, &ok).is_ok());
     }
 

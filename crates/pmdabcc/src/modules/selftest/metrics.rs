@@ -19,6 +19,7 @@ pub static METRICS: &[MetricSpec] = &[
         help: "New tasks seen at sched:sched_process_fork by the selftest module, a module for \
 testing the agent itself (like PCP's sample PMDA).",
         sensitive: false,
+        aliases: &[],
     },
     MetricSpec {
         item: LAST_COMM,
@@ -32,6 +33,7 @@ testing the agent itself (like PCP's sample PMDA).",
 is a sensitive metric: only root and the users and groups named by allowed_users / \
 allowed_groups may fetch it; others get a permission error.",
         sensitive: true,
+        aliases: &[],
     },
     MetricSpec {
         item: LAST_PID,
@@ -43,5 +45,6 @@ allowed_groups may fetch it; others get a permission error.",
         oneline: "process id of the last task that forked (sensitive)",
         help: "The process id of the last task that forked; sensitive like selftest.last_comm.",
         sensitive: true,
+        aliases: &[],
     },
 ];

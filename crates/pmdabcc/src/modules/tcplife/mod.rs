@@ -143,7 +143,12 @@ struct ProcTotals {
 fn proc_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command (field 2) is in parentheses and may hold spaces: count after its end.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,7 +222,10 @@ impl Shared {
                         missing_since: None,
                     },
                 );
-                self.procs.entry(e.pid).or_insert_with(|| ProcTotals::new(e.pid)).opened += 1;
+                self.procs
+                    .entry(e.pid)
+                    .or_insert_with(|| ProcTotals::new(e.pid))
+                    .opened += 1;
             }
         } else if e.kind as u32 == types::tcplife_kind::TCPLIFE_CLOSE.0 {
             log::debug!(
@@ -230,7 +238,10 @@ impl Shared {
             match self.layout {
                 Layout::Process => {
                     let was_open = self.open.remove(&key).is_some();
-                    let p = self.procs.entry(e.pid).or_insert_with(|| ProcTotals::new(e.pid));
+                    let p = self
+                        .procs
+                        .entry(e.pid)
+                        .or_insert_with(|| ProcTotals::new(e.pid));
                     if !was_open {
                         p.opened += 1;
                     }
@@ -279,7 +290,10 @@ impl Shared {
         }
         for k in gone {
             if let Some(o) = self.open.remove(&k) {
-                let p = self.procs.entry(o.pid).or_insert_with(|| ProcTotals::new(o.pid));
+                let p = self
+                    .procs
+                    .entry(o.pid)
+                    .or_insert_with(|| ProcTotals::new(o.pid));
                 p.closed += 1;
                 p.closed_rx += o.rx;
                 p.closed_tx += o.tx;

@@ -182,7 +182,11 @@ impl Tcptop {
             !filtered || targets.contains(&pid)
         });
         self.rows = best.iter().map(|(k, rx, tx)| row(k, *rx, *tx)).collect();
-        log::debug!("tcptop: interval of {} rows from {} connections", self.rows.len(), cur.len());
+        log::debug!(
+            "tcptop: interval of {} rows from {} connections",
+            self.rows.len(),
+            cur.len()
+        );
         // A connection idle for a whole interval goes; bytes that race with the delete are
         // lost (at most those of the call that ends the idleness).
         cur.retain(|k, v| {
