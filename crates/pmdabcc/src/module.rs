@@ -140,6 +140,9 @@ impl OptionSpec {
     }
 }
 
+/// Makes a module of a kind from its bcc.conf section.
+pub type CreateFn = fn(&'static ModuleSpec, &ModuleConfig) -> Result<Box<dyn Module>, ConfigError>;
+
 /// Everything the agent knows about a module kind before running it.
 pub struct ModuleSpec {
     /// The value of `module =` in bcc.conf.
@@ -155,7 +158,7 @@ pub struct ModuleSpec {
     /// option setting: for the descriptor golden file and its one-PMID-one-descriptor check.
     pub layouts: &'static [(&'static str, &'static [MetricSpec], &'static [IndomSpec])],
     /// Parses the section's options (the agent has refused unknown keys); no BPF work here.
-    pub create: fn(&'static ModuleSpec, &ModuleConfig) -> Result<Box<dyn Module>, ConfigError>,
+    pub create: CreateFn,
     /// The oldest kernel the module runs on, from the kernel matrix (tests/kernels).
     pub min_kernel: Option<&'static str>,
     /// A spec module's program (spec + object); `None` for modules written in Rust.

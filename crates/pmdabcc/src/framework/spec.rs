@@ -177,6 +177,9 @@ pub struct EventSpec {
     pub metrics: Vec<FieldMetric>,
 }
 
+// The variants differ in size (an events map carries its records and lost metrics), but a
+// spec has a handful of maps, parsed once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum MapKind {
     Counters {
@@ -704,13 +707,15 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
                 )
             })?,
         },
-        other => return Err(t.err(
-            "type",
-            ty_line,
-            format!(
+        other => {
+            return Err(t.err(
+                "type",
+                ty_line,
+                format!(
                 "unknown option type {other:?} (bool, integer, enum, process, path, ports, match)"
             ),
-        )),
+            ))
+        }
     };
     let default = default_of(t.value("default"));
     if let OptKind::Integer { min, max } = &kind {

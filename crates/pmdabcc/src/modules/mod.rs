@@ -29,9 +29,12 @@ macro_rules! spec_module {
     };
 }
 
+/// A module kind's name and its spec, made on first use.
+type Kind = (&'static str, fn() -> &'static ModuleSpec);
+
 /// Every built-in module kind, by the name `module =` takes in bcc.conf. A spec module's spec
 /// is parsed on first use, so the agent parses only the modules its configuration runs.
-static KINDS: &[(&str, fn() -> &'static ModuleSpec)] = &[
+static KINDS: &[Kind] = &[
     ("sysfork", || spec_module!("sysfork")),
     ("biotop", || &biotop::SPEC),
     ("tcplife", || &tcplife::SPEC),
