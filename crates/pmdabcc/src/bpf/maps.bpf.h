@@ -47,6 +47,57 @@ static __always_inline __u64 ringbuf_wakeup_flags(void *rb, __u64 size)
 	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+/* Reserves a `size`-byte record in ring buffer map `rb` (by name); when the buffer is full,
+ * adds 1 to the `lost` field of the counters in PERCPU_SLOT_MAP `stats` (by name) and gives
+ * NULL. */
+#define RESERVE_OR_COUNT_LOST(rb, size, stats) ({				\
+	void *rec_ = bpf_ringbuf_reserve(&(rb), size, 0);			\
+	typeof((stats).value) st_;						\
+										\
+	if (!rec_) {								\
+		st_ = percpu_counters(&(stats));				\
+		if (st_)							\
+			st_->lost++;						\
+	}									\
+	rec_;									\
+})
+
+/* Declares `name`: a system call's arguments, kept per thread from its entry to its exit
+ * (pending_save, pending_find, pending_drop). LRU: an entry whose exit never came (a thread
+ * killed in the call) ages out. */
+#define PENDING_CALL_MAP(name, value_type, entries)		\
+	struct {						\
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);		\
+		__uint(max_entries, entries);			\
+		__type(key, __u32); /* thread id */		\
+		__type(value, value_type);			\
+	} name SEC(".maps")
+
+/* Keeps `value` as the calling thread's pending call in `map`. */
+static __always_inline void pending_save(void *map, const void *value)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_update_elem(map, &tid, value, BPF_ANY);
+}
+
+/* The calling thread's pending call in `map`, or NULL (it entered before the program was
+ * attached, or its entry was not kept). */
+static __always_inline void *pending_find(void *map)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	return bpf_map_lookup_elem(map, &tid);
+}
+
+/* Forgets the calling thread's pending call in `map`, at its exit. */
+static __always_inline void pending_drop(void *map)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(map, &tid);
+}
+
 /* Adds `n` to the u64 value of `key` in a hash map, creating it at 0 first; a full map
  * drops the add. */
 static __always_inline void map_add(void *map, const void *key, __u64 n)

@@ -34,18 +34,13 @@ PERCPU_SLOT_MAP(stats, struct bashreadline_stats);
 SEC("uretprobe")
 int BPF_URETPROBE(bashreadline_line, const char *line)
 {
-	struct bashreadline_stats *st;
 	struct bashreadline_event *e;
 
 	if (!line)
 		return 0; /* end of input */
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		st = percpu_counters(&stats);
-		if (st)
-			st->lost++;
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
 		return 0;
-	}
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

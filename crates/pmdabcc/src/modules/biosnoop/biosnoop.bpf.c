@@ -101,7 +101,6 @@ int BPF_PROG(bs_rq_complete, struct request *rq, int error, unsigned int nr_byte
 	__u64 k = (__u64)rq, now = bpf_ktime_get_ns(), from;
 	struct pending_rq *p = bpf_map_lookup_elem(&pending, &k);
 	struct biosnoop_event *e;
-	struct biosnoop_stats *s;
 
 	if (!p || !p->issue_ns)
 		return 0; /* started before the agent, or never issued here */
@@ -109,11 +108,8 @@ int BPF_PROG(bs_rq_complete, struct request *rq, int error, unsigned int nr_byte
 	if (nr_bytes < BPF_CORE_READ(rq, __data_len))
 		return 0; /* a partial completion: the request goes on */
 	from = queued && p->insert_ns ? p->insert_ns : p->issue_ns;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
 	if (!e) {
-		s = percpu_counters(&stats);
-		if (s)
-			s->lost++; /* per-CPU slot */
 		bpf_map_delete_elem(&pending, &k);
 		return 0;
 	}

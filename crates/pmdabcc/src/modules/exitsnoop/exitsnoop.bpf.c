@@ -25,19 +25,14 @@ static __always_inline void report(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 id = bpf_get_current_pid_tgid();
-	struct exitsnoop_stats *st;
 	struct exitsnoop_event *e;
 	int status;
 
 	if ((__u32)id != id >> 32)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		st = percpu_counters(&stats);
-		if (st)
-			st->lost++;
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
 		return;
-	}
 	status = BPF_CORE_READ(task, exit_code);
 	e->age = bpf_ktime_get_ns() - BPF_CORE_READ(task, start_time);
 	e->pid = id >> 32;

@@ -52,13 +52,7 @@ struct pending {
 	__u32 op;
 };
 
-/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u32); /* thread id */
-	__type(value, struct pending);
-} pending SEC(".maps");
+PENDING_CALL_MAP(pending, struct pending, 10240);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -107,7 +101,6 @@ static __always_inline struct file *wanted_file(long fd)
 
 static __always_inline int enter_fd(long fd, __u32 op, __s64 offset, bool at_pos)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct file *f = wanted_file(fd);
 	struct pending p = { .op = op, .offset = offset, .file = f };
 
@@ -117,30 +110,27 @@ static __always_inline int enter_fd(long fd, __u32 op, __s64 offset, bool at_pos
 	if (at_pos)
 		p.offset = BPF_CORE_READ(f, f_pos);
 	p.start = bpf_ktime_get_ns();
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	pending_save(&pending, &p);
 	return 0;
 }
 
 static __always_inline int enter_open(void)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending p = { .op = F_OPEN, .start = bpf_ktime_get_ns() };
 
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	pending_save(&pending, &p);
 	return 0;
 }
 
 static __always_inline int leave(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid(), lat;
-	__u32 tid = (__u32)id;
-	struct fsslower_stats *st;
 	struct fsslower_event *e;
 	struct pending *p;
 	struct file *f;
 	struct dentry *d;
 
-	p = bpf_map_lookup_elem(&pending, &tid);
+	p = pending_find(&pending);
 	if (!p)
 		return 0;
 	lat = bpf_ktime_get_ns() - p->start;
@@ -149,13 +139,9 @@ static __always_inline int leave(long ret)
 		f = ret >= 0 ? wanted_file(ret) : NULL;
 	if (!f || lat < min_ms * 1000000)
 		goto out;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		st = percpu_counters(&stats);
-		if (st)
-			st->lost++;
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
 		goto out;
-	}
 	e->pid = id >> 32;
 	e->op = p->op;
 	e->bytes = (p->op == F_READ || p->op == F_WRITE) && ret > 0 ? ret : 0;
@@ -169,7 +155,7 @@ static __always_inline int leave(long ret)
 		e->fs[0] = 0;
 	bpf_ringbuf_submit(e, 0);
 out:
-	bpf_map_delete_elem(&pending, &tid);
+	pending_drop(&pending);
 	return 0;
 }
 

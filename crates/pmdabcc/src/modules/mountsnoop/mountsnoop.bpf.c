@@ -48,13 +48,7 @@ struct pending {
 	__u32 op;
 };
 
-/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32); /* thread id */
-	__type(value, struct pending);
-} pending SEC(".maps");
+PENDING_CALL_MAP(pending, struct pending, 1024);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -68,10 +62,8 @@ static const char umount_fmt[] = "umount(\"%s\", 0x%llx) = %d";
 
 static __always_inline int enter(struct pending *p)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-
 	p->start = bpf_ktime_get_ns();
-	bpf_map_update_elem(&pending, &tid, p, BPF_ANY);
+	pending_save(&pending, p);
 	return 0;
 }
 
@@ -84,27 +76,20 @@ static __always_inline void user_str(char *dst, __u32 size, const char *src)
 static __always_inline int leave(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
 	struct task_struct *task;
-	struct mountsnoop_stats *st;
 	struct mountsnoop_event *e;
 	struct pending *p;
 	__u64 args[6];
 
-	p = bpf_map_lookup_elem(&pending, &tid);
+	p = pending_find(&pending);
 	if (!p)
-		return 0; /* entered before the program was attached */
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		st = percpu_counters(&stats);
-		if (st)
-			st->lost++;
-		bpf_map_delete_elem(&pending, &tid);
 		return 0;
-	}
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
+		goto out;
 	task = (struct task_struct *)bpf_get_current_task();
 	e->pid = id >> 32;
-	e->tid = tid;
+	e->tid = (__u32)id;
 	e->op = p->op;
 	e->ret = ret;
 	e->lat = bpf_ktime_get_ns() - p->start;
@@ -132,8 +117,9 @@ static __always_inline int leave(long ret)
 		args[2] = (__u64)ret;
 		bpf_snprintf(e->call, sizeof(e->call), umount_fmt, args, 3 * sizeof(__u64));
 	}
-	bpf_map_delete_elem(&pending, &tid);
 	bpf_ringbuf_submit(e, 0);
+out:
+	pending_drop(&pending);
 	return 0;
 }
 

@@ -26,15 +26,10 @@ const struct oomkill_event *unused_event __attribute__((unused));
 
 static __always_inline struct oomkill_event *new_event(void)
 {
-	struct oomkill_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	struct oomkill_stats *s;
+	struct oomkill_event *e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
 
-	if (!e) {
-		s = percpu_counters(&stats);
-		if (s)
-			s->lost++; /* per-CPU slot */
+	if (!e)
 		return NULL;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->fpid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(e->fcomm, sizeof(e->fcomm));

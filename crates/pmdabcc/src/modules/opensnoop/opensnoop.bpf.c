@@ -34,13 +34,7 @@ struct pending {
 	__s32 flags;
 };
 
-/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u32); /* thread id */
-	__type(value, struct pending);
-} pending SEC(".maps");
+PENDING_CALL_MAP(pending, struct pending, 10240);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -51,34 +45,26 @@ PERCPU_SLOT_MAP(stats, struct opensnoop_stats);
 
 static __always_inline int enter(const char *fname, __s32 flags)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending p = { .fname = fname, .flags = flags };
 
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	pending_save(&pending, &p);
 	return 0;
 }
 
 static __always_inline int leave(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	struct opensnoop_stats *st;
 	struct opensnoop_event *e;
 	struct pending *p;
 
-	p = bpf_map_lookup_elem(&pending, &tid);
+	p = pending_find(&pending);
 	if (!p)
-		return 0; /* entered before the program was attached */
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		st = percpu_counters(&stats);
-		if (st)
-			st->lost++;
-		bpf_map_delete_elem(&pending, &tid);
 		return 0;
-	}
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
+		goto out;
 	e->pid = id >> 32;
-	e->tid = tid;
+	e->tid = (__u32)id;
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->fd = ret >= 0 ? ret : -1;
 	e->err = ret >= 0 ? 0 : -ret;
@@ -86,8 +72,9 @@ static __always_inline int leave(long ret)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	if (bpf_probe_read_user_str(e->fname, sizeof(e->fname), p->fname) < 0)
 		e->fname[0] = 0;
-	bpf_map_delete_elem(&pending, &tid);
 	bpf_ringbuf_submit(e, 0);
+out:
+	pending_drop(&pending);
 	return 0;
 }
 

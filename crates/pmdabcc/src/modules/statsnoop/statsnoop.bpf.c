@@ -37,13 +37,7 @@ struct pending {
 /* Only calls that failed (bcc.conf failed = True). */
 const volatile bool failed_only = false;
 
-/* LRU: an entry whose exit never came (a thread killed in the call) ages out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u32); /* thread id */
-	__type(value, struct pending);
-} pending SEC(".maps");
+PENDING_CALL_MAP(pending, struct pending, 10240);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -54,35 +48,28 @@ PERCPU_SLOT_MAP(stats, struct statsnoop_stats);
 
 static __always_inline int enter(const char *path, __u32 call)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending p = { .path = path, .call = call };
 
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	pending_save(&pending, &p);
 	return 0;
 }
 
 static __always_inline int leave(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	struct statsnoop_stats *st;
 	struct statsnoop_event *e;
 	struct pending *p;
 
-	p = bpf_map_lookup_elem(&pending, &tid);
+	p = pending_find(&pending);
 	if (!p)
-		return 0; /* entered before the program was attached */
+		return 0;
 	if (failed_only && ret >= 0)
 		goto out;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		st = percpu_counters(&stats);
-		if (st)
-			st->lost++;
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
 		goto out;
-	}
 	e->pid = id >> 32;
-	e->tid = tid;
+	e->tid = (__u32)id;
 	e->ret = ret >= 0 ? ret : -1;
 	e->err = ret >= 0 ? 0 : -ret;
 	e->call = p->call;
@@ -91,7 +78,7 @@ static __always_inline int leave(long ret)
 		e->path[0] = 0;
 	bpf_ringbuf_submit(e, 0);
 out:
-	bpf_map_delete_elem(&pending, &tid);
+	pending_drop(&pending);
 	return 0;
 }
 

@@ -33,19 +33,14 @@ int tcpconnect_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u32 uid = (__u32)bpf_get_current_uid_gid();
 	struct tcpconnect_event *e;
-	struct tcpconnect_stats *s;
 
 	if (ctx->protocol != INET_IPPROTO_TCP || ctx->newstate != INET_TCP_SYN_SENT)
 		return 0;
 	if (!process_targeted(tgid) || (target_uid >= 0 && uid != target_uid))
 		return 0;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		s = percpu_counters(&stats);
-		if (s)
-			s->lost++; /* per-CPU slot */
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
 		return 0;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	inet_state_addrs(ctx, e->saddr, e->daddr);
 	e->pid = tgid;

@@ -48,7 +48,6 @@ int tcpconnlat_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u64 sk = (__u64)ctx->skaddr, now = bpf_ktime_get_ns();
 	struct pending_connect *p, init = {};
 	struct tcpconnlat_event *e;
-	struct tcpconnlat_stats *s;
 
 	if (ctx->protocol != INET_IPPROTO_TCP)
 		return 0;
@@ -68,13 +67,9 @@ int tcpconnlat_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	if (ctx->newstate != INET_TCP_ESTABLISHED || now - p->start_ns < min_us * 1000)
 		goto out;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		s = percpu_counters(&stats);
-		if (s)
-			s->lost++; /* per-CPU slot */
+	e = RESERVE_OR_COUNT_LOST(events, sizeof(*e), stats);
+	if (!e)
 		goto out;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	inet_state_addrs(ctx, e->saddr, e->daddr);
 	e->lat = now - p->start_ns;
