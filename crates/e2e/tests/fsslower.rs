@@ -118,7 +118,7 @@ fn fsslower_records_the_slow_operations_and_only_those() {
     );
     let fs = NestedExt4::new();
     let dir = format!("{}/inner", fs.base);
-    let mut w = Peer::spawn(
+    let w = Peer::spawn(
         SLOW,
         &[
             &dir,
@@ -127,15 +127,8 @@ fn fsslower_records_the_slow_operations_and_only_those() {
         ],
     );
     let pid = w.pid().to_string();
-    let mut calls = Vec::new();
-    loop {
-        let l = w.line();
-        if l == "done" {
-            break;
-        }
-        calls.push(l);
-    }
-    w.finish();
+    let (calls, end) = workload_calls(w);
+    assert_eq!(end, "done");
     let rows = table("fsslower", SLOW_FIELDS);
     let mine = picked(&rows, |e| e["pid"] == pid);
     drop(fs);

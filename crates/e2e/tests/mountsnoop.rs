@@ -58,15 +58,8 @@ fn mountsnoop_records_a_tmpfs_mount_and_unmount_exactly() {
         .and_then(|s| s.strip_suffix(']'))
         .unwrap_or_else(|| panic!("mount namespace line: {ns_line}"))
         .into();
-    let mut calls = Vec::new();
-    loop {
-        let l = w.line();
-        if l == "done" {
-            break;
-        }
-        calls.push(l);
-    }
-    w.finish();
+    let (calls, end) = workload_calls(w);
+    assert_eq!(end, "done");
     let mounted = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(
         !mounted.contains(&format!("{dir}/mnt")),
@@ -75,13 +68,7 @@ fn mountsnoop_records_a_tmpfs_mount_and_unmount_exactly() {
     let rows = table("mountsnoop", MOUNT_FIELDS);
     let mine = picked(&rows, |e| e["pid"] == pid.to_string());
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(
-        mine.len(),
-        calls.len(),
-        "{} mount calls of the workload in the table, it made {}: {mine:#?}\ncalls: {calls:#?}",
-        mine.len(),
-        calls.len()
-    );
+    assert_one_record_per_call("mount calls of the workload", &mine, &calls);
     let errno_name = |e: i64| match e {
         2 => "ENOENT",
         1 => "EPERM",

@@ -55,30 +55,16 @@ fn opensnoop_records_every_open_of_the_workload_exactly() {
         "rm -rf {dir} && mkdir -m 0755 {dir} && for i in 0 1 2; do echo $i > {dir}/known$i; chmod 0644 {dir}/known$i; done \
          && echo s > {dir}/secret && chmod 0600 {dir}/secret"
     ));
-    let mut w = Peer::spawn(OPENS, &[&dir]);
+    let w = Peer::spawn(OPENS, &[&dir]);
     let pid = w.pid();
-    let mut calls = Vec::new();
-    loop {
-        let l = w.line();
-        if l.starts_with("done") {
-            assert_eq!(l, "done 0 65534");
-            break;
-        }
-        calls.push(l);
-    }
-    w.finish();
+    let (calls, end) = workload_calls(w);
+    assert_eq!(end, "done 0 65534");
     let rows = table("opensnoop", OPEN_FIELDS);
     let mine = picked(&rows, |e| {
         e["pid"] == pid.to_string() && e["fname"].starts_with(&dir)
     });
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(
-        mine.len(),
-        calls.len(),
-        "{} opens of {dir} in the table, the workload made {}: {mine:#?}\ncalls: {calls:#?}",
-        mine.len(),
-        calls.len()
-    );
+    assert_one_record_per_call(&format!("opens of {dir}"), &mine, &calls);
     let mut failures = BTreeMap::new();
     for (i, (call, got)) in calls.iter().zip(&mine).enumerate() {
         let f: Vec<&str> = call.split(' ').collect();

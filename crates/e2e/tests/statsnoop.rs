@@ -50,29 +50,16 @@ fn statsnoop_records_every_stat_of_the_workload_exactly() {
     sh(&format!(
         "rm -rf {dir} && mkdir -m 0755 {dir} && echo k > {dir}/known && mkdir -m 0700 {dir}/locked && touch {dir}/locked/inside"
     ));
-    let mut w = Peer::spawn(STATS, &[&dir]);
+    let w = Peer::spawn(STATS, &[&dir]);
     let pid = w.pid();
-    let mut calls = Vec::new();
-    loop {
-        let l = w.line();
-        if l == "done" {
-            break;
-        }
-        calls.push(l);
-    }
-    w.finish();
+    let (calls, end) = workload_calls(w);
+    assert_eq!(end, "done");
     let rows = table("statsnoop", STAT_FIELDS);
     let mine = picked(&rows, |e| {
         e["pid"] == pid.to_string() && e["path"].starts_with(&dir)
     });
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(
-        mine.len(),
-        calls.len(),
-        "{} stats of {dir} in the table, the workload made {}: {mine:#?}\ncalls: {calls:#?}",
-        mine.len(),
-        calls.len()
-    );
+    assert_one_record_per_call(&format!("stats of {dir}"), &mine, &calls);
     let mut failures = BTreeMap::new();
     for (i, (call, got)) in calls.iter().zip(&mine).enumerate() {
         let f: Vec<&str> = call.split(' ').collect();

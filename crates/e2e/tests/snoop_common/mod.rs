@@ -63,6 +63,31 @@ pub fn picked(rows: &[Event], pick: impl Fn(&Event) -> bool) -> Vec<Event> {
     v
 }
 
+/// The workload's calls, a line each, up to its closing line (which starts with "done"),
+/// then waits for it to end. Gives the calls and the closing line.
+pub fn workload_calls(mut w: Peer) -> (Vec<String>, String) {
+    let mut calls = Vec::new();
+    loop {
+        let l = w.line();
+        if l.starts_with("done") {
+            w.finish();
+            return (calls, l);
+        }
+        calls.push(l);
+    }
+}
+
+/// One record in `mine` per call of the workload: `what` says what the records are.
+pub fn assert_one_record_per_call(what: &str, mine: &[Event], calls: &[String]) {
+    assert_eq!(
+        mine.len(),
+        calls.len(),
+        "{} {what} in the table, the workload made {}: {mine:#?}\ncalls: {calls:#?}",
+        mine.len(),
+        calls.len()
+    );
+}
+
 /// Checks every field of `want` against `got`.
 pub fn assert_fields(what: &str, got: &Event, want: &[(&str, String)]) {
     for (k, v) in want {
