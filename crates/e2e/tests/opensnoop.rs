@@ -74,6 +74,7 @@ fn opensnoop_records_every_open_of_the_workload_exactly() {
         if res < 0 {
             *failures.entry(-res).or_insert(0) += 1;
         }
+        let (result, errno) = result_and_errno(res);
         assert_fields(
             &format!("open {i} ({call})"),
             got,
@@ -82,22 +83,8 @@ fn opensnoop_records_every_open_of_the_workload_exactly() {
                 // Python is single-threaded here: the calls come from its main thread.
                 ("tid", pid.to_string()),
                 ("uid", uid.into()),
-                (
-                    "fd",
-                    if res < 0 {
-                        "-1".into()
-                    } else {
-                        res.to_string()
-                    },
-                ),
-                (
-                    "err",
-                    if res < 0 {
-                        (-res).to_string()
-                    } else {
-                        "0".into()
-                    },
-                ),
+                ("fd", result),
+                ("err", errno),
                 ("flags", flags.to_string()),
                 ("comm", "snoopfs-open".into()),
                 ("fname", path.into()),

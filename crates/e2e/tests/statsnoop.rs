@@ -67,6 +67,7 @@ fn statsnoop_records_every_stat_of_the_workload_exactly() {
         if res < 0 {
             *failures.entry(-res).or_insert(0) += 1;
         }
+        let (result, errno) = result_and_errno(res);
         assert_fields(
             &format!("stat {i} ({call})"),
             got,
@@ -74,22 +75,8 @@ fn statsnoop_records_every_stat_of_the_workload_exactly() {
                 ("pid", pid.to_string()),
                 ("tid", pid.to_string()),
                 ("comm", "snoopfs-stat".into()),
-                (
-                    "ret",
-                    if res < 0 {
-                        "-1".into()
-                    } else {
-                        res.to_string()
-                    },
-                ),
-                (
-                    "err",
-                    if res < 0 {
-                        (-res).to_string()
-                    } else {
-                        "0".into()
-                    },
-                ),
+                ("ret", result),
+                ("err", errno),
                 ("path", path.into()),
                 ("call", name.into()),
             ],

@@ -88,6 +88,16 @@ pub fn assert_one_record_per_call(what: &str, mine: &[Event], calls: &[String]) 
     );
 }
 
+/// A system call's result `res` (negative: an errno) as the modules record it: the result or
+/// -1, and the errno or 0.
+pub fn result_and_errno(res: i64) -> (String, String) {
+    if res < 0 {
+        ("-1".into(), (-res).to_string())
+    } else {
+        (res.to_string(), "0".into())
+    }
+}
+
 /// Checks every field of `want` against `got`.
 pub fn assert_fields(what: &str, got: &Event, want: &[(&str, String)]) {
     for (k, v) in want {
