@@ -47,6 +47,14 @@ static __always_inline __u64 ringbuf_wakeup_flags(void *rb, __u64 size)
 	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+/* Declares `name`: a ring buffer of `bytes` (a power of 2, a multiple of the page size) the
+ * program sends records to (the spec's `events` map kind). */
+#define RINGBUF_MAP(name, bytes)				\
+	struct {						\
+		__uint(type, BPF_MAP_TYPE_RINGBUF);		\
+		__uint(max_entries, bytes);			\
+	} name SEC(".maps")
+
 /* Reserves a `size`-byte record in ring buffer map `rb` (by name); when the buffer is full,
  * adds 1 to the `lost` field of the counters in PERCPU_SLOT_MAP `stats` (by name) and gives
  * NULL. */

@@ -36,10 +36,7 @@ struct pending {
 
 PENDING_CALL_MAP(pending, struct pending, 10240);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} events SEC(".maps");
+RINGBUF_MAP(events, 1 << 20);
 
 PERCPU_SLOT_MAP(stats, struct opensnoop_stats);
 
