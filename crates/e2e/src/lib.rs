@@ -483,12 +483,6 @@ pub const BIOTOP_HOOKS: &[Hook] = &[
     ),
 ];
 /// tcplife's tracepoint programs.
-/// tcpretrans's tracepoints and programs.
-pub const TCPRETRANS_HOOKS: &[Hook] = &[
-    ("tcp/tcp_retransmit_skb", &["retrans_skb"]),
-    ("tcp/tcp_retransmit_synack", &["retrans_synack"]),
-];
-
 pub const TCPLIFE_HOOKS: &[Hook] = &[
     ("sock/inet_sock_set_state", &["tcplife_state"]),
     ("sock/sock_send_length", &["tcplife_send"]),
