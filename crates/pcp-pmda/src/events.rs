@@ -173,7 +173,7 @@ impl EventQueue {
         let from = c.next.max(first);
         c.next = end;
         let skip = (from - first) as usize;
-        let out = s.records.iter().skip(skip).cloned().collect();
+        let out = s.records.range(skip..).cloned().collect();
         s.trim();
         (out, missed)
     }

@@ -83,10 +83,15 @@ impl Recent {
     }
 
     pub fn push(&mut self, r: &[u8]) {
-        if self.records.len() == self.cap {
-            self.records.pop_back();
-        }
-        self.records.push_front(r.to_vec());
+        // Once full, the oldest record's buffer takes the new one: no allocation per event.
+        let mut buf = if self.records.len() == self.cap {
+            self.records.pop_back().unwrap_or_default()
+        } else {
+            Vec::with_capacity(r.len())
+        };
+        buf.clear();
+        buf.extend_from_slice(r);
+        self.records.push_front(buf);
         self.total += 1;
     }
 
