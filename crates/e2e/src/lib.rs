@@ -116,6 +116,26 @@ pub fn fetch(metrics: &[&str]) -> BTreeMap<String, Values> {
     parse_pminfo_f(&String::from_utf8_lossy(&o.stdout)).0
 }
 
+/// The rows of a table of metrics `<prefix>.<field>` (one instance a row, as the event and
+/// top-N modules serve them): instance -> field -> value.
+pub fn table_rows(
+    prefix: &str,
+    fields: &[&'static str],
+) -> BTreeMap<String, BTreeMap<&'static str, String>> {
+    let names: Vec<String> = fields.iter().map(|f| format!("{prefix}.{f}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let all = fetch(&refs);
+    let mut out: BTreeMap<String, BTreeMap<&'static str, String>> = BTreeMap::new();
+    for (f, m) in fields.iter().zip(&names) {
+        for (inst, v) in all.get(m).into_iter().flatten() {
+            out.entry(inst.clone().unwrap_or_default())
+                .or_default()
+                .insert(f, v.clone());
+        }
+    }
+    out
+}
+
 /// One numeric value (instance `inst`, or the singular value), if present.
 pub fn value_u64(metric: &str, inst: Option<&str>) -> Option<u64> {
     fetch(&[metric])

@@ -126,18 +126,7 @@ fn descriptors(
 
 /// Rows of a table of metrics `<prefix>.<field>`: instance -> field -> value.
 fn rows(prefix: &str, fields: &[&'static str]) -> BTreeMap<String, BTreeMap<&'static str, String>> {
-    let names: Vec<String> = fields.iter().map(|f| format!("{prefix}.{f}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let all = fetch(&refs);
-    let mut out: BTreeMap<String, BTreeMap<&'static str, String>> = BTreeMap::new();
-    for (f, m) in fields.iter().zip(&names) {
-        for (inst, v) in all.get(m).into_iter().flatten() {
-            out.entry(inst.clone().unwrap_or_default())
-                .or_default()
-                .insert(f, v.clone());
-        }
-    }
-    out
+    table_rows(prefix, fields)
 }
 
 fn sum(metric: &str) -> u64 {

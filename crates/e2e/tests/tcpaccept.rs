@@ -52,21 +52,7 @@ fn passive_opens() -> u64 {
 
 /// The table: instance -> field -> value.
 fn rows() -> BTreeMap<String, BTreeMap<&'static str, String>> {
-    let names: Vec<String> = FIELDS
-        .iter()
-        .map(|f| format!("bcc.proc.io.net.tcpaccept.{f}"))
-        .collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let all = fetch(&refs);
-    let mut out: BTreeMap<String, BTreeMap<&'static str, String>> = BTreeMap::new();
-    for (f, m) in FIELDS.iter().zip(&names) {
-        for (inst, v) in all.get(m).into_iter().flatten() {
-            out.entry(inst.clone().unwrap_or_default())
-                .or_default()
-                .insert(f, v.clone());
-        }
-    }
-    out
+    table_rows("bcc.proc.io.net.tcpaccept", &FIELDS)
 }
 
 #[test]
