@@ -47,6 +47,12 @@ static __always_inline __u64 ringbuf_wakeup_flags(void *rb, __u64 size)
 	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+/* ringbuf_wakeup_flags for a ring buffer of any size (asked of the kernel). */
+static __always_inline __u64 ringbuf_lazy_wakeup(void *rb)
+{
+	return ringbuf_wakeup_flags(rb, bpf_ringbuf_query(rb, BPF_RB_RING_SIZE));
+}
+
 /* Declares `name`: a ring buffer of `bytes` (a power of 2, a multiple of the page size) the
  * program sends records to (the spec's `events` map kind). */
 #define RINGBUF_MAP(name, bytes)				\

@@ -46,7 +46,7 @@ int BPF_URETPROBE(bashreadline_line, const char *line)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	if (bpf_probe_read_user_str(e->line, sizeof(e->line), line) < 0)
 		e->line[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 	return 0;
 }
 

@@ -121,7 +121,7 @@ int BPF_PROG(bs_rq_complete, struct request *rq, int error, unsigned int nr_byte
 	e->dev = rq_dev(rq);
 	blk_rwbs(e->rwbs, p->flags);
 	__builtin_memcpy(e->comm, p->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 	bpf_map_delete_elem(&pending, &k);
 	return 0;
 }

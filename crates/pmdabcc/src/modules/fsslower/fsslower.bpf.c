@@ -150,7 +150,7 @@ static __always_inline int leave(long ret)
 		e->file[0] = 0;
 	if (bpf_probe_read_kernel_str(e->fs, sizeof(e->fs), BPF_CORE_READ(f, f_inode, i_sb, s_type, name)) < 0)
 		e->fs[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 out:
 	pending_drop(&pending);
 	return 0;

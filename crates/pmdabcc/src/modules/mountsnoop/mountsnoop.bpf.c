@@ -114,7 +114,7 @@ static __always_inline int leave(long ret)
 		args[2] = (__u64)ret;
 		bpf_snprintf(e->call, sizeof(e->call), umount_fmt, args, 3 * sizeof(__u64));
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 out:
 	pending_drop(&pending);
 	return 0;

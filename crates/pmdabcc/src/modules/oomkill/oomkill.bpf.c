@@ -65,7 +65,7 @@ int BPF_PROG(oomkill_btf, struct task_struct *task, uid_t uid)
 		e->pages = mm_counter(mm, MM_ANONPAGES) + mm_counter(mm, MM_FILEPAGES) +
 			   mm_counter(mm, MM_SHMEMPAGES);
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 	return 0;
 }
 
@@ -86,7 +86,7 @@ int oomkill_tp(struct trace_event_raw_mark_victim *ctx)
 		e->uid = BPF_CORE_READ(ctx, uid);
 	if (bpf_core_field_exists(ctx->oom_score_adj))
 		e->oom_score_adj = BPF_CORE_READ(ctx, oom_score_adj);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 	return 0;
 }
 

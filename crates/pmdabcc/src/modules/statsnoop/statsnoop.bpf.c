@@ -73,7 +73,7 @@ static __always_inline int leave(long ret)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	if (bpf_probe_read_user_str(e->path, sizeof(e->path), p->path) < 0)
 		e->path[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 out:
 	pending_drop(&pending);
 	return 0;

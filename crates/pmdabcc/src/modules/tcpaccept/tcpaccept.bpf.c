@@ -99,7 +99,7 @@ static __always_inline void accepted(long fd)
 		bpf_core_read(e->laddr, sizeof(e->laddr), &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(e->raddr, sizeof(e->raddr), &sk->__sk_common.skc_v6_daddr);
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")

@@ -48,7 +48,7 @@ int tcpconnect_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->ipversion = ctx->family == INET_AF_INET ? 4 : 6;
 	e->dport = ctx->dport;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 	return 0;
 }
 

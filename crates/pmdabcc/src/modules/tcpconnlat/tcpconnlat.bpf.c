@@ -78,7 +78,7 @@ int tcpconnlat_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->lport = ctx->sport;
 	e->dport = ctx->dport;
 	__builtin_memcpy(e->comm, p->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 out:
 	bpf_map_delete_elem(&pending, &sk);
 	return 0;
