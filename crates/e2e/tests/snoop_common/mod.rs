@@ -6,6 +6,7 @@
 
 use e2e::*;
 pub use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The agent running `module` alone, with `options`: tables big enough that the system's own
 /// events (pmcd, builds) between the workload and the fetch do not push the workload's out.
@@ -61,6 +62,23 @@ pub fn picked(rows: &[Event], pick: impl Fn(&Event) -> bool) -> Vec<Event> {
     let mut v: Vec<Event> = rows.iter().filter(|e| pick(e)).cloned().collect();
     v.reverse();
     v
+}
+
+/// The records `pick` selects, oldest first, once there are `n` of them (5 s at most): the
+/// consumer thread drains the ring buffer every 20 ms, and a program wakes it only when the
+/// buffer fills, so the last records of a workload come a little after its calls.
+pub fn picked_when(
+    module: &str,
+    fields: &[&str],
+    n: usize,
+    pick: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut mine = Vec::new();
+    wait_for(Duration::from_secs(5), || {
+        mine = picked(&table(module, fields), &pick);
+        (mine.len() >= n).then_some(())
+    });
+    mine
 }
 
 /// The workload's calls, a line each, up to its closing line (which starts with "done"),
