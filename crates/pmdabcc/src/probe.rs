@@ -30,7 +30,7 @@ use crate::bpf::{self, Hook};
 use crate::config::{check_trusted, Config};
 use crate::module::{indom_serial, MetricSpec, Module, ModuleError, ModuleInstances};
 use pcp_pmda::{Instances, Semantics, Value};
-use regex::Regex;
+use regex_lite::Regex;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 //!   arguments joined by spaces).
 
 use crate::config::{ConfigError, ModuleConfig};
-use regex::Regex;
+use regex_lite::Regex;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -958,7 +958,7 @@ pub struct OptionValues {
     /// Memory bound of each event-record queue (bcc.conf `queue_memory`), in bytes.
     pub queue_memory: usize,
     /// Match options given: (events map, item of the field's metric, expression).
-    pub matches: Vec<(String, u32, regex::Regex)>,
+    pub matches: Vec<(String, u32, regex_lite::Regex)>,
 }
 
 /// The events map and metric item a match option's field is served by.
@@ -1028,7 +1028,7 @@ fn create_spec_module(
             }
             OptKind::Match { field } => {
                 if let Some(s) = cfg.get(&o.key).map(str::trim).filter(|s| !s.is_empty()) {
-                    let re = regex::Regex::new(s)
+                    let re = regex_lite::Regex::new(s)
                         .map_err(|e| cfg.error(&o.key, format!("not a regular expression: {e}")))?;
                     let (map, item) = match_target(&p.spec, field).expect("checked with the spec");
                     v.matches.push((map, item, re));

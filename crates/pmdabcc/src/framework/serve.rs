@@ -67,7 +67,7 @@ struct MapState {
     /// The event-record queue, when the map has a `records` metric.
     queue: Option<Arc<EventQueue>>,
     /// Match options on this map's records: (the field's metric, expression).
-    filters: Vec<(MetricPlan, regex::Regex)>,
+    filters: Vec<(MetricPlan, regex_lite::Regex)>,
     stream: Option<Stream>,
     slots: usize,
 }
