@@ -24,10 +24,7 @@ struct bashreadline_stats {
 	__u64 lost;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 18);
-} events SEC(".maps");
+RINGBUF_MAP(events, 1 << 18);
 
 PERCPU_SLOT_MAP(stats, struct bashreadline_stats);
 

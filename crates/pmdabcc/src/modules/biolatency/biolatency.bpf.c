@@ -23,20 +23,10 @@ extern int LINUX_KERNEL_VERSION __kconfig;
 PERCPU_SLOT_MAP(hist, struct hist);
 
 /* Per disk (dev_t, kernel encoding major << 20 | minor), updated atomically. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, __u32);
-	__type(value, struct hist);
-} disks SEC(".maps");
+HASH_MAP(disks, __u32, struct hist, 256);
 
 /* Requests in flight: when they started. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, struct biolat_rq_key);
-	__type(value, __u64);
-} start SEC(".maps");
+HASH_MAP(start, struct biolat_rq_key, __u64, 10240);
 
 /*
  * CO-RE shim: the disk of a request. Commit f3fa33acca9f ("block: remove the ->rq_disk field

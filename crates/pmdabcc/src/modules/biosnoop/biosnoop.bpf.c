@@ -34,17 +34,9 @@ struct pending_rq {
 
 /* In-flight requests by request pointer. LRU: requests whose completion is never seen
  * (merged away, lost) age out instead of filling the map. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct pending_rq);
-} pending SEC(".maps");
+LRU_HASH_MAP(pending, __u64, struct pending_rq, 16384);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} events SEC(".maps");
+RINGBUF_MAP(events, 1 << 20);
 
 PERCPU_SLOT_MAP(stats, struct biosnoop_stats);
 

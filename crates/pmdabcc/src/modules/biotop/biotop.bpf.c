@@ -62,37 +62,17 @@ struct rq_owner {
 
 /* In-flight requests. LRU: requests that never complete here (merged away, started before
  * the agent, lost completions) age out instead of filling the map. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct rq_key);
-	__type(value, struct rq_owner);
-} pending SEC(".maps");
+LRU_HASH_MAP(pending, struct rq_key, struct rq_owner, 16384);
 
 /* tp_btf: bios merged into a request, by bio pointer, with their own submitter (NO_OWNER:
  * not counted per process), until they complete. LRU like `pending`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct rq_owner);
-} merged SEC(".maps");
+LRU_HASH_MAP(merged, __u64, struct rq_owner, 16384);
 
 /* Totals per (disk, process); max_entries is the `max_entries` option. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, struct biotop_key);
-	__type(value, struct biotop_val);
-} pairs SEC(".maps");
+HASH_MAP(pairs, struct biotop_key, struct biotop_val, 10240);
 
 /* The processes to track when filter_enabled (filled by user space on each re-scan). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u8);
-} pids SEC(".maps");
+HASH_MAP(pids, __u32, __u8, 16384);
 
 PERCPU_SLOT_MAP(counters, struct biotop_counters);
 

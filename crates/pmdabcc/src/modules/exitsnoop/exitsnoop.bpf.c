@@ -14,10 +14,7 @@ const struct exitsnoop_event *unused_event __attribute__((unused));
 
 #define EVENTS_SIZE (1 << 20)
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, EVENTS_SIZE);
-} events SEC(".maps");
+RINGBUF_MAP(events, EVENTS_SIZE);
 
 PERCPU_SLOT_MAP(stats, struct exitsnoop_stats);
 

@@ -15,10 +15,7 @@
 #include "oomkill.h"
 #include "maps.bpf.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 * 1024);
-} events SEC(".maps");
+RINGBUF_MAP(events, 64 * 1024);
 
 PERCPU_SLOT_MAP(stats, struct oomkill_stats);
 

@@ -17,12 +17,7 @@
 PERCPU_SLOT_MAP(hist, struct hist);
 
 /* When each runnable task (thread id) was enqueued. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u32);
-	__type(value, __u64);
-} start SEC(".maps");
+HASH_MAP(start, __u32, __u64, 10240);
 
 /*
  * The `process` filter: thread group ids with tp_btf/raw_tp (the task is at hand); with

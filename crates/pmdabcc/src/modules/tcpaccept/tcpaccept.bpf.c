@@ -36,10 +36,7 @@ struct accept_stats {
 	__u64 lost;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} events SEC(".maps");
+RINGBUF_MAP(events, 256 * 1024);
 
 PERCPU_SLOT_MAP(stats, struct accept_stats);
 

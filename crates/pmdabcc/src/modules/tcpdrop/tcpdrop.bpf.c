@@ -10,6 +10,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include "maps.bpf.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -25,12 +26,7 @@ struct drop_count {
 	__u64 packets;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct drop_key);
-	__type(value, struct drop_count);
-} drops SEC(".maps");
+PERCPU_HASH_MAP(drops, struct drop_key, struct drop_count, 1024);
 
 /* The packet's transport protocol, from its IPv4 or IPv6 header (0 when it has none, or
  * an IPv6 extension header comes first). */

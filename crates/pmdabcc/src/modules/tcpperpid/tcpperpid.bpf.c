@@ -12,6 +12,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include "maps.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -23,30 +24,15 @@ struct perpid_bytes {
 	__u64 rx;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); /* tgid */
-	__type(value, struct perpid_bytes);
-} bytes SEC(".maps");
+/* Bytes per process (thread group id). */
+PERCPU_HASH_MAP(bytes, __u32, struct perpid_bytes, 16384);
 
 /* The lport and dport options: ports (host order) to count; all when not given. */
 const volatile bool filter_lport = false;
 const volatile bool filter_dport = false;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u16);
-	__type(value, __u8);
-} lports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u16);
-	__type(value, __u8);
-} dports SEC(".maps");
+HASH_MAP(lports, __u16, __u8, 1024);
+HASH_MAP(dports, __u16, __u8, 1024);
 
 static __always_inline void account(struct sock *sk, int ret, bool send)
 {

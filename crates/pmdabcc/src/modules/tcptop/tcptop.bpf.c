@@ -10,18 +10,14 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "tcptop.h"
+#include "maps.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct tcptop_key);
-	__type(value, struct tcptop_bytes);
-} conns SEC(".maps");
+HASH_MAP(conns, struct tcptop_key, struct tcptop_bytes, 16384);
 
 static __always_inline void account(struct sock *sk, int ret, bool send)
 {
