@@ -118,19 +118,26 @@ static __always_inline void pending_drop(void *map)
 	bpf_map_delete_elem(map, &tid);
 }
 
+/* The value of `key` in a hash map, created from `init` first when there is none (another
+ * CPU may create it meanwhile: its value stays); NULL when the map is full. */
+static __always_inline void *map_lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		return v;
+	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
 /* Adds `n` to the u64 value of `key` in a hash map, creating it at 0 first; a full map
  * drops the add. */
 static __always_inline void map_add(void *map, const void *key, __u64 n)
 {
-	__u64 zero = 0, *v = bpf_map_lookup_elem(map, key);
+	__u64 zero = 0, *v = map_lookup_or_init(map, key, &zero);
 
-	if (!v) {
-		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(map, key);
-		if (!v)
-			return;
-	}
-	__sync_fetch_and_add(v, n);
+	if (v)
+		__sync_fetch_and_add(v, n);
 }
 
 #endif

@@ -55,13 +55,9 @@ static __always_inline void count(struct sk_buff *skb, __u32 reason)
 		return;
 	if (protocols == 0 && l4_protocol(skb) != IPPROTO_TCP)
 		return;
-	c = bpf_map_lookup_elem(&drops, &key);
-	if (!c) {
-		bpf_map_update_elem(&drops, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&drops, &key);
-		if (!c)
-			return;
-	}
+	c = map_lookup_or_init(&drops, &key, &zero);
+	if (!c)
+		return;
 	c->packets++; /* per-CPU value */
 }
 

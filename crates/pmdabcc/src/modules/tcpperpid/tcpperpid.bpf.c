@@ -13,11 +13,11 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "maps.bpf.h"
+#include "inet.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define MSG_PEEK 2
 
 struct perpid_bytes {
 	__u64 tx;
@@ -56,13 +56,9 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 			return;
 	}
 	tgid = bpf_get_current_pid_tgid() >> 32;
-	b = bpf_map_lookup_elem(&bytes, &tgid);
-	if (!b) {
-		bpf_map_update_elem(&bytes, &tgid, &zero, BPF_NOEXIST);
-		b = bpf_map_lookup_elem(&bytes, &tgid);
-		if (!b)
-			return; /* map full */
-	}
+	b = map_lookup_or_init(&bytes, &tgid, &zero);
+	if (!b)
+		return; /* map full */
 	if (send)
 		b->tx += ret; /* per-CPU value */
 	else
@@ -81,40 +77,12 @@ static __always_inline void retire(struct task_struct *p)
 	bpf_map_delete_elem(&bytes, &tgid);
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(pp_send_btf, struct sock *sk, int ret, int flags)
-{
-	account(sk, ret, true);
-	return 0;
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(pp_recv_btf, struct sock *sk, int ret, int flags)
-{
-	if (!(flags & MSG_PEEK))
-		account(sk, ret, false);
-	return 0;
-}
+SOCK_LENGTH_PROGRAMS(pp, account)
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(pp_exit_btf, struct task_struct *p)
 {
 	retire(p);
-	return 0;
-}
-
-SEC("tracepoint/sock/sock_send_length")
-int pp_send_tp(struct trace_event_raw_sock_msg_length *ctx)
-{
-	account((struct sock *)ctx->sk, ctx->ret, true);
-	return 0;
-}
-
-SEC("tracepoint/sock/sock_recv_length")
-int pp_recv_tp(struct trace_event_raw_sock_msg_length *ctx)
-{
-	if (!(ctx->flags & MSG_PEEK))
-		account((struct sock *)ctx->sk, ctx->ret, false);
 	return 0;
 }
 

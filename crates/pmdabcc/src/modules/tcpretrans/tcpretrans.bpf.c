@@ -34,14 +34,10 @@ HASH_MAP(kinds, __u32, struct retrans, 2);
 
 static __always_inline void add(void *map, const void *key, __u64 segs, bool failed)
 {
-	struct retrans zero = {}, *r = bpf_map_lookup_elem(map, key);
+	struct retrans zero = {}, *r = map_lookup_or_init(map, key, &zero);
 
-	if (!r) {
-		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
-		r = bpf_map_lookup_elem(map, key);
-		if (!r)
-			return;
-	}
+	if (!r)
+		return;
 	__sync_fetch_and_add(&r->count, 1);
 	__sync_fetch_and_add(&r->segs, segs);
 	if (failed)
