@@ -3,20 +3,44 @@
 #ifndef BCC_PMDA_HOOKS_BPF_H
 #define BCC_PMDA_HOOKS_BPF_H
 
-/* Defines the tp_btf and raw_tp hook twins of tracepoint `tp` (MODULE-SPEC.md): `base`_btf on
- * tp_btf/`tp` and `base`_raw on raw_tp/`tp`, both returning `handler`(ctx). Both kinds give
- * the tracepoint's arguments as ctx[0], ctx[1], ... (tp_btf also types them for the
- * verifier), so the handler, an `int (unsigned long long *ctx)`, serves both. */
-#define BTF_RAW_TWINS(tp, base, handler)			\
+/* Defines program `prog` on tp_btf/`tp` (or on raw_tp/`tp`), returning `handler`(ctx): one
+ * handler for several tracepoints. Both kinds give the tracepoint's arguments as ctx[0],
+ * ctx[1], ... (tp_btf also types them for the verifier), so the handler is an
+ * `int (unsigned long long *ctx)` that reads them there. */
+#define BTF_PROGRAM(tp, prog, handler)				\
 	SEC("tp_btf/" #tp)					\
-	int base##_btf(unsigned long long *ctx)			\
+	int prog(unsigned long long *ctx)			\
 	{							\
 		return handler(ctx);				\
-	}							\
+	}
+#define RAW_TP_PROGRAM(tp, prog, handler)			\
 	SEC("raw_tp/" #tp)					\
-	int base##_raw(unsigned long long *ctx)			\
+	int prog(unsigned long long *ctx)			\
 	{							\
 		return handler(ctx);				\
+	}
+
+/* Defines the tp_btf and raw_tp hook twins of tracepoint `tp` (MODULE-SPEC.md): `base`_btf and
+ * `base`_raw, one handler for both. */
+#define BTF_RAW_TWINS(tp, base, handler)			\
+	BTF_PROGRAM(tp, base##_btf, handler)			\
+	RAW_TP_PROGRAM(tp, base##_raw, handler)
+
+/* Defines the tp_btf and classic hook twins of tracepoint `category`/`tp` for a handler that
+ * reads none of its arguments (what it needs, the current task has): `base`_btf on
+ * tp_btf/`tp` and `base`_tp on tracepoint/`category`/`tp`, both running handler(). */
+#define BTF_TP_TWINS(category, tp, base, handler)			\
+	SEC("tp_btf/" #tp)						\
+	int base##_btf(unsigned long long *ctx)			\
+	{								\
+		handler();						\
+		return 0;						\
+	}								\
+	SEC("tracepoint/" #category "/" #tp)				\
+	int base##_tp(void *ctx)					\
+	{								\
+		handler();						\
+		return 0;						\
 	}
 
 /* Defines program `prog` on the classic tracepoint `category`/`event`, returning

@@ -18,6 +18,7 @@
 #include "biosnoop.h"
 #include "maps.bpf.h"
 #include "block.bpf.h"
+#include "hooks.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool queued = false; /* latency from block_rq_insert, where a request has one */
@@ -55,12 +56,14 @@ static __always_inline struct pending_rq *entry(struct request *rq, __u64 owner_
 	return bpf_map_lookup_elem(&pending, &k);
 }
 
-SEC("tp_btf/block_io_start")
-int BPF_PROG(bs_io_start, struct request *rq)
+/* block_io_start(rq): a new request, submitted by the current task. */
+static __always_inline int new_request(unsigned long long *ctx)
 {
-	entry(rq, BPF_ANY);
+	entry((struct request *)ctx[0], BPF_ANY);
 	return 0;
 }
+
+BTF_PROGRAM(block_io_start, bs_io_start, new_request)
 
 SEC("tp_btf/block_rq_insert")
 int BPF_PROG(bs_rq_insert, struct request *rq)

@@ -31,6 +31,7 @@
 #include "biotop.h"
 #include "maps.bpf.h"
 #include "block.bpf.h"
+#include "hooks.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool filter_enabled = false;  /* only PIDs in `pids` are attributed */
@@ -243,30 +244,20 @@ int BPF_PROG(btf_rq_issue, struct request *rq)
 }
 
 /* A bio is merged into a request that may be another process's: remember who submitted it
- * (this runs in the submitter's context). */
-static __always_inline void note_merged_bio(struct bio *bio)
+ * (this runs in the submitter's context). block_bio_backmerge(bio), block_bio_frontmerge(bio). */
+static __always_inline int note_merged_bio(unsigned long long *ctx)
 {
-	__u64 k = (__u64)bio;
+	__u64 k = ctx[0]; /* the bio */
 	struct rq_owner o = {};
 
 	if (!current_owner(&o))
 		o.tgid = NO_OWNER;
 	bpf_map_update_elem(&merged, &k, &o, BPF_ANY);
-}
-
-SEC("tp_btf/block_bio_backmerge")
-int BPF_PROG(btf_bio_backmerge, struct bio *bio)
-{
-	note_merged_bio(bio);
 	return 0;
 }
 
-SEC("tp_btf/block_bio_frontmerge")
-int BPF_PROG(btf_bio_frontmerge, struct bio *bio)
-{
-	note_merged_bio(bio);
-	return 0;
-}
+BTF_PROGRAM(block_bio_backmerge, btf_bio_backmerge, note_merged_bio)
+BTF_PROGRAM(block_bio_frontmerge, btf_bio_frontmerge, note_merged_bio)
 
 /* `rq` is merged into the request before it and goes away (its bios move there): its bios
  * keep its owner, unless they were merged into it and have their own already. */

@@ -9,6 +9,7 @@
 #include <bpf/bpf_tracing.h>
 #include "exitsnoop.h"
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 const struct exitsnoop_event *unused_event __attribute__((unused));
 
@@ -42,18 +43,7 @@ static __always_inline void report(void)
 	bpf_ringbuf_submit(e, ringbuf_wakeup_flags(&events, EVENTS_SIZE));
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(exitsnoop_btf)
-{
-	report();
-	return 0;
-}
-
-SEC("tracepoint/sched/sched_process_exit")
-int exitsnoop_tp(void *ctx)
-{
-	report();
-	return 0;
-}
+/* sched_process_exit runs in the exiting task. */
+BTF_TP_TWINS(sched, sched_process_exit, exitsnoop, report)
 
 char LICENSE[] SEC("license") = "GPL";

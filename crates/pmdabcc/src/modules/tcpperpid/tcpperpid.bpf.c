@@ -14,6 +14,7 @@
 #include <bpf/bpf_endian.h>
 #include "maps.bpf.h"
 #include "inet.bpf.h"
+#include "hooks.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -66,9 +67,10 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 }
 
 /* A process is gone when its last thread exits: its entry goes, so a reused PID starts
- * from zero. */
-static __always_inline void retire(struct task_struct *p)
+ * from zero. sched_process_exit runs in the exiting task. */
+static __always_inline void retire(void)
 {
+	struct task_struct *p = (struct task_struct *)bpf_get_current_task();
 	__u32 tgid;
 
 	if (BPF_CORE_READ(p, signal, live.counter) > 0)
@@ -79,18 +81,6 @@ static __always_inline void retire(struct task_struct *p)
 
 SOCK_LENGTH_PROGRAMS(pp, account)
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(pp_exit_btf, struct task_struct *p)
-{
-	retire(p);
-	return 0;
-}
-
-SEC("tracepoint/sched/sched_process_exit")
-int pp_exit_tp(void *ctx)
-{
-	retire((struct task_struct *)bpf_get_current_task());
-	return 0;
-}
+BTF_TP_TWINS(sched, sched_process_exit, pp_exit, retire)
 
 char LICENSE[] SEC("license") = "GPL";
