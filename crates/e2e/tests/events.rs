@@ -108,19 +108,20 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// Runs `/bin/true <tag>-<i>` to its end; returns its pid.
+fn run_true(tag: &str, i: usize) -> u32 {
+    let mut c = Command::new("/bin/true")
+        .arg(format!("{tag}-{i}"))
+        .spawn()
+        .expect("spawn /bin/true");
+    let pid = c.id();
+    assert!(c.wait().expect("wait").success());
+    pid
+}
+
 /// Runs `/bin/true <tag>-<i>` for each i, one after another; returns each child's pid.
 fn exec_true(tag: &str, n: usize) -> Vec<u32> {
-    (0..n)
-        .map(|i| {
-            let mut c = Command::new("/bin/true")
-                .arg(format!("{tag}-{i}"))
-                .spawn()
-                .expect("spawn /bin/true");
-            let pid = c.id();
-            assert!(c.wait().expect("wait").success());
-            pid
-        })
-        .collect()
+    (0..n).map(|i| run_true(tag, i)).collect()
 }
 
 /// Runs `/bin/true <tag>-<i>` for i in 0..n in four loops at once; returns each i's pid.
@@ -134,15 +135,7 @@ fn exec_true_parallel(tag: &str, n: usize) -> BTreeMap<usize, u32> {
                 sc.spawn(move || {
                     (k..n)
                         .step_by(LOOPS)
-                        .map(|i| {
-                            let mut c = Command::new("/bin/true")
-                                .arg(format!("{tag}-{i}"))
-                                .spawn()
-                                .expect("spawn /bin/true");
-                            let pid = c.id();
-                            assert!(c.wait().expect("wait").success());
-                            (i, pid)
-                        })
+                        .map(|i| (i, run_true(tag, i)))
                         .collect()
                 })
             })
