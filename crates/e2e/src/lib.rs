@@ -305,6 +305,13 @@ impl Session {
         self.wait_ready();
     }
 
+    /// Session::start, then assert_module_running(module).
+    pub fn running(module: &str) -> Session {
+        let s = Session::start();
+        s.assert_module_running(module);
+        s
+    }
+
     /// Fails unless `module` runs (bcc.agent.modules.state is "running"), saying its status;
     /// prints the status otherwise.
     pub fn assert_module_running(&self, module: &str) {

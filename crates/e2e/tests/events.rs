@@ -198,8 +198,7 @@ fn tag() -> String {
 
 #[test]
 fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
-    let s = Session::start();
-    s.assert_module_running("execsnoop");
+    let _s = Session::running("execsnoop");
     let me = std::process::id().to_string();
     let want = |tag: &str, i: usize, pid: u32| -> Record {
         [
@@ -312,8 +311,7 @@ fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
 #[test]
 fn a_burst_of_20000_execs_reaches_two_clients_whole() {
     const N: usize = 20_000;
-    let s = Session::start();
-    s.assert_module_running("execsnoop");
+    let _s = Session::running("execsnoop");
     let tag = tag();
     let lost0 = value_u64("bcc.execsnoop.lost", None).expect("bcc.execsnoop.lost");
     // One client fetches once after the whole burst, the other every 2 s during it.
@@ -389,8 +387,7 @@ fn a_burst_of_20000_execs_reaches_two_clients_whole() {
 
 #[test]
 fn exitsnoop_reports_exit_codes_and_signals() {
-    let s = Session::start();
-    s.assert_module_running("exitsnoop");
+    let _s = Session::running("exitsnoop");
     let me = std::process::id().to_string();
     // A shell that exits with 7 and a sleep killed by SIGKILL: (pid, comm, sig, exit code),
     // and an upper bound of their ages.
@@ -495,8 +492,7 @@ fn exitsnoop_reports_exit_codes_and_signals() {
 
 #[test]
 fn an_unprivileged_client_gets_no_sensitive_field() {
-    let s = Session::start();
-    s.assert_module_running("execsnoop");
+    let _s = Session::running("execsnoop");
     let tag = tag();
     let reader = Reader::start("bcc.execsnoop.records", 2, 3, Some("nobody"));
     let pids = exec_true(&tag, 3);

@@ -50,8 +50,7 @@ fn own_rate(stream: &mut Peer) -> f64 {
 
 #[test]
 fn pmlogconf_switches_the_group_on_and_pmlogger_records_the_rate() {
-    let s = Session::start();
-    s.assert_module_running("netproc");
+    let _s = Session::running("netproc");
     let dir = std::env::temp_dir().join(format!("bcc-plc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -146,8 +145,7 @@ sys.stdin.read()
 /// session; the captured screen's row of the process shows what its own calls returned.
 #[test]
 fn pcp_htop_tcp_columns_show_the_process() {
-    let s = Session::start();
-    s.assert_module_running("netproc");
+    let _s = Session::running("netproc");
     let home = std::env::temp_dir().join(format!("bcc-htop-{}", std::process::id()));
     std::fs::create_dir_all(home.join(".config/htop")).unwrap();
     std::fs::write(

@@ -31,8 +31,7 @@ fn exchange(host: &str, port: u16, up: u64, down: u64) -> (Peer, Peer, String) {
 
 #[test]
 fn per_process_bytes_are_exact_ipv4_and_ipv6() {
-    let s = Session::start();
-    s.assert_module_running("tcpperpid");
+    let _s = Session::running("tcpperpid");
     for host in ["127.0.0.1", "::1"] {
         let (up, down) = (1_234_567, 76_543);
         let (server, client, _) = exchange(host, 0, up, down);

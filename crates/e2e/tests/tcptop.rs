@@ -27,8 +27,7 @@ fn find(want: &[(&str, String)]) -> Option<BTreeMap<&'static str, String>> {
 
 #[test]
 fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
-    let s = Session::start();
-    s.assert_module_running("tcptop");
+    let _s = Session::running("tcptop");
     for (fam, host) in [("4", "127.0.0.1"), ("6", "::1")] {
         let (mut server, mut client, sport, cport) = tcp_peers(host, 0);
         let (cpid, spid) = (client.pid().to_string(), server.pid().to_string());
@@ -97,8 +96,7 @@ fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
 
 #[test]
 fn addresses_ports_and_commands_are_refused_to_unprivileged_users() {
-    let s = Session::start();
-    s.assert_module_running("tcptop");
+    let _s = Session::running("tcptop");
     let (mut server, mut client, _, _) = tcp_peers("127.0.0.1", 0);
     // Keep the connection busy so the table has a row while nobody asks.
     let names: Vec<String> = FIELDS
