@@ -72,6 +72,13 @@ static __always_inline __u64 ringbuf_lazy_wakeup(void *rb)
 		__uint(max_entries, bytes);			\
 	} name SEC(".maps")
 
+/* Declares the two maps of an event stream (the spec's `events` map kind with its `lost`
+ * counter): `events`, a RINGBUF_MAP of `bytes`, and `stats`, a PERCPU_SLOT_MAP of
+ * `stats_type`, whose `lost` field RESERVE_OR_COUNT_LOST(events, size, stats) counts. */
+#define EVENT_MAPS(bytes, stats_type)		\
+	RINGBUF_MAP(events, bytes);		\
+	PERCPU_SLOT_MAP(stats, stats_type)
+
 /* Reserves a `size`-byte record in ring buffer map `rb` (by name); when the buffer is full,
  * adds 1 to the `lost` field of the counters in PERCPU_SLOT_MAP `stats` (by name) and gives
  * NULL. */

@@ -24,9 +24,7 @@ struct bashreadline_stats {
 	__u64 lost;
 };
 
-RINGBUF_MAP(events, 1 << 18);
-
-PERCPU_SLOT_MAP(stats, struct bashreadline_stats);
+EVENT_MAPS(1 << 18, struct bashreadline_stats);
 
 SEC("uretprobe")
 int BPF_URETPROBE(bashreadline_line, const char *line)

@@ -37,9 +37,7 @@ struct pending_rq {
  * (merged away, lost) age out instead of filling the map. */
 LRU_HASH_MAP(pending, __u64, struct pending_rq, 16384);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct biosnoop_stats);
+EVENT_MAPS(1 << 20, struct biosnoop_stats);
 
 const struct biosnoop_event *unused_event __attribute__((unused));
 

@@ -15,9 +15,7 @@ const struct exitsnoop_event *unused_event __attribute__((unused));
 
 #define EVENTS_SIZE (1 << 20)
 
-RINGBUF_MAP(events, EVENTS_SIZE);
-
-PERCPU_SLOT_MAP(stats, struct exitsnoop_stats);
+EVENT_MAPS(EVENTS_SIZE, struct exitsnoop_stats);
 
 static __always_inline void report(void)
 {

@@ -55,9 +55,7 @@ struct pending {
 
 PENDING_CALL_MAP(pending, struct pending, 10240);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct fsslower_stats);
+EVENT_MAPS(1 << 20, struct fsslower_stats);
 
 static __always_inline bool fs_wanted(unsigned long magic)
 {

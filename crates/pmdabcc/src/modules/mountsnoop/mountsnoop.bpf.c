@@ -51,9 +51,7 @@ struct pending {
 
 PENDING_CALL_MAP(pending, struct pending, 1024);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct mountsnoop_stats);
+EVENT_MAPS(1 << 20, struct mountsnoop_stats);
 
 static const char mount_fmt[] = "mount(\"%s\", \"%s\", \"%s\", 0x%llx, \"%s\") = %d";
 static const char umount_fmt[] = "umount(\"%s\", 0x%llx) = %d";

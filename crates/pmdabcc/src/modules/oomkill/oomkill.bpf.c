@@ -15,9 +15,7 @@
 #include "oomkill.h"
 #include "maps.bpf.h"
 
-RINGBUF_MAP(events, 64 * 1024);
-
-PERCPU_SLOT_MAP(stats, struct oomkill_stats);
+EVENT_MAPS(64 * 1024, struct oomkill_stats);
 
 const struct oomkill_event *unused_event __attribute__((unused));
 

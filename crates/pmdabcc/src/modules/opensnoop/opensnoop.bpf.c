@@ -37,9 +37,7 @@ struct pending {
 
 PENDING_CALL_MAP(pending, struct pending, 10240);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct opensnoop_stats);
+EVENT_MAPS(1 << 20, struct opensnoop_stats);
 
 static __always_inline int enter(const char *fname, __s32 flags)
 {

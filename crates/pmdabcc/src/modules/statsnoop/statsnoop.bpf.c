@@ -40,9 +40,7 @@ const volatile bool failed_only = false;
 
 PENDING_CALL_MAP(pending, struct pending, 10240);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct statsnoop_stats);
+EVENT_MAPS(1 << 20, struct statsnoop_stats);
 
 static __always_inline int enter(const char *path, __u32 call)
 {

@@ -37,9 +37,7 @@ struct accept_stats {
 	__u64 lost;
 };
 
-RINGBUF_MAP(events, 256 * 1024);
-
-PERCPU_SLOT_MAP(stats, struct accept_stats);
+EVENT_MAPS(256 * 1024, struct accept_stats);
 
 const struct accept_event *unused_accept_event;
 

@@ -28,9 +28,7 @@ struct pending_connect {
 /* Connects in SYN_SENT, by socket address. LRU: a full table drops the oldest. */
 LRU_HASH_MAP(pending, __u64, struct pending_connect, 8192);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct tcpconnlat_stats);
+EVENT_MAPS(1 << 20, struct tcpconnlat_stats);
 
 const struct tcpconnlat_event *unused_event __attribute__((unused));
 

@@ -53,9 +53,7 @@ HASH_MAP(lports, __u16, __u8, 64);
 HASH_MAP(dports, __u16, __u8, 64);
 
 /* Its size is set from the buffer_page_count option. */
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct tcplife_stats);
+EVENT_MAPS(1 << 20, struct tcplife_stats);
 
 /* Keep the shared types in BTF, so the skeleton carries them to Rust. */
 enum tcplife_kind tcplife_kind_btf __attribute__((unused));
