@@ -136,20 +136,31 @@ pub fn table_rows(
     out
 }
 
+/// Panics, saying `what` and showing `text`, unless `text` contains every one of `needles`.
+pub fn assert_has(text: &str, needles: &[&str], what: &str) {
+    for n in needles {
+        assert!(text.contains(n), "{what}: no {n:?} in\n{text}");
+    }
+}
+
+/// Every value of one metric (none when it has none or is unknown).
+pub fn values(metric: &str) -> Values {
+    fetch(&[metric]).remove(metric).unwrap_or_default()
+}
+
+/// One value (instance `inst`, or the singular value), if present.
+pub fn value_str(metric: &str, inst: Option<&str>) -> Option<String> {
+    values(metric).remove(&inst.map(str::to_string))
+}
+
 /// One numeric value (instance `inst`, or the singular value), if present.
 pub fn value_u64(metric: &str, inst: Option<&str>) -> Option<u64> {
-    fetch(&[metric])
-        .get(metric)?
-        .get(&inst.map(str::to_string))?
-        .parse()
-        .ok()
+    value_str(metric, inst)?.parse().ok()
 }
 
 /// All instances of a numeric metric.
 pub fn values_u64(metric: &str) -> BTreeMap<String, u64> {
-    fetch(&[metric])
-        .remove(metric)
-        .unwrap_or_default()
+    values(metric)
         .into_iter()
         .filter_map(|(k, v)| Some((k.unwrap_or_default(), v.parse().ok()?)))
         .collect()
@@ -294,6 +305,13 @@ impl Session {
         self.wait_ready();
     }
 
+    /// Session::start, then assert_module_running(module).
+    pub fn running(module: &str) -> Session {
+        let s = Session::start();
+        s.assert_module_running(module);
+        s
+    }
+
     /// Fails unless `module` runs (bcc.agent.modules.state is "running"), saying its status;
     /// prints the status otherwise.
     pub fn assert_module_running(&self, module: &str) {
@@ -381,6 +399,41 @@ impl Peer {
         let st = self.child.wait().unwrap();
         assert!(st.success(), "peer {} failed: {st}", self.pid());
     }
+}
+
+/// A TCP peer for Peer: `server ADDR PORT` listens on ADDR, port PORT (0: any), prints the
+/// port and accepts one connection; `client ADDR PORT` connects there and prints its own
+/// port. Then, per stdin line "send N" or "recv N", each moves N bytes and prints "ok".
+pub const TCP_PEER: &str = r#"
+import socket, sys
+role, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+af = socket.AF_INET6 if ":" in addr else socket.AF_INET
+if role == "server":
+    l = socket.socket(af); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((addr, port)); l.listen(1)
+    print(l.getsockname()[1], flush=True)
+    s = l.accept()[0]
+else:
+    s = socket.socket(af); s.connect((addr, port))
+    print(s.getsockname()[1], flush=True)
+for line in sys.stdin:
+    what, n = line.split(); n = int(n)
+    if what == "send":
+        s.sendall(b"x" * n)
+    else:
+        while n > 0:
+            n -= len(s.recv(min(n, 1 << 16)))
+    print("ok", flush=True)
+"#;
+
+/// A TCP connection between two TCP_PEER processes on address `host`, the server on `port`
+/// (0: any): (server, client, the server's port, the client's port).
+pub fn tcp_peers(host: &str, port: u16) -> (Peer, Peer, String, String) {
+    let mut server = Peer::spawn(TCP_PEER, &["server", host, &port.to_string()]);
+    let sport = server.line();
+    let mut client = Peer::spawn(TCP_PEER, &["client", host, &sport]);
+    let cport = client.line();
+    (server, client, sport, cport)
 }
 
 /// The metrics (after `bcc.proc.io.net.tcp.`) of tcplife's `sessions` layout: exactly the

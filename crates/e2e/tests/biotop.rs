@@ -15,9 +15,7 @@ const DIR: &str = "/var/tmp";
 /// Takes the session and checks the module runs.
 fn session() -> Session {
     let s = Session::start();
-    let state = fetch(&["bcc.agent.modules.state"])
-        .remove("bcc.agent.modules.state")
-        .unwrap_or_default();
+    let state = values("bcc.agent.modules.state");
     assert_eq!(
         state.get(&Some("biotop".to_string())).map(String::as_str),
         Some("running"),
@@ -89,6 +87,34 @@ fn dd_read(file: &Path) -> Child {
     ])
 }
 
+/// A session with biotop running, the disk of DIR, and a scratch file of `mib` MiB written
+/// already: later direct writes to it only overwrite data blocks (no allocation I/O).
+fn with_file(tag: &str, mib: u64) -> (Session, String, Scratch) {
+    let s = session();
+    let disk = disk_of(DIR);
+    let f = Scratch::new(tag);
+    finish(dd_write(&f, mib));
+    (s, disk, f)
+}
+
+/// Runs the dd `start` starts (again when the kernel skipped a program run) until its pair's
+/// `dir` ("read" or "write") bytes are `expected`; the pair's instance name.
+fn one_dd_credited(disk: &str, dir: &str, expected: u64, start: impl Fn() -> Child) -> String {
+    let metric = format!("bcc.proc.io.perdev_{dir}_bytes");
+    let mut name = String::new();
+    exact_unless_kernel_skipped(disk, || {
+        let dd = start();
+        name = inst(disk, dd.id());
+        finish(dd);
+        vec![Credit {
+            who: format!("{dir} bytes of {name}"),
+            expected,
+            got: pair_value(&metric, &name, |v| v == expected),
+        }]
+    });
+    name
+}
+
 fn finish(c: Child) {
     let o = c.wait_with_output().expect("wait dd");
     assert!(
@@ -127,9 +153,7 @@ fn raw_instances(metric: &str) -> BTreeMap<String, (u32, String)> {
 #[test]
 fn status_help_and_labels_are_in_place() {
     let _s = session();
-    let st = fetch(&["bcc.agent.modules.status"])
-        .remove("bcc.agent.modules.status")
-        .unwrap();
+    let st = values("bcc.agent.modules.status");
     let status = &st[&Some("biotop".to_string())];
     assert!(
         status.contains("counted at block_rq_complete") && status.contains("attributed at block_"),
@@ -165,14 +189,9 @@ fn status_help_and_labels_are_in_place() {
             || run_ok("pminfo", &["-m", "bcc.proc.io.perdev"]).contains("PMID: 149.10.12"),
         "{d}"
     );
-    assert!(
-        d.contains("Semantics: counter") && d.contains("Units: byte"),
-        "{d}"
-    );
-    assert!(
-        d.contains("whole disk") && d.contains("writeback"),
-        "help must say how partitions and writeback are attributed:\n{d}"
-    );
+    assert_has(&d, &["Semantics: counter", "Units: byte"], "descriptor");
+    let why = "help must say how partitions and writeback are attributed";
+    assert_has(&d, &["whole disk", "writeback"], why);
     // bcc.proc.io.perdev is a leaf (pminfo of a non-leaf lists children instead).
     assert_eq!(
         run_ok("pminfo", &["bcc.proc.io.perdev"]).trim(),
@@ -202,24 +221,9 @@ fn status_help_and_labels_are_in_place() {
 
 #[test]
 fn direct_io_is_credited_exactly_to_the_process() {
-    let _s = session();
-    let disk = disk_of(DIR);
-    let f = Scratch::new("exact");
-    // Allocate the file first, so the measured writer only overwrites data blocks.
-    finish(dd_write(&f, 32));
+    let (_s, disk, f) = with_file("exact", 32);
 
-    let mut name = String::new();
-    exact_unless_kernel_skipped(&disk, || {
-        let w = dd_write(&f, 32);
-        name = inst(&disk, w.id());
-        finish(w);
-        let wb = pair_value("bcc.proc.io.perdev_write_bytes", &name, |v| v == 32 * MIB);
-        vec![Credit {
-            who: format!("write bytes of {name}"),
-            expected: 32 * MIB,
-            got: wb,
-        }]
-    });
+    let name = one_dd_credited(&disk, "write", 32 * MIB, || dd_write(&f, 32));
     // dd may also read a few metadata or program blocks itself; its reads are small.
     let total = values_u64("bcc.proc.io.perdev")[&name];
     assert!(
@@ -232,27 +236,13 @@ fn direct_io_is_credited_exactly_to_the_process() {
         "write requests of {name}: {writes} (1 MiB writes split into 4 KiB..1 MiB requests)"
     );
     // Root's local connection may read the sensitive comm.
-    let comm = fetch(&["bcc.proc.io.perdev_comm"])
-        .remove("bcc.proc.io.perdev_comm")
-        .unwrap_or_default();
     assert_eq!(
-        comm.get(&Some(name.clone())).map(String::as_str),
+        value_str("bcc.proc.io.perdev_comm", Some(&name)).as_deref(),
         Some("dd"),
         "comm of {name}"
     );
 
-    let mut rname = String::new();
-    exact_unless_kernel_skipped(&disk, || {
-        let r = dd_read(&f);
-        rname = inst(&disk, r.id());
-        finish(r);
-        let rb = pair_value("bcc.proc.io.perdev_read_bytes", &rname, |v| v == 32 * MIB);
-        vec![Credit {
-            who: format!("read bytes of {rname}"),
-            expected: 32 * MIB,
-            got: rb,
-        }]
-    });
+    let rname = one_dd_credited(&disk, "read", 32 * MIB, || dd_read(&f));
     assert_eq!(
         values_u64("bcc.proc.io.perdev_write_bytes")[&rname],
         0,
@@ -282,10 +272,7 @@ fn direct_io_is_credited_exactly_to_the_process() {
 /// but its values and its comm are the new process's, not added to the old one's.
 #[test]
 fn a_reused_pid_starts_a_new_pair() {
-    let _s = session();
-    let disk = disk_of(DIR);
-    let f = Scratch::new("reuse");
-    finish(dd_write(&f, 8));
+    let (_s, disk, f) = with_file("reuse", 8);
     let exe = env!("CARGO_BIN_EXE_stride-writer");
     let mut name = String::new();
     exact_unless_kernel_skipped(&disk, || {
@@ -330,11 +317,8 @@ fn a_reused_pid_starts_a_new_pair() {
             },
         ]
     });
-    let comm = fetch(&["bcc.proc.io.perdev_comm"])
-        .remove("bcc.proc.io.perdev_comm")
-        .unwrap_or_default();
     assert_eq!(
-        comm.get(&Some(name.clone())).map(String::as_str),
+        value_str("bcc.proc.io.perdev_comm", Some(&name)).as_deref(),
         Some("dd"),
         "comm of {name} after its PID was reused"
     );
@@ -391,11 +375,8 @@ fn disk_write_merges(disk: &str) -> u64 {
 /// device lets happen is up to its queue; the merges of each round are printed.
 #[test]
 fn interleaved_writers_are_each_credited_exactly() {
-    let _s = session();
-    let disk = disk_of(DIR);
     let (writers, blocks, block) = (8u64, 1000u64, 4096u64);
-    let f = Scratch::new("interleaved");
-    finish(dd_write(&f, writers * blocks * block / MIB)); // allocate: later writes only overwrite
+    let (_s, disk, f) = with_file("interleaved", writers * blocks * block / MIB);
     let exe = env!("CARGO_BIN_EXE_stride-writer");
     let mut merges = 0;
     for round in 0..5 {
@@ -608,10 +589,7 @@ fn pmrep_example_shows_the_writer_per_disk() {
 
 #[test]
 fn per_disk_sum_agrees_with_disk_dev() {
-    let _s = session();
-    let disk = disk_of(DIR);
-    let f = Scratch::new("diskdev");
-    finish(dd_write(&f, 64));
+    let (_s, disk, f) = with_file("diskdev", 64);
     let units = run_ok(
         "pminfo",
         &["-d", "disk.dev.write_bytes", "disk.dev.read_bytes"],
@@ -695,9 +673,7 @@ fn per_disk_sum_agrees_with_disk_dev() {
 fn a_full_pair_table_drops_and_counts() {
     let mut s = session();
     s.with_config("[pmda]\nmodules = biotop\nprefix = bcc.\n\n[biotop]\nmodule = biotop\ncluster = 10\nmax_entries = 16\nretention = 3600\n");
-    let st = fetch(&["bcc.agent.modules.status"])
-        .remove("bcc.agent.modules.status")
-        .unwrap();
+    let st = values("bcc.agent.modules.status");
     assert!(
         st[&Some("biotop".to_string())].contains("max_entries 16"),
         "{st:?}"
@@ -738,9 +714,7 @@ fn a_full_pair_table_drops_and_counts() {
         "instances: {pairs:?}"
     );
     // Still serving, still running.
-    let state = fetch(&["bcc.agent.modules.state"])
-        .remove("bcc.agent.modules.state")
-        .unwrap();
+    let state = values("bcc.agent.modules.state");
     assert_eq!(state[&Some("biotop".to_string())], "running");
     assert!(value_u64("bcc.proc.io.perdev_dropped", None).is_some());
 }

@@ -108,19 +108,20 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// Runs `/bin/true <tag>-<i>` to its end; returns its pid.
+fn run_true(tag: &str, i: usize) -> u32 {
+    let mut c = Command::new("/bin/true")
+        .arg(format!("{tag}-{i}"))
+        .spawn()
+        .expect("spawn /bin/true");
+    let pid = c.id();
+    assert!(c.wait().expect("wait").success());
+    pid
+}
+
 /// Runs `/bin/true <tag>-<i>` for each i, one after another; returns each child's pid.
 fn exec_true(tag: &str, n: usize) -> Vec<u32> {
-    (0..n)
-        .map(|i| {
-            let mut c = Command::new("/bin/true")
-                .arg(format!("{tag}-{i}"))
-                .spawn()
-                .expect("spawn /bin/true");
-            let pid = c.id();
-            assert!(c.wait().expect("wait").success());
-            pid
-        })
-        .collect()
+    (0..n).map(|i| run_true(tag, i)).collect()
 }
 
 /// Runs `/bin/true <tag>-<i>` for i in 0..n in four loops at once; returns each i's pid.
@@ -134,15 +135,7 @@ fn exec_true_parallel(tag: &str, n: usize) -> BTreeMap<usize, u32> {
                 sc.spawn(move || {
                     (k..n)
                         .step_by(LOOPS)
-                        .map(|i| {
-                            let mut c = Command::new("/bin/true")
-                                .arg(format!("{tag}-{i}"))
-                                .spawn()
-                                .expect("spawn /bin/true");
-                            let pid = c.id();
-                            assert!(c.wait().expect("wait").success());
-                            (i, pid)
-                        })
+                        .map(|i| (i, run_true(tag, i)))
                         .collect()
                 })
             })
@@ -205,8 +198,7 @@ fn tag() -> String {
 
 #[test]
 fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
-    let s = Session::start();
-    s.assert_module_running("execsnoop");
+    let _s = Session::running("execsnoop");
     let me = std::process::id().to_string();
     let want = |tag: &str, i: usize, pid: u32| -> Record {
         [
@@ -319,8 +311,7 @@ fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
 #[test]
 fn a_burst_of_20000_execs_reaches_two_clients_whole() {
     const N: usize = 20_000;
-    let s = Session::start();
-    s.assert_module_running("execsnoop");
+    let _s = Session::running("execsnoop");
     let tag = tag();
     let lost0 = value_u64("bcc.execsnoop.lost", None).expect("bcc.execsnoop.lost");
     // One client fetches once after the whole burst, the other every 2 s during it.
@@ -396,8 +387,7 @@ fn a_burst_of_20000_execs_reaches_two_clients_whole() {
 
 #[test]
 fn exitsnoop_reports_exit_codes_and_signals() {
-    let s = Session::start();
-    s.assert_module_running("exitsnoop");
+    let _s = Session::running("exitsnoop");
     let me = std::process::id().to_string();
     // A shell that exits with 7 and a sleep killed by SIGKILL: (pid, comm, sig, exit code),
     // and an upper bound of their ages.
@@ -502,8 +492,7 @@ fn exitsnoop_reports_exit_codes_and_signals() {
 
 #[test]
 fn an_unprivileged_client_gets_no_sensitive_field() {
-    let s = Session::start();
-    s.assert_module_running("execsnoop");
+    let _s = Session::running("execsnoop");
     let tag = tag();
     let reader = Reader::start("bcc.execsnoop.records", 2, 3, Some("nobody"));
     let pids = exec_true(&tag, 3);

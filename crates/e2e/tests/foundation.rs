@@ -36,16 +36,13 @@ fn sysfork_tracks_kernel_all_sysfork_under_process_and_thread_load() {
 fn pminfo_shows_descriptor_help_and_labels() {
     let _s = Session::start();
     let out = run_ok("pminfo", &["-dfTlm", "bcc.proc.sysfork"]);
-    assert!(out.contains("PMID: 149.2.0"), "{out}");
-    assert!(
-        out.contains("Data Type: 64-bit unsigned int  InDom: PM_INDOM_NULL"),
-        "{out}"
-    );
-    assert!(out.contains("Semantics: counter  Units: count"), "{out}");
-    assert!(
-        out.contains("sched:sched_process_fork"),
-        "help text missing: {out}"
-    );
+    let descriptor = [
+        "PMID: 149.2.0",
+        "Data Type: 64-bit unsigned int  InDom: PM_INDOM_NULL",
+        "Semantics: counter  Units: count",
+    ];
+    assert_has(&out, &descriptor, "descriptor");
+    assert_has(&out, &["sched:sched_process_fork"], "help text");
     assert!(
         out.contains(r#"module:"sysfork""#) || out.contains(r#""module":"sysfork""#),
         "module label missing: {out}"
@@ -93,19 +90,13 @@ fn bad_config_is_reported_precisely_and_good_modules_keep_serving() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "--check accepted a bad file: {err}");
-    assert!(
-        err.contains("/tmp/bcc-bad.conf:9: [nosuch] module: unknown module \"nosuchmodule\""),
-        "{err}"
-    );
-    assert!(
-        err.contains("/tmp/bcc-bad.conf:16: [badopt] colour: unknown option"),
-        "{err}"
-    );
-    assert!(
-        err.contains("/tmp/bcc-bad.conf:20: [broken]: syntax error"),
-        "{err}"
-    );
-    assert!(err.contains("there is no [missing] section"), "{err}");
+    let errors = [
+        "/tmp/bcc-bad.conf:9: [nosuch] module: unknown module \"nosuchmodule\"",
+        "/tmp/bcc-bad.conf:16: [badopt] colour: unknown option",
+        "/tmp/bcc-bad.conf:20: [broken]: syntax error",
+        "there is no [missing] section",
+    ];
+    assert_has(&err, &errors, "--check errors");
 
     s.with_config(conf);
     let st = fetch(&["bcc.agent.modules.state", "bcc.agent.modules.status"]);

@@ -117,18 +117,13 @@ fn descriptors_help_buckets_and_labels() {
             .unwrap_or_else(|| panic!("{metric} missing:\n{out}"));
         let rest = &out[start + metric.len() + 2..];
         let block = &rest[..rest.find("\nbcc.").unwrap_or(rest.len())];
-        assert!(
-            block.contains("Data Type: 64-bit unsigned int"),
-            "{metric}: type\n{block}"
-        );
-        assert!(
-            block.contains("Semantics: counter") && block.contains("Units: microsec"),
-            "{metric}: semantics/units\n{block}"
-        );
-        assert!(
-            block.contains("Help:\n") && block.contains("histogram"),
-            "{metric}: help\n{block}"
-        );
+        let descriptor = [
+            "Data Type: 64-bit unsigned int",
+            "Semantics: counter",
+            "Units: microsec",
+        ];
+        assert_has(block, &descriptor, metric);
+        assert_has(block, &["Help:\n", "histogram"], metric);
         assert!(
             block.contains(r#""statistic":"histogram""#),
             "{metric}: indom label\n{block}"

@@ -154,8 +154,7 @@ fn proc_pmda_name(pid: u32) -> Option<String> {
 
 #[test]
 fn calls_and_bytes_per_process_equal_the_workloads_own_counts() {
-    let s = Session::start();
-    s.assert_module_running("netproc");
+    let _s = Session::running("netproc");
     let skips = SkipWatch::start(HOOKS);
     let mut server = Peer::spawn(PEER, &["server"]);
     let ports = server.line();
@@ -226,8 +225,7 @@ fn calls_and_bytes_per_process_equal_the_workloads_own_counts() {
 /// :proc-net view (/etc/pcp/pmrep/proc.conf) show a process that streams over TCP.
 #[test]
 fn proc_hog_net_and_pmrep_proc_net_show_the_process() {
-    let s = Session::start();
-    s.assert_module_running("netproc");
+    let _s = Session::running("netproc");
     let mut sink = Peer::spawn(PEER, &["sink"]);
     let port = sink.line();
     let mut stream = Peer::spawn(PEER, &["stream", &port, "8"]);
@@ -304,8 +302,7 @@ fn proc_hog_net_and_pmrep_proc_net_show_the_process() {
 /// under the same instance.
 #[test]
 fn bpf_proc_net_names_are_derived_when_pmdabpf_lacks_them() {
-    let s = Session::start();
-    s.assert_module_running("netproc");
+    let _s = Session::running("netproc");
     let file = "/etc/pcp/derived/bcc-bpf-proc-net.conf";
     assert!(
         std::path::Path::new(file).exists(),

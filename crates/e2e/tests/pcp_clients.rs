@@ -7,10 +7,9 @@
 use e2e::*;
 use std::time::Duration;
 
-/// `stream SECS`: a loopback TCP connection to itself (a sink thread), sending 20000 bytes
-/// every 50 ms for SECS seconds; prints "up" at the start and "SENT_BYTES SECONDS" at the
-/// end, then waits for stdin to close.
-const STREAM: &str = r#"
+/// The start of the workloads below: `s`, a loopback TCP connection of the process to itself
+/// (a thread drains the other end).
+const SELF_CONNECTED: &str = r#"
 import socket, sys, threading, time
 l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
 def sink():
@@ -19,6 +18,11 @@ def sink():
         pass
 threading.Thread(target=sink, daemon=True).start()
 s = socket.create_connection(l.getsockname())
+"#;
+
+/// `stream SECS` (after SELF_CONNECTED): sends 20000 bytes every 50 ms for SECS seconds;
+/// prints "up" at the start and "SENT_BYTES SECONDS" at the end, then waits for stdin to close.
+const STREAM: &str = r#"
 print("up", flush=True)
 t0, sent = time.time(), 0
 while time.time() - t0 < float(sys.argv[1]):
@@ -46,12 +50,11 @@ fn own_rate(stream: &mut Peer) -> f64 {
 
 #[test]
 fn pmlogconf_switches_the_group_on_and_pmlogger_records_the_rate() {
-    let s = Session::start();
-    s.assert_module_running("netproc");
+    let _s = Session::running("netproc");
     let dir = std::env::temp_dir().join(format!("bcc-plc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut stream = Peer::spawn(STREAM, &["8"]);
+    let mut stream = Peer::spawn(&[SELF_CONNECTED, STREAM].concat(), &["8"]);
     assert_eq!(stream.line(), "up");
     let inst = instance_of(stream.pid());
     // A new pmlogger configuration: the group's probe must find values now.
@@ -126,17 +129,9 @@ fn pmlogconf_switches_the_group_on_and_pmlogger_records_the_rate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `burst`: a loopback TCP connection to itself, 10 sends of 20000 bytes, then prints
-/// "CALLS BYTES" as its own send calls returned them and idles until stdin closes.
+/// `burst` (after SELF_CONNECTED): 10 sends of 20000 bytes, then prints "CALLS BYTES" as its
+/// own send calls returned them and idles until stdin closes.
 const BURST: &str = r#"
-import socket, sys, threading
-l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
-def sink():
-    c = l.accept()[0]
-    while c.recv(1 << 16):
-        pass
-threading.Thread(target=sink, daemon=True).start()
-s = socket.create_connection(l.getsockname())
 calls = sent = 0
 for _ in range(10):
     data = b"h" * 20000
@@ -150,8 +145,7 @@ sys.stdin.read()
 /// session; the captured screen's row of the process shows what its own calls returned.
 #[test]
 fn pcp_htop_tcp_columns_show_the_process() {
-    let s = Session::start();
-    s.assert_module_running("netproc");
+    let _s = Session::running("netproc");
     let home = std::env::temp_dir().join(format!("bcc-htop-{}", std::process::id()));
     std::fs::create_dir_all(home.join(".config/htop")).unwrap();
     std::fs::write(
@@ -159,7 +153,7 @@ fn pcp_htop_tcp_columns_show_the_process() {
         "fields=0 Dynamic(tcp_send_bytes) Dynamic(tcp_send_calls) 1\nsort_key=0\ntree_view=0\ndelay=10\n",
     )
     .unwrap();
-    let mut burst = Peer::spawn(BURST, &[]);
+    let mut burst = Peer::spawn(&[SELF_CONNECTED, BURST].concat(), &[]);
     let own = burst.line();
     let (calls, bytes) = own.split_once(' ').unwrap();
     let pid = burst.pid();

@@ -211,8 +211,7 @@ const OOM_FIELDS: &[&str] = &[
 
 #[test]
 fn a_process_killed_in_a_memory_cgroup_is_recorded() {
-    let s = Session::start();
-    s.assert_module_running("oomkill");
+    let _s = Session::running("oomkill");
     let limit: u64 = 32 << 20;
     let cg = MemCgroup::new(limit);
     let before = cg.oom_kills();
@@ -462,8 +461,7 @@ impl Listener {
 
 #[test]
 fn connects_over_ipv4_and_ipv6_loopback_are_recorded_with_their_latency() {
-    let s = Session::start();
-    s.assert_module_running("tcpconnect");
+    let s = Session::running("tcpconnect");
     s.assert_module_running("tcpconnlat");
     let lost0 = (lost("tcpconnect"), lost("tcpconnlat"));
     exact_unless_kernel_skipped(

@@ -57,8 +57,7 @@ fn rows() -> BTreeMap<String, BTreeMap<&'static str, String>> {
 
 #[test]
 fn accepts_show_with_the_listener_and_both_ends_ipv4_and_ipv6() {
-    let s = Session::start();
-    s.assert_module_running("tcpaccept");
+    let _s = Session::running("tcpaccept");
     let k = 6;
     let count0 = value_u64("bcc.proc.io.net.tcpaccept.count", None).expect("tcpaccept.count");
     let lost0 = value_u64("bcc.proc.io.net.tcpaccept.lost", None).expect("tcpaccept.lost");

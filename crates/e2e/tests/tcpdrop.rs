@@ -81,8 +81,7 @@ fn run_peer(end: &e2e::netns::End, args: &[&str]) -> String {
 
 #[test]
 fn drops_per_reason_agree_with_the_kernels_counts() {
-    let s = Session::start();
-    s.assert_module_running("tcpdrop");
+    let _s = Session::running("tcpdrop");
     let link = LossyLink::new("dr", 5);
     let skips = SkipWatch::start(HOOKS);
     let before = drops();

@@ -105,8 +105,7 @@ fn wait_at_least(metric: &str, inst: &str, want: u64) -> Option<u64> {
 
 #[test]
 fn short_sessions_count_per_process_ipv4_and_ipv6() {
-    let s = Session::start();
-    s.assert_module_running("tcplife");
+    let _s = Session::running("tcplife");
     for (fam, up, down) in [("4", 123_457u64, 65_432u64), ("6", 234_567, 7_654)] {
         let (mut server, mut client) = pair(fam, down);
         client.say(&format!("send {up}"));
@@ -141,8 +140,7 @@ fn short_sessions_count_per_process_ipv4_and_ipv6() {
 
 #[test]
 fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
-    let s = Session::start();
-    s.assert_module_running("tcplife");
+    let _s = Session::running("tcplife");
     for fam in ["4", "6"] {
         let (mut server, mut client) = pair(fam, 0);
         let (si, ci) = (inst(&server), inst(&client));
@@ -200,8 +198,7 @@ fn a_long_session_counts_before_it_closes_ipv4_and_ipv6() {
 
 #[test]
 fn pmrep_shows_a_download_in_megabytes() {
-    let s = Session::start();
-    s.assert_module_running("tcplife");
+    let _s = Session::running("tcplife");
     // A download: the client receives `down` bytes from the server while pmrep watches.
     let down = 3_145_728u64; // 3 MB
     let (server, mut client) = pair("4", down);
@@ -263,8 +260,7 @@ fn pmrep_shows_a_download_in_megabytes() {
 
 #[test]
 fn a_burst_of_1000_sessions_loses_none() {
-    let s = Session::start();
-    s.assert_module_running("tcplife");
+    let _s = Session::running("tcplife");
     let n = 1000u64;
     let size = 100u64;
     let lost0 = value_u64(LOST, None).expect("events_lost");
@@ -456,8 +452,7 @@ print("done", flush=True)
 /// next PID is set (kernel.ns_last_pid) just before the new process starts.
 #[test]
 fn a_reused_pid_starts_from_zero() {
-    let s = Session::start();
-    s.assert_module_running("tcplife");
+    let _s = Session::running("tcplife");
     let mut server = Peer::spawn(PEER, &["server", "4", "2", "0"]);
     let port = server.line();
     let (first, second) = (111_111u64, 2_222u64);

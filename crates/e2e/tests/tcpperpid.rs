@@ -6,31 +6,6 @@
 use e2e::*;
 use std::time::Duration;
 
-/// `server ADDR PORT`: listens on PORT (0: any), prints it, accepts one connection;
-/// `client ADDR PORT`: connects and prints "up". Then, per stdin line "send N" / "recv N",
-/// moves N bytes and prints "ok".
-const PEER: &str = r#"
-import socket, sys
-role, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-af = socket.AF_INET6 if ":" in addr else socket.AF_INET
-if role == "server":
-    l = socket.socket(af); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    l.bind((addr, port)); l.listen(1)
-    print(l.getsockname()[1], flush=True)
-    s = l.accept()[0]
-else:
-    s = socket.socket(af); s.connect((addr, port))
-    print("up", flush=True)
-for line in sys.stdin:
-    what, n = line.split(); n = int(n)
-    if what == "send":
-        s.sendall(b"p" * n)
-    else:
-        while n > 0:
-            n -= len(s.recv(min(n, 1 << 16)))
-    print("ok", flush=True)
-"#;
-
 fn bytes(metric: &str, pid: u32) -> u64 {
     value_u64(
         &format!("bcc.proc.io.net.total.{metric}"),
@@ -42,10 +17,7 @@ fn bytes(metric: &str, pid: u32) -> u64 {
 /// Runs a connection on `port` (0: any) moving `up` bytes client to server and `down` back;
 /// returns (server, client, the server's port), the processes still running.
 fn exchange(host: &str, port: u16, up: u64, down: u64) -> (Peer, Peer, String) {
-    let mut server = Peer::spawn(PEER, &["server", host, &port.to_string()]);
-    let sport = server.line();
-    let mut client = Peer::spawn(PEER, &["client", host, &sport]);
-    assert_eq!(client.line(), "up");
+    let (mut server, mut client, sport, _) = tcp_peers(host, port);
     client.say(&format!("send {up}"));
     server.say(&format!("recv {up}"));
     server.say(&format!("send {down}"));
@@ -59,8 +31,7 @@ fn exchange(host: &str, port: u16, up: u64, down: u64) -> (Peer, Peer, String) {
 
 #[test]
 fn per_process_bytes_are_exact_ipv4_and_ipv6() {
-    let s = Session::start();
-    s.assert_module_running("tcpperpid");
+    let _s = Session::running("tcpperpid");
     for host in ["127.0.0.1", "::1"] {
         let (up, down) = (1_234_567, 76_543);
         let (server, client, _) = exchange(host, 0, up, down);

@@ -13,30 +13,6 @@ const FIELDS: [&str; 8] = [
     "pid", "comm", "laddr", "lport", "daddr", "dport", "rx", "tx",
 ];
 
-/// `server FAM`: listens on the loopback address, prints its port, accepts one connection
-/// and, per stdin line "recv N", reads N bytes and prints "ok". `client FAM PORT`: connects,
-/// prints its local port, and per stdin line "send N" sends N bytes and prints "ok".
-const PEER: &str = r#"
-import socket, sys
-role, fam = sys.argv[1], sys.argv[2]
-af, host = (socket.AF_INET6, "::1") if fam == "6" else (socket.AF_INET, "127.0.0.1")
-if role == "server":
-    l = socket.socket(af); l.bind((host, 0)); l.listen(1)
-    print(l.getsockname()[1], flush=True)
-    s = l.accept()[0]
-else:
-    s = socket.socket(af); s.connect((host, int(sys.argv[3])))
-    print(s.getsockname()[1], flush=True)
-for line in sys.stdin:
-    what, n = line.split(); n = int(n)
-    if what == "send":
-        s.sendall(b"x" * n)
-    else:
-        while n > 0:
-            n -= len(s.recv(min(n, 1 << 16)))
-    print("ok", flush=True)
-"#;
-
 /// The served rows: instance -> field -> value.
 fn rows() -> BTreeMap<String, BTreeMap<&'static str, String>> {
     table_rows("bcc.proc.io.net.tcptop", &FIELDS)
@@ -51,13 +27,9 @@ fn find(want: &[(&str, String)]) -> Option<BTreeMap<&'static str, String>> {
 
 #[test]
 fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
-    let s = Session::start();
-    s.assert_module_running("tcptop");
+    let _s = Session::running("tcptop");
     for (fam, host) in [("4", "127.0.0.1"), ("6", "::1")] {
-        let mut server = Peer::spawn(PEER, &["server", fam]);
-        let sport = server.line();
-        let mut client = Peer::spawn(PEER, &["client", fam, &sport]);
-        let cport = client.line();
+        let (mut server, mut client, sport, cport) = tcp_peers(host, 0);
         let (cpid, spid) = (client.pid().to_string(), server.pid().to_string());
         let burst: u64 = 345_678;
         // A burst takes milliseconds; one that straddles an interval's end is split over
@@ -124,12 +96,8 @@ fn connections_show_with_their_bytes_of_the_interval_ipv4_and_ipv6() {
 
 #[test]
 fn addresses_ports_and_commands_are_refused_to_unprivileged_users() {
-    let s = Session::start();
-    s.assert_module_running("tcptop");
-    let mut server = Peer::spawn(PEER, &["server", "4"]);
-    let sport = server.line();
-    let mut client = Peer::spawn(PEER, &["client", "4", &sport]);
-    client.line();
+    let _s = Session::running("tcptop");
+    let (mut server, mut client, _, _) = tcp_peers("127.0.0.1", 0);
     // Keep the connection busy so the table has a row while nobody asks.
     let names: Vec<String> = FIELDS
         .iter()

@@ -34,12 +34,7 @@ struct irq_start {
 
 PERCPU_SLOT_MAP(start, struct irq_start);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct irq_key);
-	__type(value, struct hist);
-} dists SEC(".maps");
+HASH_MAP(dists, struct irq_key, struct hist, 1024);
 
 static __always_inline struct irq_start *slot(void)
 {

@@ -19,12 +19,7 @@ PERCPU_SLOT_MAP(start, __u64);
 
 /* One histogram per vector number (the spec names the numbers). Every CPU writes the same
  * value, so hist_add_atomic. NR_SOFTIRQS is 10; room for a kernel that adds some. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 32);
-	__type(key, __u32);
-	__type(value, struct hist);
-} dists SEC(".maps");
+HASH_MAP(dists, __u32, struct hist, 32);
 
 static __always_inline void vec_entry(void)
 {

@@ -5,6 +5,7 @@
 #define BCC_PMDA_HIST_BPF_H
 
 #include "bits.bpf.h"
+#include "maps.bpf.h"
 
 /* Power-of-two buckets: every u64 value has one, so nothing is clamped. */
 #define HIST_SLOTS 64
@@ -66,12 +67,7 @@ static __always_inline void hist_add_atomic(struct hist *h, __u64 slot, __u64 su
  * full (the agent counts the map's fill in bcc.agent.bpf.map.entries). */
 static __always_inline struct hist *hist_lookup_or_init(void *map, const void *key)
 {
-	struct hist *h = bpf_map_lookup_elem(map, key);
-
-	if (h)
-		return h;
-	bpf_map_update_elem(map, key, &hist_zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(map, key);
+	return map_lookup_or_init(map, key, &hist_zero);
 }
 
 #endif

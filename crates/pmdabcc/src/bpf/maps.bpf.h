@@ -3,27 +3,38 @@
 #ifndef BCC_PMDA_MAPS_BPF_H
 #define BCC_PMDA_MAPS_BPF_H
 
+/* Declares `name`: a map of `map_type` (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
+ * BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_ARRAY, ...) of at most `entries` values of
+ * `value_type`, by `key_type`. The agent finds a map by its name and reads the key and value
+ * types from BTF, which keeps both. */
+#define KEYED_MAP(name, map_type, key_type, value_type, entries)	\
+	struct {						\
+		__uint(type, map_type);				\
+		__uint(max_entries, entries);			\
+		__type(key, key_type);				\
+		__type(value, value_type);			\
+	} name SEC(".maps")
+
+/* KEYED_MAP of the common kinds: a hash map, one whose least recently used entry makes room
+ * when it is full, and one whose every CPU has its own value per key. */
+#define HASH_MAP(name, key_type, value_type, entries) \
+	KEYED_MAP(name, BPF_MAP_TYPE_HASH, key_type, value_type, entries)
+#define LRU_HASH_MAP(name, key_type, value_type, entries) \
+	KEYED_MAP(name, BPF_MAP_TYPE_LRU_HASH, key_type, value_type, entries)
+#define PERCPU_HASH_MAP(name, key_type, value_type, entries) \
+	KEYED_MAP(name, BPF_MAP_TYPE_PERCPU_HASH, key_type, value_type, entries)
+
 /* Declares `name`: a per-CPU array of one `value_type` slot (key 0), the state or counters
  * each CPU keeps for itself (read it with percpu_counters). */
-#define PERCPU_SLOT_MAP(name, value_type)		\
-	struct {					\
-		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);	\
-		__uint(max_entries, 1);			\
-		__type(key, __u32);			\
-		__type(value, value_type);		\
-	} name SEC(".maps")
+#define PERCPU_SLOT_MAP(name, value_type) \
+	KEYED_MAP(name, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, value_type, 1)
 
 /* Declares the `process` filter the agent fills (MODULE-SPEC.md): `filter_targets`, which
  * it sets when bcc.conf gives `process`, and `targets`, the ids it puts (thread group or
  * thread ids, as the module says), and process_targeted(id): whether `id` is measured. */
 #define PROCESS_FILTER()							\
 	const volatile bool filter_targets = false;				\
-	struct {								\
-		__uint(type, BPF_MAP_TYPE_HASH);				\
-		__uint(max_entries, 16384);					\
-		__type(key, __u32);						\
-		__type(value, __u8);						\
-	} targets SEC(".maps");							\
+	HASH_MAP(targets, __u32, __u8, 16384);					\
 	static __always_inline bool process_targeted(__u32 id)			\
 	{									\
 		return !filter_targets || bpf_map_lookup_elem(&targets, &id);	\
@@ -61,6 +72,13 @@ static __always_inline __u64 ringbuf_lazy_wakeup(void *rb)
 		__uint(max_entries, bytes);			\
 	} name SEC(".maps")
 
+/* Declares the two maps of an event stream (the spec's `events` map kind with its `lost`
+ * counter): `events`, a RINGBUF_MAP of `bytes`, and `stats`, a PERCPU_SLOT_MAP of
+ * `stats_type`, whose `lost` field RESERVE_OR_COUNT_LOST(events, size, stats) counts. */
+#define EVENT_MAPS(bytes, stats_type)		\
+	RINGBUF_MAP(events, bytes);		\
+	PERCPU_SLOT_MAP(stats, stats_type)
+
 /* Reserves a `size`-byte record in ring buffer map `rb` (by name); when the buffer is full,
  * adds 1 to the `lost` field of the counters in PERCPU_SLOT_MAP `stats` (by name) and gives
  * NULL. */
@@ -79,13 +97,8 @@ static __always_inline __u64 ringbuf_lazy_wakeup(void *rb)
 /* Declares `name`: a system call's arguments, kept per thread from its entry to its exit
  * (pending_save, pending_find, pending_drop). LRU: an entry whose exit never came (a thread
  * killed in the call) ages out. */
-#define PENDING_CALL_MAP(name, value_type, entries)		\
-	struct {						\
-		__uint(type, BPF_MAP_TYPE_LRU_HASH);		\
-		__uint(max_entries, entries);			\
-		__type(key, __u32); /* thread id */		\
-		__type(value, value_type);			\
-	} name SEC(".maps")
+#define PENDING_CALL_MAP(name, value_type, entries) \
+	LRU_HASH_MAP(name, __u32 /* thread id */, value_type, entries)
 
 /* Keeps `value` as the calling thread's pending call in `map`. */
 static __always_inline void pending_save(void *map, const void *value)
@@ -112,19 +125,26 @@ static __always_inline void pending_drop(void *map)
 	bpf_map_delete_elem(map, &tid);
 }
 
+/* The value of `key` in a hash map, created from `init` first when there is none (another
+ * CPU may create it meanwhile: its value stays); NULL when the map is full. */
+static __always_inline void *map_lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		return v;
+	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
 /* Adds `n` to the u64 value of `key` in a hash map, creating it at 0 first; a full map
  * drops the add. */
 static __always_inline void map_add(void *map, const void *key, __u64 n)
 {
-	__u64 zero = 0, *v = bpf_map_lookup_elem(map, key);
+	__u64 zero = 0, *v = map_lookup_or_init(map, key, &zero);
 
-	if (!v) {
-		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(map, key);
-		if (!v)
-			return;
-	}
-	__sync_fetch_and_add(v, n);
+	if (v)
+		__sync_fetch_and_add(v, n);
 }
 
 #endif

@@ -25,14 +25,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-// BPF_MAP_TYPE_* values the map kinds accept.
-const HASH: u32 = 1;
-const ARRAY: u32 = 2;
-const PERCPU_HASH: u32 = 5;
-const PERCPU_ARRAY: u32 = 6;
-const LRU_HASH: u32 = 9;
-const LRU_PERCPU_HASH: u32 = 10;
-const RINGBUF: u32 = 27;
+// The BPF_MAP_TYPE_* values the map kinds accept.
+use libbpf_rs::libbpf_sys::{
+    BPF_MAP_TYPE_ARRAY as ARRAY, BPF_MAP_TYPE_HASH as HASH, BPF_MAP_TYPE_LRU_HASH as LRU_HASH,
+    BPF_MAP_TYPE_LRU_PERCPU_HASH as LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY as PERCPU_ARRAY,
+    BPF_MAP_TYPE_PERCPU_HASH as PERCPU_HASH, BPF_MAP_TYPE_RINGBUF as RINGBUF,
+};
 
 fn is_percpu(t: u32) -> bool {
     matches!(t, PERCPU_HASH | PERCPU_ARRAY | LRU_PERCPU_HASH)
@@ -156,12 +154,8 @@ impl Program {
                 _ => None,
             })
             .collect();
-        let layout = ObjectLayout::read(&object, &records).map_err(|m| SpecError {
-            file: origin.clone().into(),
-            line: 0,
-            key: String::new(),
-            msg: m,
-        })?;
+        let layout = ObjectLayout::read(&object, &records)
+            .map_err(|m| SpecError::in_file(origin.clone(), m))?;
         let mut maps = Vec::new();
         for m in &spec.maps {
             maps.push(resolve_map(&spec, &layout, m)?);
@@ -189,24 +183,34 @@ impl Program {
 
     /// Reads and checks a user module's spec and object files.
     pub fn from_files(spec_path: &Path, object_path: &Path) -> Result<Program, SpecError> {
-        let text = std::fs::read_to_string(spec_path).map_err(|e| SpecError {
-            file: spec_path.into(),
-            line: 0,
-            key: String::new(),
-            msg: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(spec_path)
+            .map_err(|e| SpecError::in_file(spec_path, format!("cannot read: {e}")))?;
         let spec = Spec::parse(spec_path, &text)?;
-        let object = std::fs::read(object_path).map_err(|e| SpecError {
-            file: object_path.into(),
-            line: 0,
-            key: String::new(),
-            msg: format!("cannot read: {e}"),
-        })?;
+        let object = std::fs::read(object_path)
+            .map_err(|e| SpecError::in_file(object_path, format!("cannot read: {e}")))?;
         Program::new(spec, object, object_path.display().to_string())
     }
 }
 
 fn err_at(spec: &Spec, at: &spec::Pos, msg: impl Into<String>) -> SpecError {
+    spec.error(at, msg)
+}
+
+/// The error for a `what` the spec names that the object lacks, listing those it has
+/// (`known_as`: what the list is).
+fn not_in_object<'k>(
+    spec: &Spec,
+    at: &spec::Pos,
+    what: &str,
+    name: &str,
+    known_as: &str,
+    known: impl Iterator<Item = &'k str>,
+) -> SpecError {
+    let known: Vec<&str> = known.collect();
+    let msg = format!(
+        "the object has no {what} {name:?} ({known_as}: {})",
+        known.join(", ")
+    );
     spec.error(at, msg)
 }
 
@@ -381,16 +385,8 @@ fn metric_plans(
 
 fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapPlan, SpecError> {
     let Some(ml) = ol.maps.get(&m.name) else {
-        let known: Vec<&str> = ol.maps.keys().map(String::as_str).collect();
-        return Err(err_at(
-            spec,
-            &m.at,
-            format!(
-                "the object has no map {:?} (maps: {})",
-                m.name,
-                known.join(", ")
-            ),
-        ));
+        let known = ol.maps.keys().map(String::as_str);
+        return Err(not_in_object(spec, &m.at, "map", &m.name, "maps", known));
     };
     let t = ml.map_type;
     let kind_ok = match &m.kind {
@@ -597,12 +593,7 @@ fn resolve_map(spec: &Spec, ol: &ObjectLayout, m: &spec::MapSpec) -> Result<MapP
 fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecError> {
     let open = libbpf_rs::ObjectBuilder::default()
         .open_memory(object)
-        .map_err(|e| SpecError {
-            file: origin.into(),
-            line: 0,
-            key: String::new(),
-            msg: format!("libbpf cannot open the object: {e}"),
-        })?;
+        .map_err(|e| SpecError::in_file(origin, format!("libbpf cannot open the object: {e}")))?;
     let progs: Vec<(String, String)> = open
         .progs()
         .map(|p| {
@@ -623,14 +614,9 @@ fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecEr
             .iter()
             .any(|(n, _)| n == &s.name || load::twin_base(n) == Some(s.name.as_str()))
         {
-            let known: Vec<&str> = progs.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(spec.error(
-                &s.at,
-                format!(
-                    "the object has no program {:?} (programs: {})",
-                    s.name,
-                    known.join(", ")
-                ),
+            let known = progs.iter().map(|(n, _)| n.as_str());
+            return Err(not_in_object(
+                spec, &s.at, "program", &s.name, "programs", known,
             ));
         }
     }
@@ -654,14 +640,15 @@ fn check_programs(spec: &Spec, object: &[u8], origin: &str) -> Result<(), SpecEr
 fn check_option(spec: &Spec, ol: &ObjectLayout, o: &spec::OptSpec) -> Result<(), SpecError> {
     if let Some(g) = &o.global {
         let Some((_, size)) = ol.rodata.get(g) else {
-            let known: Vec<&str> = ol.rodata.keys().map(String::as_str).collect();
-            return Err(err_at(
+            let known = ol.rodata.keys().map(String::as_str);
+            let globals = "const volatile; globals";
+            return Err(not_in_object(
                 spec,
                 &o.at,
-                format!(
-                    "the object has no read-only global {g:?} (const volatile; globals: {})",
-                    known.join(", ")
-                ),
+                "read-only global",
+                g,
+                globals,
+                known,
             ));
         };
         let fits = match &o.kind {

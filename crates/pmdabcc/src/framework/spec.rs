@@ -36,6 +36,18 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
+impl SpecError {
+    /// An error about `file` as a whole (no line, no key).
+    pub fn in_file(file: impl Into<PathBuf>, msg: impl Into<String>) -> SpecError {
+        SpecError {
+            file: file.into(),
+            line: 0,
+            key: String::new(),
+            msg: msg.into(),
+        }
+    }
+}
+
 /// Where a part of the spec was declared: for errors found later (against the object).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pos {
@@ -489,8 +501,18 @@ impl<'a> Tbl<'a> {
     }
 
     fn req_str(&self, key: &str) -> Result<String, SpecError> {
-        self.str(key)?
-            .ok_or_else(|| self.err(key, self.line, format!("missing key {key:?}")))
+        self.needed_str(key, self.line, format!("missing key {key:?}"))
+    }
+
+    /// A string `key` this table must have, or the error `msg` at `line` (where the key that
+    /// needs it is).
+    fn needed_str(
+        &self,
+        key: &str,
+        line: usize,
+        msg: impl Into<String>,
+    ) -> Result<String, SpecError> {
+        self.str(key)?.ok_or_else(|| self.err(key, line, msg))
     }
 
     fn int(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, SpecError> {
@@ -681,31 +703,25 @@ fn option(t: &Tbl) -> Result<OptSpec, SpecError> {
         }
         "path" => OptKind::Path,
         "process" => OptKind::Process {
-            map: t.str("map")?.ok_or_else(|| {
-                t.err(
-                    "map",
-                    ty_line,
-                    "a process option needs map = \"<hash map of pids>\"",
-                )
-            })?,
+            map: t.needed_str(
+                "map",
+                ty_line,
+                "a process option needs map = \"<hash map of pids>\"",
+            )?,
         },
         "ports" => OptKind::Ports {
-            map: t.str("map")?.ok_or_else(|| {
-                t.err(
-                    "map",
-                    ty_line,
-                    "a ports option needs map = \"<hash map of __u16 ports>\"",
-                )
-            })?,
+            map: t.needed_str(
+                "map",
+                ty_line,
+                "a ports option needs map = \"<hash map of __u16 ports>\"",
+            )?,
         },
         "match" => OptKind::Match {
-            field: t.str("field")?.ok_or_else(|| {
-                t.err(
-                    "field",
-                    ty_line,
-                    "a match option needs field = \"<a field of an events map's record>\"",
-                )
-            })?,
+            field: t.needed_str(
+                "field",
+                ty_line,
+                "a match option needs field = \"<a field of an events map's record>\"",
+            )?,
         },
         other => {
             return Err(t.err(

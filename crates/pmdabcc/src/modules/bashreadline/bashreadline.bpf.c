@@ -24,12 +24,7 @@ struct bashreadline_stats {
 	__u64 lost;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 18);
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct bashreadline_stats);
+EVENT_MAPS(1 << 18, struct bashreadline_stats);
 
 SEC("uretprobe")
 int BPF_URETPROBE(bashreadline_line, const char *line)

@@ -13,6 +13,7 @@
 #include "hist.bpf.h"
 #include "biolatency.h"
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool targ_queued = false;   /* measure from block_rq_insert */
@@ -23,20 +24,10 @@ extern int LINUX_KERNEL_VERSION __kconfig;
 PERCPU_SLOT_MAP(hist, struct hist);
 
 /* Per disk (dev_t, kernel encoding major << 20 | minor), updated atomically. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, __u32);
-	__type(value, struct hist);
-} disks SEC(".maps");
+HASH_MAP(disks, __u32, struct hist, 256);
 
 /* Requests in flight: when they started. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, struct biolat_rq_key);
-	__type(value, __u64);
-} start SEC(".maps");
+HASH_MAP(start, struct biolat_rq_key, __u64, 10240);
 
 /*
  * CO-RE shim: the disk of a request. Commit f3fa33acca9f ("block: remove the ->rq_disk field
@@ -119,66 +110,32 @@ static __always_inline void *rq_arg(unsigned long long *ctx)
 	return (void *)ctx[1];
 }
 
-static __always_inline int start_ptr(void *rq)
+/* block_rq_insert and block_rq_issue, tp_btf or raw_tp: the request is an argument. */
+static __always_inline int start_ptr(unsigned long long *ctx)
 {
-	struct biolat_rq_key key = { .rq = (__u64)rq };
+	struct biolat_rq_key key = { .rq = (__u64)rq_arg(ctx) };
 
 	rq_start(&key);
 	return 0;
 }
 
-static __always_inline int done_ptr(void *rq)
+/* block_rq_complete(rq, error, nr_bytes), tp_btf or raw_tp. */
+static __always_inline int done_ptr(unsigned long long *ctx)
 {
+	void *rq = (void *)ctx[0];
 	struct biolat_rq_key key = { .rq = (__u64)rq };
 
 	rq_done(&key, rq_dev(rq));
 	return 0;
 }
 
-/* --- tp_btf --- */
-
-SEC("tp_btf/block_rq_insert")
-int biolat_insert_btf(unsigned long long *ctx)
-{
-	return start_ptr(rq_arg(ctx));
-}
-
-SEC("tp_btf/block_rq_issue")
-int biolat_issue_btf(unsigned long long *ctx)
-{
-	return start_ptr(rq_arg(ctx));
-}
-
-SEC("tp_btf/block_rq_complete")
-int biolat_complete_btf(unsigned long long *ctx)
-{
-	return done_ptr((void *)ctx[0]);
-}
-
-/* --- raw_tp --- */
-
-SEC("raw_tp/block_rq_insert")
-int biolat_insert_raw(unsigned long long *ctx)
-{
-	return start_ptr(rq_arg(ctx));
-}
-
-SEC("raw_tp/block_rq_issue")
-int biolat_issue_raw(unsigned long long *ctx)
-{
-	return start_ptr(rq_arg(ctx));
-}
-
-SEC("raw_tp/block_rq_complete")
-int biolat_complete_raw(unsigned long long *ctx)
-{
-	return done_ptr((void *)ctx[0]);
-}
+BTF_RAW_TWINS(block_rq_insert, biolat_insert, start_ptr)
+BTF_RAW_TWINS(block_rq_issue, biolat_issue, start_ptr)
+BTF_RAW_TWINS(block_rq_complete, biolat_complete, done_ptr)
 
 /* --- classic tracepoints: no request address, so device and sector identify it --- */
 
-SEC("tracepoint/block/block_rq_insert")
-int biolat_insert_tp(struct trace_event_raw_block_rq *ctx)
+static __always_inline int start_tp(struct trace_event_raw_block_rq *ctx)
 {
 	struct biolat_rq_key key = { .sector = ctx->sector, .dev = ctx->dev };
 
@@ -186,14 +143,8 @@ int biolat_insert_tp(struct trace_event_raw_block_rq *ctx)
 	return 0;
 }
 
-SEC("tracepoint/block/block_rq_issue")
-int biolat_issue_tp(struct trace_event_raw_block_rq *ctx)
-{
-	struct biolat_rq_key key = { .sector = ctx->sector, .dev = ctx->dev };
-
-	rq_start(&key);
-	return 0;
-}
+TRACEPOINT_PROGRAM(block, block_rq_insert, biolat_insert_tp, struct trace_event_raw_block_rq, start_tp)
+TRACEPOINT_PROGRAM(block, block_rq_issue, biolat_issue_tp, struct trace_event_raw_block_rq, start_tp)
 
 SEC("tracepoint/block/block_rq_complete")
 int biolat_complete_tp(struct trace_event_raw_block_rq_completion *ctx)

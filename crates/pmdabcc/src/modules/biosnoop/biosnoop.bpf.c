@@ -18,6 +18,7 @@
 #include "biosnoop.h"
 #include "maps.bpf.h"
 #include "block.bpf.h"
+#include "hooks.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool queued = false; /* latency from block_rq_insert, where a request has one */
@@ -34,19 +35,9 @@ struct pending_rq {
 
 /* In-flight requests by request pointer. LRU: requests whose completion is never seen
  * (merged away, lost) age out instead of filling the map. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct pending_rq);
-} pending SEC(".maps");
+LRU_HASH_MAP(pending, __u64, struct pending_rq, 16384);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct biosnoop_stats);
+EVENT_MAPS(1 << 20, struct biosnoop_stats);
 
 const struct biosnoop_event *unused_event __attribute__((unused));
 
@@ -63,12 +54,14 @@ static __always_inline struct pending_rq *entry(struct request *rq, __u64 owner_
 	return bpf_map_lookup_elem(&pending, &k);
 }
 
-SEC("tp_btf/block_io_start")
-int BPF_PROG(bs_io_start, struct request *rq)
+/* block_io_start(rq): a new request, submitted by the current task. */
+static __always_inline int new_request(unsigned long long *ctx)
 {
-	entry(rq, BPF_ANY);
+	entry((struct request *)ctx[0], BPF_ANY);
 	return 0;
 }
+
+BTF_PROGRAM(block_io_start, bs_io_start, new_request)
 
 SEC("tp_btf/block_rq_insert")
 int BPF_PROG(bs_rq_insert, struct request *rq)

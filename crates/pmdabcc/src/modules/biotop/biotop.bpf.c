@@ -31,6 +31,7 @@
 #include "biotop.h"
 #include "maps.bpf.h"
 #include "block.bpf.h"
+#include "hooks.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool filter_enabled = false;  /* only PIDs in `pids` are attributed */
@@ -62,37 +63,17 @@ struct rq_owner {
 
 /* In-flight requests. LRU: requests that never complete here (merged away, started before
  * the agent, lost completions) age out instead of filling the map. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct rq_key);
-	__type(value, struct rq_owner);
-} pending SEC(".maps");
+LRU_HASH_MAP(pending, struct rq_key, struct rq_owner, 16384);
 
 /* tp_btf: bios merged into a request, by bio pointer, with their own submitter (NO_OWNER:
  * not counted per process), until they complete. LRU like `pending`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct rq_owner);
-} merged SEC(".maps");
+LRU_HASH_MAP(merged, __u64, struct rq_owner, 16384);
 
 /* Totals per (disk, process); max_entries is the `max_entries` option. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, struct biotop_key);
-	__type(value, struct biotop_val);
-} pairs SEC(".maps");
+HASH_MAP(pairs, struct biotop_key, struct biotop_val, 10240);
 
 /* The processes to track when filter_enabled (filled by user space on each re-scan). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u8);
-} pids SEC(".maps");
+HASH_MAP(pids, __u32, __u8, 16384);
 
 PERCPU_SLOT_MAP(counters, struct biotop_counters);
 
@@ -263,30 +244,20 @@ int BPF_PROG(btf_rq_issue, struct request *rq)
 }
 
 /* A bio is merged into a request that may be another process's: remember who submitted it
- * (this runs in the submitter's context). */
-static __always_inline void note_merged_bio(struct bio *bio)
+ * (this runs in the submitter's context). block_bio_backmerge(bio), block_bio_frontmerge(bio). */
+static __always_inline int note_merged_bio(unsigned long long *ctx)
 {
-	__u64 k = (__u64)bio;
+	__u64 k = ctx[0]; /* the bio */
 	struct rq_owner o = {};
 
 	if (!current_owner(&o))
 		o.tgid = NO_OWNER;
 	bpf_map_update_elem(&merged, &k, &o, BPF_ANY);
-}
-
-SEC("tp_btf/block_bio_backmerge")
-int BPF_PROG(btf_bio_backmerge, struct bio *bio)
-{
-	note_merged_bio(bio);
 	return 0;
 }
 
-SEC("tp_btf/block_bio_frontmerge")
-int BPF_PROG(btf_bio_frontmerge, struct bio *bio)
-{
-	note_merged_bio(bio);
-	return 0;
-}
+BTF_PROGRAM(block_bio_backmerge, btf_bio_backmerge, note_merged_bio)
+BTF_PROGRAM(block_bio_frontmerge, btf_bio_frontmerge, note_merged_bio)
 
 /* `rq` is merged into the request before it and goes away (its bios move there): its bios
  * keep its owner, unless they were merged into it and have their own already. */

@@ -9,17 +9,13 @@
 #include <bpf/bpf_tracing.h>
 #include "exitsnoop.h"
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 const struct exitsnoop_event *unused_event __attribute__((unused));
 
 #define EVENTS_SIZE (1 << 20)
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, EVENTS_SIZE);
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct exitsnoop_stats);
+EVENT_MAPS(EVENTS_SIZE, struct exitsnoop_stats);
 
 static __always_inline void report(void)
 {
@@ -45,18 +41,7 @@ static __always_inline void report(void)
 	bpf_ringbuf_submit(e, ringbuf_wakeup_flags(&events, EVENTS_SIZE));
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(exitsnoop_btf)
-{
-	report();
-	return 0;
-}
-
-SEC("tracepoint/sched/sched_process_exit")
-int exitsnoop_tp(void *ctx)
-{
-	report();
-	return 0;
-}
+/* sched_process_exit runs in the exiting task. */
+BTF_TP_TWINS(sched, sched_process_exit, exitsnoop, report)
 
 char LICENSE[] SEC("license") = "GPL";

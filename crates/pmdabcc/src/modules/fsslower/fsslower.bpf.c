@@ -15,6 +15,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 #define FILE_LEN 64
 #define S_IFMT 00170000
@@ -54,9 +55,7 @@ struct pending {
 
 PENDING_CALL_MAP(pending, struct pending, 10240);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct fsslower_stats);
+EVENT_MAPS(1 << 20, struct fsslower_stats);
 
 static __always_inline bool fs_wanted(unsigned long magic)
 {
@@ -156,38 +155,14 @@ out:
 	return 0;
 }
 
-#define FD_CALL(call, op, offset, at_pos)					\
-	SEC("tracepoint/syscalls/sys_enter_" #call)				\
-	int fsslower_enter_##call(struct trace_event_raw_sys_enter *ctx)	\
-	{									\
-		return enter_fd(ctx->args[0], op, offset, at_pos);		\
-	}									\
-	SEC("tracepoint/syscalls/sys_exit_" #call)				\
-	int fsslower_exit_##call(struct trace_event_raw_sys_exit *ctx)	\
-	{									\
-		return leave(ctx->ret);						\
-	}
-
-#define OPEN_CALL(call)								\
-	SEC("tracepoint/syscalls/sys_enter_" #call)				\
-	int fsslower_enter_##call(struct trace_event_raw_sys_enter *ctx)	\
-	{									\
-		return enter_open();						\
-	}									\
-	SEC("tracepoint/syscalls/sys_exit_" #call)				\
-	int fsslower_exit_##call(struct trace_event_raw_sys_exit *ctx)	\
-	{									\
-		return leave(ctx->ret);						\
-	}
-
-FD_CALL(read, F_READ, 0, true)
-FD_CALL(write, F_WRITE, 0, true)
-FD_CALL(pread64, F_READ, ctx->args[3], false)
-FD_CALL(pwrite64, F_WRITE, ctx->args[3], false)
-FD_CALL(fsync, F_FSYNC, 0, false)
-FD_CALL(fdatasync, F_FSYNC, 0, false)
-OPEN_CALL(open)
-OPEN_CALL(openat)
-OPEN_CALL(openat2)
+SYSCALL_PROGRAMS(fsslower, read, enter_fd(ctx->args[0], F_READ, 0, true), leave)
+SYSCALL_PROGRAMS(fsslower, write, enter_fd(ctx->args[0], F_WRITE, 0, true), leave)
+SYSCALL_PROGRAMS(fsslower, pread64, enter_fd(ctx->args[0], F_READ, ctx->args[3], false), leave)
+SYSCALL_PROGRAMS(fsslower, pwrite64, enter_fd(ctx->args[0], F_WRITE, ctx->args[3], false), leave)
+SYSCALL_PROGRAMS(fsslower, fsync, enter_fd(ctx->args[0], F_FSYNC, 0, false), leave)
+SYSCALL_PROGRAMS(fsslower, fdatasync, enter_fd(ctx->args[0], F_FSYNC, 0, false), leave)
+SYSCALL_PROGRAMS(fsslower, open, enter_open(), leave)
+SYSCALL_PROGRAMS(fsslower, openat, enter_open(), leave)
+SYSCALL_PROGRAMS(fsslower, openat2, enter_open(), leave)
 
 char LICENSE[] SEC("license") = "GPL";

@@ -10,6 +10,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 #define FS_LEN 32
 #define PATH_LEN 256
@@ -50,9 +51,7 @@ struct pending {
 
 PENDING_CALL_MAP(pending, struct pending, 1024);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct mountsnoop_stats);
+EVENT_MAPS(1 << 20, struct mountsnoop_stats);
 
 static const char mount_fmt[] = "mount(\"%s\", \"%s\", \"%s\", 0x%llx, \"%s\") = %d";
 static const char umount_fmt[] = "umount(\"%s\", 0x%llx) = %d";
@@ -120,8 +119,8 @@ out:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mount")
-int mountsnoop_enter_mount(struct trace_event_raw_sys_enter *ctx)
+/* mount(source, target, filesystemtype, mountflags, data) */
+static __always_inline int enter_mount(struct trace_event_raw_sys_enter *ctx)
 {
 	struct pending p = {
 		.op = MOUNT,
@@ -135,14 +134,8 @@ int mountsnoop_enter_mount(struct trace_event_raw_sys_enter *ctx)
 	return enter(&p);
 }
 
-SEC("tracepoint/syscalls/sys_exit_mount")
-int mountsnoop_exit_mount(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_umount")
-int mountsnoop_enter_umount(struct trace_event_raw_sys_enter *ctx)
+/* umount2(target, flags) */
+static __always_inline int enter_umount(struct trace_event_raw_sys_enter *ctx)
 {
 	struct pending p = {
 		.op = UMOUNT,
@@ -153,10 +146,7 @@ int mountsnoop_enter_umount(struct trace_event_raw_sys_enter *ctx)
 	return enter(&p);
 }
 
-SEC("tracepoint/syscalls/sys_exit_umount")
-int mountsnoop_exit_umount(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
+SYSCALL_PROGRAMS(mountsnoop, mount, enter_mount(ctx), leave)
+SYSCALL_PROGRAMS(mountsnoop, umount, enter_umount(ctx), leave)
 
 char LICENSE[] SEC("license") = "GPL";

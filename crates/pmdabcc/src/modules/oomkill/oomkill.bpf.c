@@ -15,12 +15,7 @@
 #include "oomkill.h"
 #include "maps.bpf.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 * 1024);
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct oomkill_stats);
+EVENT_MAPS(64 * 1024, struct oomkill_stats);
 
 const struct oomkill_event *unused_event __attribute__((unused));
 

@@ -10,6 +10,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 #define FNAME_LEN 256
 
@@ -36,9 +37,7 @@ struct pending {
 
 PENDING_CALL_MAP(pending, struct pending, 10240);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct opensnoop_stats);
+EVENT_MAPS(1 << 20, struct opensnoop_stats);
 
 static __always_inline int enter(const char *fname, __s32 flags)
 {
@@ -75,32 +74,8 @@ out:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_open")
-int opensnoop_enter_open(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter((const char *)ctx->args[0], (__s32)ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_exit_open")
-int opensnoop_exit_open(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int opensnoop_enter_openat(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter((const char *)ctx->args[1], (__s32)ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_exit_openat")
-int opensnoop_exit_openat(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int opensnoop_enter_openat2(struct trace_event_raw_sys_enter *ctx)
+/* openat2(dfd, filename, how, size): the flags are in the user's struct open_how. */
+static __always_inline int enter_openat2(struct trace_event_raw_sys_enter *ctx)
 {
 	struct open_how how = {};
 
@@ -108,10 +83,8 @@ int opensnoop_enter_openat2(struct trace_event_raw_sys_enter *ctx)
 	return enter((const char *)ctx->args[1], (__s32)how.flags);
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int opensnoop_exit_openat2(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
+SYSCALL_PROGRAMS(opensnoop, open, enter((const char *)ctx->args[0], (__s32)ctx->args[1]), leave)
+SYSCALL_PROGRAMS(opensnoop, openat, enter((const char *)ctx->args[1], (__s32)ctx->args[2]), leave)
+SYSCALL_PROGRAMS(opensnoop, openat2, enter_openat2(ctx), leave)
 
 char LICENSE[] SEC("license") = "GPL";

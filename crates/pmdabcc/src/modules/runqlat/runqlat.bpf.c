@@ -11,18 +11,14 @@
 #include <bpf/bpf_core_read.h>
 #include "hist.bpf.h"
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 #define TASK_RUNNING 0
 
 PERCPU_SLOT_MAP(hist, struct hist);
 
 /* When each runnable task (thread id) was enqueued. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u32);
-	__type(value, __u64);
-} start SEC(".maps");
+HASH_MAP(start, __u32, __u64, 10240);
 
 /*
  * The `process` filter: thread group ids with tp_btf/raw_tp (the task is at hand); with
@@ -95,51 +91,27 @@ static __always_inline void switch_task(struct task_struct *prev, struct task_st
 	run(BPF_CORE_READ(next, pid));
 }
 
-/* --- tp_btf: typed arguments, cheapest --- */
-
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(runqlat_wakeup_btf, struct task_struct *p)
+/* sched_wakeup(p), sched_wakeup_new(p): p becomes runnable. */
+static __always_inline int wakeup(unsigned long long *ctx)
 {
+	struct task_struct *p = (void *)ctx[0];
+
 	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
 	return 0;
 }
 
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(runqlat_wakeup_new_btf, struct task_struct *p)
+/* sched_switch(preempt, prev, next, ...) */
+static __always_inline int sched_switch(unsigned long long *ctx)
 {
-	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
+	switch_task((void *)ctx[1], (void *)ctx[2]);
 	return 0;
 }
 
-SEC("tp_btf/sched_switch")
-int BPF_PROG(runqlat_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
-{
-	switch_task(prev, next);
-	return 0;
-}
+/* --- tp_btf (typed arguments, cheapest) and raw_tp (the same arguments, untyped) --- */
 
-/* --- raw_tp: same arguments, untyped --- */
-
-SEC("raw_tp/sched_wakeup")
-int BPF_PROG(runqlat_wakeup_raw, struct task_struct *p)
-{
-	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
-	return 0;
-}
-
-SEC("raw_tp/sched_wakeup_new")
-int BPF_PROG(runqlat_wakeup_new_raw, struct task_struct *p)
-{
-	enqueue(BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, pid));
-	return 0;
-}
-
-SEC("raw_tp/sched_switch")
-int BPF_PROG(runqlat_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
-{
-	switch_task(prev, next);
-	return 0;
-}
+BTF_RAW_TWINS(sched_wakeup, runqlat_wakeup, wakeup)
+BTF_RAW_TWINS(sched_wakeup_new, runqlat_wakeup_new, wakeup)
+BTF_RAW_TWINS(sched_switch, runqlat_switch, sched_switch)
 
 /*
  * --- classic tracepoints: only thread ids in the record. At sched_switch prev is still the

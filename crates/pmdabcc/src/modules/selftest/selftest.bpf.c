@@ -9,13 +9,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "selftest.h"
+#include "maps.bpf.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct selftest_state);
-} state SEC(".maps");
+KEYED_MAP(state, BPF_MAP_TYPE_ARRAY, __u32, struct selftest_state, 1);
 
 SEC("tracepoint/sched/sched_process_fork")
 int selftest_fork(void *ctx)

@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 #define PATH_LEN 256
 
@@ -39,9 +40,7 @@ const volatile bool failed_only = false;
 
 PENDING_CALL_MAP(pending, struct pending, 10240);
 
-RINGBUF_MAP(events, 1 << 20);
-
-PERCPU_SLOT_MAP(stats, struct statsnoop_stats);
+EVENT_MAPS(1 << 20, struct statsnoop_stats);
 
 static __always_inline int enter(const char *path, __u32 call)
 {
@@ -79,64 +78,10 @@ out:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_statfs")
-int statsnoop_enter_statfs(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter((const char *)ctx->args[0], STATFS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_statfs")
-int statsnoop_exit_statfs(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_newstat")
-int statsnoop_enter_newstat(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter((const char *)ctx->args[0], NEWSTAT);
-}
-
-SEC("tracepoint/syscalls/sys_exit_newstat")
-int statsnoop_exit_newstat(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_newlstat")
-int statsnoop_enter_newlstat(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter((const char *)ctx->args[0], NEWLSTAT);
-}
-
-SEC("tracepoint/syscalls/sys_exit_newlstat")
-int statsnoop_exit_newlstat(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_newfstatat")
-int statsnoop_enter_newfstatat(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter((const char *)ctx->args[1], NEWFSTATAT);
-}
-
-SEC("tracepoint/syscalls/sys_exit_newfstatat")
-int statsnoop_exit_newfstatat(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_statx")
-int statsnoop_enter_statx(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter((const char *)ctx->args[1], STATX);
-}
-
-SEC("tracepoint/syscalls/sys_exit_statx")
-int statsnoop_exit_statx(struct trace_event_raw_sys_exit *ctx)
-{
-	return leave(ctx->ret);
-}
+SYSCALL_PROGRAMS(statsnoop, statfs, enter((const char *)ctx->args[0], STATFS), leave)
+SYSCALL_PROGRAMS(statsnoop, newstat, enter((const char *)ctx->args[0], NEWSTAT), leave)
+SYSCALL_PROGRAMS(statsnoop, newlstat, enter((const char *)ctx->args[0], NEWLSTAT), leave)
+SYSCALL_PROGRAMS(statsnoop, newfstatat, enter((const char *)ctx->args[1], NEWFSTATAT), leave)
+SYSCALL_PROGRAMS(statsnoop, statx, enter((const char *)ctx->args[1], STATX), leave)
 
 char LICENSE[] SEC("license") = "GPL";

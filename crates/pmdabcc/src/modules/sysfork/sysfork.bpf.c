@@ -9,6 +9,7 @@
 #include <bpf/bpf_tracing.h>
 #include "sysfork.h"
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 PERCPU_SLOT_MAP(counts, struct sysfork_count);
 
@@ -21,18 +22,6 @@ static __always_inline void count_task(void)
 		c->tasks++; /* per-CPU slot: no other CPU writes it */
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(sysfork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	count_task();
-	return 0;
-}
-
-SEC("tracepoint/sched/sched_process_fork")
-int sysfork_tp(void *ctx)
-{
-	count_task();
-	return 0;
-}
+BTF_TP_TWINS(sched, sched_process_fork, sysfork, count_task)
 
 char LICENSE[] SEC("license") = "GPL";

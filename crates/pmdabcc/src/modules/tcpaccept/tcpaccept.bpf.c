@@ -13,6 +13,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "maps.bpf.h"
+#include "hooks.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -36,12 +37,7 @@ struct accept_stats {
 	__u64 lost;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct accept_stats);
+EVENT_MAPS(256 * 1024, struct accept_stats);
 
 const struct accept_event *unused_accept_event;
 
@@ -102,18 +98,14 @@ static __always_inline void accepted(long fd)
 	bpf_ringbuf_submit(e, ringbuf_lazy_wakeup(&events));
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int accept4_exit(struct trace_event_raw_sys_exit *ctx)
+/* The exit of accept(2) or accept4(2): the result is the new descriptor, or an error. */
+static __always_inline int accept_returned(struct trace_event_raw_sys_exit *ctx)
 {
 	accepted(ctx->ret);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept")
-int accept_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	accepted(ctx->ret);
-	return 0;
-}
+TRACEPOINT_PROGRAM(syscalls, sys_exit_accept4, accept4_exit, struct trace_event_raw_sys_exit, accept_returned)
+TRACEPOINT_PROGRAM(syscalls, sys_exit_accept, accept_exit, struct trace_event_raw_sys_exit, accept_returned)
 
 char LICENSE[] SEC("license") = "GPL";

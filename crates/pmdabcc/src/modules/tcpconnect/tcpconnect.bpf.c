@@ -18,12 +18,7 @@ PROCESS_FILTER()
 /* Only connects by this user id (-1: every user). */
 const volatile __s64 target_uid = -1;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct tcpconnect_stats);
+EVENT_MAPS(1 << 20, struct tcpconnect_stats);
 
 const struct tcpconnect_event *unused_event __attribute__((unused));
 

@@ -26,19 +26,9 @@ struct pending_connect {
 };
 
 /* Connects in SYN_SENT, by socket address. LRU: a full table drops the oldest. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
-	__type(value, struct pending_connect);
-} pending SEC(".maps");
+LRU_HASH_MAP(pending, __u64, struct pending_connect, 8192);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct tcpconnlat_stats);
+EVENT_MAPS(1 << 20, struct tcpconnlat_stats);
 
 const struct tcpconnlat_event *unused_event __attribute__((unused));
 

@@ -10,6 +10,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include "maps.bpf.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -25,12 +26,7 @@ struct drop_count {
 	__u64 packets;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct drop_key);
-	__type(value, struct drop_count);
-} drops SEC(".maps");
+PERCPU_HASH_MAP(drops, struct drop_key, struct drop_count, 1024);
 
 /* The packet's transport protocol, from its IPv4 or IPv6 header (0 when it has none, or
  * an IPv6 extension header comes first). */
@@ -59,13 +55,9 @@ static __always_inline void count(struct sk_buff *skb, __u32 reason)
 		return;
 	if (protocols == 0 && l4_protocol(skb) != IPPROTO_TCP)
 		return;
-	c = bpf_map_lookup_elem(&drops, &key);
-	if (!c) {
-		bpf_map_update_elem(&drops, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&drops, &key);
-		if (!c)
-			return;
-	}
+	c = map_lookup_or_init(&drops, &key, &zero);
+	if (!c)
+		return;
 	c->packets++; /* per-CPU value */
 }
 

@@ -42,41 +42,18 @@ const volatile bool filter_pid = false;
 const volatile bool filter_lport = false;
 const volatile bool filter_dport = false;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* set from the map_size option */
-	__type(key, __u64);
-	__type(value, struct tcplife_session);
-} sessions SEC(".maps");
+/* Sessions by socket address; max_entries is set from the map_size option. */
+HASH_MAP(sessions, __u64, struct tcplife_session, 16384);
 
 /* PIDs (thread group ids) the process option selects, kept up to date by user space. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, __u8);
-} pids SEC(".maps");
+HASH_MAP(pids, __u32, __u8, 8192);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u16);
-	__type(value, __u8);
-} lports SEC(".maps");
+/* The lport and dport filters: ports (host order) to record. */
+HASH_MAP(lports, __u16, __u8, 64);
+HASH_MAP(dports, __u16, __u8, 64);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u16);
-	__type(value, __u8);
-} dports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20); /* set from the buffer_page_count option */
-} events SEC(".maps");
-
-PERCPU_SLOT_MAP(stats, struct tcplife_stats);
+/* Its size is set from the buffer_page_count option. */
+EVENT_MAPS(1 << 20, struct tcplife_stats);
 
 /* Keep the shared types in BTF, so the skeleton carries them to Rust. */
 enum tcplife_kind tcplife_kind_btf __attribute__((unused));

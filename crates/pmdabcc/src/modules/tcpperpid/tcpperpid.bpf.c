@@ -12,41 +12,28 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include "maps.bpf.h"
+#include "inet.bpf.h"
+#include "hooks.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define MSG_PEEK 2
 
 struct perpid_bytes {
 	__u64 tx;
 	__u64 rx;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); /* tgid */
-	__type(value, struct perpid_bytes);
-} bytes SEC(".maps");
+/* Bytes per process (thread group id). */
+PERCPU_HASH_MAP(bytes, __u32, struct perpid_bytes, 16384);
 
 /* The lport and dport options: ports (host order) to count; all when not given. */
 const volatile bool filter_lport = false;
 const volatile bool filter_dport = false;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u16);
-	__type(value, __u8);
-} lports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u16);
-	__type(value, __u8);
-} dports SEC(".maps");
+HASH_MAP(lports, __u16, __u8, 1024);
+HASH_MAP(dports, __u16, __u8, 1024);
 
 static __always_inline void account(struct sock *sk, int ret, bool send)
 {
@@ -70,13 +57,9 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 			return;
 	}
 	tgid = bpf_get_current_pid_tgid() >> 32;
-	b = bpf_map_lookup_elem(&bytes, &tgid);
-	if (!b) {
-		bpf_map_update_elem(&bytes, &tgid, &zero, BPF_NOEXIST);
-		b = bpf_map_lookup_elem(&bytes, &tgid);
-		if (!b)
-			return; /* map full */
-	}
+	b = map_lookup_or_init(&bytes, &tgid, &zero);
+	if (!b)
+		return; /* map full */
 	if (send)
 		b->tx += ret; /* per-CPU value */
 	else
@@ -84,9 +67,10 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 }
 
 /* A process is gone when its last thread exits: its entry goes, so a reused PID starts
- * from zero. */
-static __always_inline void retire(struct task_struct *p)
+ * from zero. sched_process_exit runs in the exiting task. */
+static __always_inline void retire(void)
 {
+	struct task_struct *p = (struct task_struct *)bpf_get_current_task();
 	__u32 tgid;
 
 	if (BPF_CORE_READ(p, signal, live.counter) > 0)
@@ -95,48 +79,8 @@ static __always_inline void retire(struct task_struct *p)
 	bpf_map_delete_elem(&bytes, &tgid);
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(pp_send_btf, struct sock *sk, int ret, int flags)
-{
-	account(sk, ret, true);
-	return 0;
-}
+SOCK_LENGTH_PROGRAMS(pp, account)
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(pp_recv_btf, struct sock *sk, int ret, int flags)
-{
-	if (!(flags & MSG_PEEK))
-		account(sk, ret, false);
-	return 0;
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(pp_exit_btf, struct task_struct *p)
-{
-	retire(p);
-	return 0;
-}
-
-SEC("tracepoint/sock/sock_send_length")
-int pp_send_tp(struct trace_event_raw_sock_msg_length *ctx)
-{
-	account((struct sock *)ctx->sk, ctx->ret, true);
-	return 0;
-}
-
-SEC("tracepoint/sock/sock_recv_length")
-int pp_recv_tp(struct trace_event_raw_sock_msg_length *ctx)
-{
-	if (!(ctx->flags & MSG_PEEK))
-		account((struct sock *)ctx->sk, ctx->ret, false);
-	return 0;
-}
-
-SEC("tracepoint/sched/sched_process_exit")
-int pp_exit_tp(void *ctx)
-{
-	retire((struct task_struct *)bpf_get_current_task());
-	return 0;
-}
+BTF_TP_TWINS(sched, sched_process_exit, pp_exit, retire)
 
 char LICENSE[] SEC("license") = "GPL";

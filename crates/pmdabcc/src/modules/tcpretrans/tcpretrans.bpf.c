@@ -28,30 +28,16 @@ struct retrans {
 enum kind { RETRANSMIT = 0, SYNACK = 1 };
 
 /* Connections age out when it is full: the least recently retransmitting goes. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct conn_key);
-	__type(value, struct retrans);
-} conns SEC(".maps");
+LRU_HASH_MAP(conns, struct conn_key, struct retrans, 8192);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2);
-	__type(key, __u32);
-	__type(value, struct retrans);
-} kinds SEC(".maps");
+HASH_MAP(kinds, __u32, struct retrans, 2);
 
 static __always_inline void add(void *map, const void *key, __u64 segs, bool failed)
 {
-	struct retrans zero = {}, *r = bpf_map_lookup_elem(map, key);
+	struct retrans zero = {}, *r = map_lookup_or_init(map, key, &zero);
 
-	if (!r) {
-		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
-		r = bpf_map_lookup_elem(map, key);
-		if (!r)
-			return;
-	}
+	if (!r)
+		return;
 	__sync_fetch_and_add(&r->count, 1);
 	__sync_fetch_and_add(&r->segs, segs);
 	if (failed)

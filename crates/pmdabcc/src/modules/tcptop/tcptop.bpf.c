@@ -10,18 +10,14 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "tcptop.h"
+#include "maps.bpf.h"
+#include "inet.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define MSG_PEEK 2
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct tcptop_key);
-	__type(value, struct tcptop_bytes);
-} conns SEC(".maps");
+HASH_MAP(conns, struct tcptop_key, struct tcptop_bytes, 16384);
 
 static __always_inline void account(struct sock *sk, int ret, bool send)
 {
@@ -51,13 +47,9 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 		k.lport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	k.dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	k.pid = bpf_get_current_pid_tgid() >> 32;
-	v = bpf_map_lookup_elem(&conns, &k);
-	if (!v) {
-		bpf_map_update_elem(&conns, &k, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&conns, &k);
-		if (!v)
-			return; /* map full */
-	}
+	v = map_lookup_or_init(&conns, &k, &zero);
+	if (!v)
+		return; /* map full */
 	/* shared by all CPUs */
 	if (send)
 		__sync_fetch_and_add(&v->tx, ret);
@@ -65,35 +57,6 @@ static __always_inline void account(struct sock *sk, int ret, bool send)
 		__sync_fetch_and_add(&v->rx, ret);
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(tcptop_send_btf, struct sock *sk, int ret, int flags)
-{
-	account(sk, ret, true);
-	return 0;
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(tcptop_recv_btf, struct sock *sk, int ret, int flags)
-{
-	/* A peek leaves the data queued: the read that takes it counts. */
-	if (!(flags & MSG_PEEK))
-		account(sk, ret, false);
-	return 0;
-}
-
-SEC("tracepoint/sock/sock_send_length")
-int tcptop_send_tp(struct trace_event_raw_sock_msg_length *ctx)
-{
-	account(ctx->sk, ctx->ret, true);
-	return 0;
-}
-
-SEC("tracepoint/sock/sock_recv_length")
-int tcptop_recv_tp(struct trace_event_raw_sock_msg_length *ctx)
-{
-	if (!(ctx->flags & MSG_PEEK))
-		account(ctx->sk, ctx->ret, false);
-	return 0;
-}
+SOCK_LENGTH_PROGRAMS(tcptop, account)
 
 char LICENSE[] SEC("license") = "GPL";
