@@ -5,9 +5,37 @@
 //! what happened on the link alone.
 
 use crate::{run, run_ok};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+/// A bulk TCP workload for [`LossyLink::python`]. `server ADDR K`: listens on ADDR, prints
+/// its port, takes K connections one after the other, reads each to its end and closes it.
+/// `client ADDR PORT K N`: K times, connects, sends N bytes, ends its side, waits for the
+/// server's close, and prints its local port.
+pub const BULK_PEER: &str = r#"
+import socket, sys
+role, addr = sys.argv[1], sys.argv[2]
+af = socket.AF_INET6 if ":" in addr else socket.AF_INET
+if role == "server":
+    l = socket.socket(af); l.bind((addr, 0)); l.listen(8)
+    print(l.getsockname()[1], flush=True)
+    for _ in range(int(sys.argv[3])):
+        c = l.accept()[0]
+        while c.recv(1 << 16):
+            pass
+        c.close()
+else:
+    port, k, n = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    for _ in range(k):
+        s = socket.socket(af); s.connect((addr, port))
+        s.sendall(b"r" * n); s.shutdown(socket.SHUT_WR)
+        while s.recv(1 << 16):
+            pass
+        print(s.getsockname()[1], flush=True)
+        s.close()
+"#;
 
 /// One end of the link.
 pub struct End {
@@ -205,6 +233,66 @@ impl LossyLink {
             }
         }
         out
+    }
+
+    /// Client in a, server in b, over IPv4 then IPv6: `k` connections of `n` bytes each
+    /// ([`BULK_PEER`]); the peers have exited when it returns (their sockets may still be
+    /// closing). Each connection's names
+    /// "<saddr>:<lport>::<daddr>:<dport>" from both sides.
+    pub fn bulk_exchange(&self, k: usize, n: usize) -> BTreeSet<String> {
+        let mut conns = BTreeSet::new();
+        for (server_addr, client_addr) in [(self.b.v4, self.a.v4), (self.b.v6, self.a.v6)] {
+            let mut server =
+                Self::python(&self.b, BULK_PEER, &["server", server_addr, &k.to_string()]);
+            let mut out = BufReader::new(server.stdout.take().unwrap());
+            let mut port = String::new();
+            out.read_line(&mut port).unwrap();
+            let port = port.trim().to_string();
+            let client = Self::python(
+                &self.a,
+                BULK_PEER,
+                &["client", server_addr, &port, &k.to_string(), &n.to_string()],
+            )
+            .wait_with_output()
+            .unwrap();
+            assert!(client.status.success(), "client over {server_addr} failed");
+            assert!(
+                server.wait().unwrap().success(),
+                "server on {server_addr} failed"
+            );
+            for cport in String::from_utf8_lossy(&client.stdout).lines() {
+                conns.insert(format!("{client_addr}:{cport}::{server_addr}:{port}"));
+                conns.insert(format!("{server_addr}:{port}::{client_addr}:{cport}"));
+            }
+        }
+        conns
+    }
+
+    /// Both ends' TcpRetransSegs: the segments the link's namespaces retransmitted.
+    pub fn retrans_segs(&self) -> u64 {
+        [&self.a, &self.b]
+            .iter()
+            .map(|e| {
+                Self::counters(e)
+                    .get("Tcp.RetransSegs")
+                    .copied()
+                    .expect("Tcp RetransSegs in /proc/net/snmp")
+            })
+            .sum()
+    }
+
+    /// TCP sockets of the link still able to send (neither listening nor in TIME-WAIT).
+    pub fn live_sockets(&self) -> usize {
+        [&self.a, &self.b]
+            .iter()
+            .map(|e| {
+                let o = Self::command(e, "ss", &["-Htan"]).output().expect("ss");
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with("LISTEN") && !l.starts_with("TIME-WAIT"))
+                    .count()
+            })
+            .sum()
     }
 
     /// Packets the end's clsact (the drop filter) has dropped: tc's own statistics.
