@@ -1,8 +1,8 @@
 //! A lossy link for the network tests: two network namespaces joined by a veth pair, IPv4
-//! and IPv6 on each end, and a tc classifier on each end's egress that drops every Nth TCP
-//! packet (the kernels here are built without netem). Each namespace keeps its own SNMP
-//! counters (/proc/net/snmp, /proc/net/netstat read inside it), the kernel's truth for
-//! what happened on the link alone.
+//! and IPv6 on each end, and tc classifiers on each end that drop TCP packets ([`Loss`]; the
+//! kernels here are built without netem). Each namespace keeps its own SNMP counters
+//! (/proc/net/snmp, /proc/net/netstat read inside it), the kernel's truth for what happened
+//! on the link alone.
 
 use crate::{run, run_ok};
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +45,21 @@ pub struct End {
     pub v6: &'static str,
 }
 
+/// What the link's drop filters (bpf/tcdrop.bpf.c) take; 0 turns one off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loss {
+    /// Every `sent`-th TCP packet leaving either end (tc egress). The sender's own transmit
+    /// fails (the kernel's drop reason is TC_EGRESS; a failed retransmission counts in
+    /// TCPRetransFail), so TCP knows the packet never left and sends new data again as new
+    /// data: only the drops TCP cannot see (a SYN, a SYN-ACK, an ACK whose loss leaves the
+    /// peer waiting) force retransmissions, and a few connections may see none.
+    pub sent: u32,
+    /// Each TCP flow's `data_nth`-th packet carrying data that arrives at either end (tc
+    /// ingress), once: lost on the wire as far as the sender knows, so each flow with that
+    /// many data packets retransmits, and its retransmission passes.
+    pub data_nth: u32,
+}
+
 pub struct LossyLink {
     pub a: End,
     pub b: End,
@@ -56,6 +71,17 @@ impl LossyLink {
     /// 10.213.0.1-2/24 and fd00:213::1-2/64, and drops every `every`-th TCP packet leaving
     /// either end (0: no loss).
     pub fn new(tag: &str, every: u32) -> LossyLink {
+        Self::with_loss(
+            tag,
+            Loss {
+                sent: every,
+                ..Loss::default()
+            },
+        )
+    }
+
+    /// [`LossyLink::new`] with the drops of `loss`.
+    pub fn with_loss(tag: &str, loss: Loss) -> LossyLink {
         let me = std::process::id();
         let link = LossyLink {
             a: End {
@@ -112,8 +138,8 @@ impl LossyLink {
             );
             run_ok("ip", &["-n", &e.ns, "link", "set", e.dev, "up"]);
         }
-        if every > 0 {
-            let obj = link.drop_object(every);
+        if loss != Loss::default() {
+            let obj = link.drop_object(loss);
             for e in [&link.a, &link.b] {
                 run_ok(
                     "ip",
@@ -121,13 +147,20 @@ impl LossyLink {
                         "netns", "exec", &e.ns, "tc", "qdisc", "add", "dev", e.dev, "clsact",
                     ],
                 );
-                run_ok(
-                    "ip",
-                    &[
-                        "netns", "exec", &e.ns, "tc", "filter", "add", "dev", e.dev, "egress",
-                        "bpf", "da", "obj", &obj, "sec", "tc",
-                    ],
-                );
+                for (on, hook, sec) in [
+                    (loss.sent, "egress", "tc"),
+                    (loss.data_nth, "ingress", "tc_data"),
+                ] {
+                    if on > 0 {
+                        run_ok(
+                            "ip",
+                            &[
+                                "netns", "exec", &e.ns, "tc", "filter", "add", "dev", e.dev, hook,
+                                "bpf", "da", "obj", &obj, "sec", sec,
+                            ],
+                        );
+                    }
+                }
             }
         }
         // Static neighbours: no ARP or neighbour discovery on the link, whose first
@@ -165,8 +198,8 @@ impl LossyLink {
         link
     }
 
-    /// tcdrop.bpf.c built for `every`.
-    fn drop_object(&self, every: u32) -> String {
+    /// tcdrop.bpf.c built for `loss`.
+    fn drop_object(&self, loss: Loss) -> String {
         std::fs::create_dir_all(&self.dir).expect("temp dir");
         let src = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/tcdrop.bpf.c");
         let inc = concat!(env!("CARGO_MANIFEST_DIR"), "/../pmdabcc/src/bpf");
@@ -178,7 +211,8 @@ impl LossyLink {
                 "-g",
                 "-target",
                 "bpf",
-                &format!("-DEVERY={every}"),
+                &format!("-DEVERY={}", loss.sent.max(1)),
+                &format!("-DDATA_NTH={}", loss.data_nth.max(1)),
                 "-I",
                 inc,
                 "-c",
@@ -295,7 +329,8 @@ impl LossyLink {
             .sum()
     }
 
-    /// Packets the end's clsact (the drop filter) has dropped: tc's own statistics.
+    /// Packets the end's clsact (the drop filters, both ways) has dropped: tc's own
+    /// statistics.
     pub fn tc_dropped(end: &End) -> u64 {
         let text = run_ok(
             "ip",
