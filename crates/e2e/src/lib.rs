@@ -555,6 +555,11 @@ pub const BIOTOP_HOOKS: &[Hook] = &[
         &["btf_rq_complete", "tp_rq_complete"],
     ),
 ];
+/// tcpretrans's tracepoints and programs.
+pub const TCPRETRANS_HOOKS: &[Hook] = &[
+    ("tcp/tcp_retransmit_skb", &["retrans_skb"]),
+    ("tcp/tcp_retransmit_synack", &["retrans_synack"]),
+];
 /// tcplife's tracepoint programs.
 pub const TCPLIFE_HOOKS: &[Hook] = &[
     ("sock/inet_sock_set_state", &["tcplife_state"]),

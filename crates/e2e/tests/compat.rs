@@ -7,8 +7,9 @@
 //! wrote and the disk it wrote them to, what each socket peer sent and received. Then the
 //! default layouts under the same workloads, and an archive as that agent recorded it.
 
+use e2e::netns::{Loss, LossyLink};
 use e2e::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -145,8 +146,31 @@ impl Drop for Scratch {
 const MIB: u64 = 1 << 20;
 const DD_MIB: u64 = 20;
 
-/// dd writes DD_MIB MiB with direct I/O (upstream's biotop and biolatency workload); its pid.
+/// Drops the page cache of dd's program, as a cold cache has it: the exec then reads it
+/// from disk (where the scratch file is), in the child, before the child takes dd's name:
+/// that I/O is the test thread's by name, dd's by PID. Pages some running dd has mapped stay.
+fn evict_dd_program() {
+    let path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("dd"))
+        .find(|p| p.is_file())
+        .expect("dd in PATH");
+    let f = std::fs::File::open(&path).unwrap();
+    // SAFETY: posix_fadvise only reads the descriptor, which `f` keeps open for the call.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(rc, 0, "posix_fadvise({}): {rc}", path.display());
+}
+
+/// dd writes DD_MIB MiB with direct I/O (upstream's biotop and biolatency workload), its
+/// program read from disk by the exec (evict_dd_program); its pid.
 fn dd_write(f: &Scratch) -> u32 {
+    evict_dd_program();
     let c = Command::new("dd")
         .args([
             "if=/dev/zero",
@@ -750,6 +774,12 @@ fn our_default_layouts_under_the_same_scenarios() {
         all >= bytes.unwrap(),
         "biotop {inst}: proc.io.perdev {all} < its writes {bytes:?}"
     );
+    // The pair is named as the process is now, though its exec read dd's program under the
+    // test thread's name.
+    let comm = fetch(&["bcc.proc.io.perdev_comm"])
+        .get("bcc.proc.io.perdev_comm")
+        .and_then(|v| v.get(&Some(inst.clone())).cloned());
+    assert_eq!(comm.as_deref(), Some("dd"), "biotop {inst}: comm");
 
     // tcplife's per-process counters: the client's payload each way. The server's session
     // has the client's port as its remote port: upstream's dport filter leaves it out.
@@ -777,4 +807,298 @@ fn our_default_layouts_under_the_same_scenarios() {
     );
     client.finish();
     server.finish();
+}
+
+/// The modules upstream had that landed later (issue 14): execsnoop, tcpretrans and
+/// tcpperpid, each section with the keys upstream's bcc.conf documented for it, set.
+fn new_modules_conf(tag: &str) -> String {
+    format!(
+        "[pmda]\nmodules = execsnoop,tcpretrans,tcpperpid\nprefix = bcc.\nmodule_failure_fatal = True\n\
+[execsnoop]\nmodule = execsnoop\ncluster = 8\ninclude_failed = True\ncommand = ^true$\n\
+args = {tag}-\nmax_args = 20\nprocess_count = 20\nbuffer_page_count = 64\n\
+[tcpretrans]\nmodule = tcpretrans\ncluster = 9\nprocess = python3\ninclude_tlp = True\n\
+flow_count = 20\nbuffer_page_count = 64\n\
+[tcpperpid]\nmodule = tcpperpid\ncluster = 11\nprocess = python3\ndport = {}\nhighres = True\n\
+buffer_page_count = 64\n",
+        port()
+    )
+}
+
+/// upstream's metric table of these modules: name, type, semantics, units as pminfo -d
+/// prints them.
+const NEW_MODULE_DESCRIPTORS: &[(&str, &str, &str, &str)] = &[
+    ("bcc.proc.exec.comm", "string", "instant", "none"),
+    (
+        "bcc.proc.exec.pid",
+        "32-bit unsigned int",
+        "instant",
+        "none",
+    ),
+    (
+        "bcc.proc.exec.ppid",
+        "32-bit unsigned int",
+        "instant",
+        "none",
+    ),
+    ("bcc.proc.exec.ret", "32-bit int", "instant", "none"),
+    ("bcc.proc.exec.args", "string", "instant", "none"),
+    (
+        "bcc.io.net.tcp.retrans.count",
+        "64-bit unsigned int",
+        "counter",
+        "count",
+    ),
+    (
+        "bcc.proc.io.net.total.tx",
+        "64-bit unsigned int",
+        "counter",
+        "byte",
+    ),
+    (
+        "bcc.proc.io.net.total.rx",
+        "64-bit unsigned int",
+        "counter",
+        "byte",
+    ),
+];
+
+#[test]
+fn upstream_scenarios_of_execsnoop_tcpretrans_and_tcpperpid() {
+    let mut s = Session::start();
+    let tag = format!("compatexec{}", std::process::id());
+    configure(&mut s, &new_modules_conf(&tag), "tcpperpid", "sysfork");
+    wait_log("Ready to process requests.");
+    for m in ["execsnoop", "tcpretrans", "tcpperpid"] {
+        s.assert_module_running(m);
+    }
+    // upstream's keys with no effect here are accepted and logged with the reason.
+    let l = log();
+    for (section, key) in [
+        ("execsnoop", "buffer_page_count"),
+        ("tcpretrans", "process"),
+        ("tcpretrans", "include_tlp"),
+        ("tcpretrans", "flow_count"),
+        ("tcpretrans", "buffer_page_count"),
+        ("tcpperpid", "process"),
+        ("tcpperpid", "highres"),
+        ("tcpperpid", "buffer_page_count"),
+    ] {
+        let note = format!("[{section}] {key}: accepted");
+        assert!(l.contains(&note), "{note:?} not in:\n{l}");
+    }
+    assert!(!l.contains(" Error: "), "errors in the log:\n{l}");
+
+    // Names and descriptors: upstream's, as its modules declared them.
+    let names: Vec<String> = NEW_MODULE_DESCRIPTORS
+        .iter()
+        .map(|d| d.0.to_string())
+        .collect();
+    let ours = descriptors(None, &names);
+    for (name, ty, sem, units) in NEW_MODULE_DESCRIPTORS {
+        let (_, d, indom) = ours
+            .get(*name)
+            .unwrap_or_else(|| panic!("{name} is not served: {ours:?}"));
+        assert!(
+            d.contains(&format!("Data Type: {ty} "))
+                && d.contains(&format!("Semantics: {sem}  Units: {units}")),
+            "{name}: {d}, upstream's is {ty}, {sem}, {units}"
+        );
+        assert!(!indom.is_empty(), "{name} has no instance domain: {d}");
+    }
+
+    // execsnoop: five execs of a known argv, one filtered out by args and one by command,
+    // then a failed one (include_failed) from a thread named as the command filter wants.
+    let me = std::process::id().to_string();
+    let mut pids = Vec::new();
+    for i in 0..5 {
+        let mut c = Command::new("/bin/true")
+            .arg(format!("{tag}-{i}"))
+            .spawn()
+            .unwrap();
+        pids.push(c.id().to_string());
+        assert!(c.wait().unwrap().success());
+    }
+    assert!(Command::new("/bin/true")
+        .arg(format!("x{tag}"))
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("/bin/echo")
+        .arg(format!("{tag}-echo"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let missing = format!("/nonexistent-compat-{tag}/true");
+    let failed = std::thread::Builder::new()
+        .name("true".into())
+        .spawn({
+            let (missing, tag) = (missing.clone(), tag.clone());
+            move || {
+                Command::new(&missing)
+                    .arg(format!("{tag}-failed"))
+                    .spawn()
+                    .is_err()
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(failed, "the exec of {missing} should fail");
+    const EXEC: &[&str] = &["comm", "pid", "ppid", "ret", "args"];
+    let table = wait_for(Duration::from_secs(5), || {
+        Some(rows("bcc.proc.exec", EXEC)).filter(|t| t.len() >= 6)
+    })
+    .unwrap_or_else(|| panic!("execsnoop: not six rows: {:?}", rows("bcc.proc.exec", EXEC)));
+    // upstream's ring: instances "0".."5", the newest first; the filters keep every other
+    // exec of the host out.
+    let insts: Vec<&str> = table.keys().map(String::as_str).collect();
+    assert_eq!(
+        insts,
+        ["0", "1", "2", "3", "4", "5"],
+        "execsnoop instances: {table:?}"
+    );
+    let f = &table["0"];
+    assert_eq!(
+        (f["comm"].as_str(), f["ppid"].as_str(), f["ret"].as_str()),
+        ("true", me.as_str(), "-2"),
+        "the failed exec: {f:?}"
+    );
+    assert_eq!(f["args"], format!("{missing} {tag}-failed"));
+    for (i, pid) in pids.iter().enumerate() {
+        let row = &table[&(5 - i).to_string()];
+        let want: BTreeMap<&str, String> = [
+            ("comm", "true".to_string()),
+            ("pid", pid.clone()),
+            ("ppid", me.clone()),
+            ("ret", "0".into()),
+            ("args", format!("/bin/true {tag}-{i}")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(row, &want, "exec {i} in slot {}", 5 - i);
+    }
+
+    // tcpperpid: the socket exchange; dport keeps the client's session (remote port
+    // `port()`) and leaves the server's out. Instances "%06d".
+    let (server, client, _) = sockets();
+    let (cinst, sinst) = (
+        format!("{:06}", client.pid()),
+        format!("{:06}", server.pid()),
+    );
+    let txrx = |inst: &str| {
+        (
+            value_u64("bcc.proc.io.net.total.tx", Some(inst)),
+            value_u64("bcc.proc.io.net.total.rx", Some(inst)),
+        )
+    };
+    let got = wait_for(Duration::from_secs(5), || {
+        Some(txrx(&cinst)).filter(|v| *v == (Some(11), Some(17)))
+    });
+    assert!(
+        got.is_some(),
+        "tcpperpid client {cinst}: tx/rx {:?}, it sent 11 and received 17 bytes",
+        txrx(&cinst)
+    );
+    assert!(
+        matches!(txrx(&sinst), (None | Some(0), None | Some(0))),
+        "tcpperpid: the server's session passed the dport filter: {:?}",
+        txrx(&sinst)
+    );
+    client.finish();
+    server.finish();
+
+    // tcpretrans: connections over a link that loses each connection's second data packet
+    // on the wire (dropped as it arrives, so the sender must retransmit it: drops on the
+    // way out fail the send, and TCP sends such data again as new data); the
+    // retransmissions counted per connection, named as upstream named them, against the
+    // namespaces' TcpRetransSegs.
+    let link = LossyLink::with_loss(
+        "cp",
+        Loss {
+            data_nth: 2,
+            ..Loss::default()
+        },
+    );
+    let skips = SkipWatch::start(TCPRETRANS_HOOKS);
+    let on_link = || -> BTreeMap<String, u64> {
+        values_u64("bcc.io.net.tcp.retrans.count")
+            .into_iter()
+            .filter(|(i, _)| i.starts_with("10.213.0.") || i.starts_with("fd00:213::"))
+            .collect()
+    };
+    let kernel_before = link.retrans_segs();
+    let k = 2;
+    let conns = link.bulk_exchange(k, 200_000);
+    assert_eq!(
+        conns.len(),
+        2 * 2 * k,
+        "the clients did not report every connection"
+    );
+    let settled = wait_for(Duration::from_secs(15), || {
+        (link.live_sockets() == 0).then_some(())
+    });
+    assert!(settled.is_some(), "the link's connections did not close");
+    // The server sends no data: the drops are the clients' packets, one per connection.
+    let lost = (
+        LossyLink::tc_dropped(&link.a),
+        LossyLink::tc_dropped(&link.b),
+    );
+    assert_eq!(
+        lost,
+        (0, 2 * k as u64),
+        "tc's drops (client end, server end)"
+    );
+    let kernel = link.retrans_segs() - kernel_before;
+    assert!(
+        kernel >= lost.1,
+        "{} data packets lost, the namespaces' TcpRetransSegs grew by {kernel}",
+        lost.1
+    );
+    // The clients' side of each connection: "<client>:<port>::<server>:<port>".
+    let clients: BTreeSet<&String> = conns
+        .iter()
+        .filter(|c| {
+            c.starts_with(&format!("{}:", link.a.v4)) || c.starts_with(&format!("{}:", link.a.v6))
+        })
+        .collect();
+    let mut seen = BTreeMap::new();
+    wait_for(Duration::from_secs(5), || {
+        seen = on_link();
+        clients.iter().all(|c| seen.contains_key(*c)).then_some(())
+    });
+    let count: u64 = seen.values().sum();
+    eprintln!(
+        "tcpretrans: {count} retransmissions, the namespaces' TcpRetransSegs {kernel}: {seen:?}"
+    );
+    let strangers: Vec<&String> = seen.keys().filter(|i| !conns.contains(*i)).collect();
+    assert!(
+        strangers.is_empty(),
+        "connections the test did not make: {strangers:?} (made: {conns:?})"
+    );
+    if skips.skipped() == 0 {
+        let missing: Vec<&&String> = clients.iter().filter(|c| !seen.contains_key(**c)).collect();
+        assert!(
+            missing.is_empty(),
+            "connections that lost a data packet but have no retransmission: {missing:?} ({seen:?})"
+        );
+    }
+    // A retransmission sends one segment or more: never more retransmissions than
+    // segments, and, with no run of the programs skipped, the segments are the kernel's.
+    assert!(
+        count > 0 && count <= kernel,
+        "retransmissions {count}, the namespaces' TcpRetransSegs {kernel}"
+    );
+    let segs: u64 = values_u64("bcc.io.net.tcp.retrans.segs")
+        .iter()
+        .filter(|(i, _)| seen.contains_key(*i))
+        .map(|(_, v)| v)
+        .sum();
+    if skips.skipped() == 0 {
+        assert_eq!(
+            segs, kernel,
+            "retransmitted segments: agent {segs}, the namespaces' TcpRetransSegs {kernel}"
+        );
+    }
+    drop(link);
 }

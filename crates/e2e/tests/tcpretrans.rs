@@ -8,68 +8,8 @@
 
 use e2e::netns::LossyLink;
 use e2e::*;
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// `server ADDR K`: listens on ADDR, prints its port, takes K connections one after the
-/// other, reads each to its end and closes it. `client ADDR PORT K N`: K times, connects,
-/// sends N bytes, ends its side, waits for the server's close, and prints its local port.
-const PEER: &str = r#"
-import socket, sys
-role, addr = sys.argv[1], sys.argv[2]
-af = socket.AF_INET6 if ":" in addr else socket.AF_INET
-if role == "server":
-    l = socket.socket(af); l.bind((addr, 0)); l.listen(8)
-    print(l.getsockname()[1], flush=True)
-    for _ in range(int(sys.argv[3])):
-        c = l.accept()[0]
-        while c.recv(1 << 16):
-            pass
-        c.close()
-else:
-    port, k, n = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    for _ in range(k):
-        s = socket.socket(af); s.connect((addr, port))
-        s.sendall(b"r" * n); s.shutdown(socket.SHUT_WR)
-        while s.recv(1 << 16):
-            pass
-        print(s.getsockname()[1], flush=True)
-        s.close()
-"#;
-
-const HOOKS: &[Hook] = &[
-    ("tcp/tcp_retransmit_skb", &["retrans_skb"]),
-    ("tcp/tcp_retransmit_synack", &["retrans_synack"]),
-];
-
-fn retrans_segs(link: &LossyLink) -> u64 {
-    [&link.a, &link.b]
-        .iter()
-        .map(|e| {
-            LossyLink::counters(e)
-                .get("Tcp.RetransSegs")
-                .copied()
-                .expect("Tcp RetransSegs in /proc/net/snmp")
-        })
-        .sum()
-}
-
-/// TCP sockets of the link still able to send (neither listening nor in TIME-WAIT).
-fn live_sockets(link: &LossyLink) -> usize {
-    [&link.a, &link.b]
-        .iter()
-        .map(|e| {
-            let o = LossyLink::command(e, "ss", &["-Htan"])
-                .output()
-                .expect("ss");
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| !l.starts_with("LISTEN") && !l.starts_with("TIME-WAIT"))
-                .count()
-        })
-        .sum()
-}
 
 /// The agent's per-connection values of `metric` on the link's addresses.
 fn on_link(metric: &str) -> BTreeMap<String, u64> {
@@ -84,11 +24,11 @@ fn retransmitted_segments_agree_with_the_namespaces_tcp_retrans_segs() {
     let s = Session::start();
     s.assert_module_running("tcpretrans");
     let link = LossyLink::new("rt", 5);
-    let skips = SkipWatch::start(HOOKS);
+    let skips = SkipWatch::start(TCPRETRANS_HOOKS);
     let before = on_link("bcc.io.net.tcp.retrans.segs");
     let before_counts = on_link("bcc.io.net.tcp.retrans.count");
     let kind_before = values_u64("bcc.io.net.tcp.retrans.kind.segs");
-    let kernel_before = retrans_segs(&link);
+    let kernel_before = link.retrans_segs();
     let before_failed = on_link("bcc.io.net.tcp.retrans.failed");
     let fail_before: u64 = [&link.a, &link.b]
         .iter()
@@ -102,30 +42,7 @@ fn retransmitted_segments_agree_with_the_namespaces_tcp_retrans_segs() {
 
     // Client in a, server in b, over IPv4 then IPv6: 4 connections of 200 kB each.
     let (k, n) = (4, 200_000);
-    let mut conns = BTreeSet::new();
-    for (server_addr, client_addr) in [(link.b.v4, link.a.v4), (link.b.v6, link.a.v6)] {
-        let mut server = LossyLink::python(&link.b, PEER, &["server", server_addr, &k.to_string()]);
-        let mut out = BufReader::new(server.stdout.take().unwrap());
-        let mut port = String::new();
-        out.read_line(&mut port).unwrap();
-        let port = port.trim().to_string();
-        let client = LossyLink::python(
-            &link.a,
-            PEER,
-            &["client", server_addr, &port, &k.to_string(), &n.to_string()],
-        )
-        .wait_with_output()
-        .unwrap();
-        assert!(client.status.success(), "client over {server_addr} failed");
-        assert!(
-            server.wait().unwrap().success(),
-            "server on {server_addr} failed"
-        );
-        for cport in String::from_utf8_lossy(&client.stdout).lines() {
-            conns.insert(format!("{client_addr}:{cport}::{server_addr}:{port}"));
-            conns.insert(format!("{server_addr}:{port}::{client_addr}:{cport}"));
-        }
-    }
+    let conns = link.bulk_exchange(k, n);
     assert_eq!(
         conns.len(),
         2 * 2 * k,
@@ -133,10 +50,10 @@ fn retransmitted_segments_agree_with_the_namespaces_tcp_retrans_segs() {
     );
     // Closing connections retransmit their FINs until acknowledged: wait for them to end.
     let settled = wait_for(Duration::from_secs(15), || {
-        (live_sockets(&link) == 0).then_some(())
+        (link.live_sockets() == 0).then_some(())
     });
     assert!(settled.is_some(), "the link's connections did not close");
-    let kernel = retrans_segs(&link) - kernel_before;
+    let kernel = link.retrans_segs() - kernel_before;
     assert!(kernel > 0, "the drop filter forced no retransmission");
 
     let delta = |now: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {

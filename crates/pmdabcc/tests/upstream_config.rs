@@ -54,6 +54,9 @@ fn an_upstream_config_starts_with_no_error() {
         "netproc",
         "tcplife",
         "tcptop",
+        "execsnoop",
+        "tcpretrans",
+        "tcpperpid",
     ] {
         assert!(
             running.contains(&m.to_string()),
@@ -84,6 +87,19 @@ fn upstream_qa_sections_start() {
         (
             "netproc",
             "cluster = 40\npmda_indom_cache = False\nremove_stopped_processes = False",
+        ),
+        // The sections of crates/e2e/tests/compat.rs: every key upstream documented, set.
+        (
+            "execsnoop",
+            "cluster = 8\ninclude_failed = True\ncommand = ^true$\nargs = tag-\nmax_args = 20\nprocess_count = 20\nbuffer_page_count = 64",
+        ),
+        (
+            "tcpretrans",
+            "cluster = 9\nprocess = python3\ninclude_tlp = True\nflow_count = 20\nbuffer_page_count = 64",
+        ),
+        (
+            "tcpperpid",
+            "cluster = 11\nprocess = python3\ndport = 20000\nhighres = True\nbuffer_page_count = 64",
         ),
     ] {
         let text = format!(

@@ -126,6 +126,21 @@ static __always_inline void remember(struct rq_key *k, __u32 remaining, __u64 fl
 	bpf_map_update_elem(&pending, k, &o, flags);
 }
 
+/* The pair's name follows the process's: a child that read its new program from disk
+ * during exec did so under its parent's name, and the I/O it does after exec is under the
+ * program's. Two 8-byte stores (both names are 8-byte aligned): a reader may catch half of
+ * a change, never a torn word. */
+static __always_inline void follow_comm(struct biotop_val *v, const struct rq_owner *o)
+{
+	const __u64 *now = (const __u64 *)o->comm;
+	__u64 *had = (__u64 *)v->comm;
+
+	if (had[0] != now[0])
+		had[0] = now[0];
+	if (had[1] != now[1])
+		had[1] = now[1];
+}
+
 /* Adds one completion piece to the owner's pair. `done`: the request finished with it. */
 static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls, __u64 bytes, bool done)
 {
@@ -146,6 +161,8 @@ static __always_inline void account(__u32 dev, const struct rq_owner *o, int cls
 				__sync_fetch_and_add(&c->dropped, 1);
 			return;
 		}
+	} else {
+		follow_comm(v, o);
 	}
 	switch (cls) {
 	case CLS_READ:

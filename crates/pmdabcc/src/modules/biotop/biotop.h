@@ -22,7 +22,7 @@ struct biotop_val {
 	__u64 flushes;  /* completed cache flush requests (no data) */
 	__u64 read_ns;  /* issue to completion, summed over the completed read requests */
 	__u64 write_ns; /* the same for write requests */
-	char comm[BIOTOP_COMM_LEN]; /* process name when the pair was first seen */
+	char comm[BIOTOP_COMM_LEN]; /* the process's name at its latest request (8-byte aligned) */
 };
 
 /* Module-wide counters: the only slot of a per-CPU array. */

@@ -239,8 +239,10 @@ write with REQ_PREFLUSH/REQ_FUA have no submitter and are not counted here.",
         Semantics::Discrete,
         Units::NONE,
         "name of the process of a (disk, process) pair",
-        "The process's name (comm of its main thread) when the pair was first seen. Reveals \
-command names, so it is served only to clients the access policy allows (root).",
+        "The process's name (comm of its main thread) at the pair's latest request: I/O a \
+child did before exec (reading its new program, under its parent's name) is shown under the \
+program's name once the program does I/O. Reveals command names, so it is served only to \
+clients the access policy allows (root).",
         true
     ),
     DROPPED_METRIC,
@@ -297,7 +299,7 @@ process context (only with include_residual = True)."
         Units::NONE,
         true,
         "command",
-        "Name (comm of the main thread) of the process, when it first did block I/O."
+        "Name (comm of the main thread) of the process at its latest block I/O request."
     ),
     row_metric!(
         T_DIRECTION,
