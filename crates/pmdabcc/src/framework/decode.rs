@@ -624,25 +624,50 @@ mod tests {
             reads.set(reads.get() + 1);
             Some(name.to_string())
         };
-        assert_eq!(n.name(7, 100, true, t0, || read("old")).as_deref(), Some("old"));
-        assert_eq!(n.name(7, 100, true, t0, || read("new")).as_deref(), Some("old"));
+        assert_eq!(
+            n.name(7, 100, true, t0, || read("old")).as_deref(),
+            Some("old")
+        );
+        assert_eq!(
+            n.name(7, 100, true, t0, || read("new")).as_deref(),
+            Some("old")
+        );
         assert_eq!(reads.get(), 1, "one read per process lifetime");
         // The same PID, started later: another process.
-        assert_eq!(n.name(7, 200, true, t0, || read("new")).as_deref(), Some("new"));
-        assert_eq!(n.name(7, 200, true, t0, || read("x")).as_deref(), Some("new"));
+        assert_eq!(
+            n.name(7, 200, true, t0, || read("new")).as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            n.name(7, 200, true, t0, || read("x")).as_deref(),
+            Some("new")
+        );
         assert_eq!(reads.get(), 2);
         // The comm kind of name is kept apart; a failed read is not kept.
         assert_eq!(n.name(7, 200, false, t0, || None), None);
-        assert_eq!(n.name(7, 200, false, t0, || read("comm")).as_deref(), Some("comm"));
+        assert_eq!(
+            n.name(7, 200, false, t0, || read("comm")).as_deref(),
+            Some("comm")
+        );
         assert_eq!(n.len(), 2);
         // Asked for in every period: kept; not asked for in a whole period: dropped.
         n.name(8, 1, true, t0, || read("gone"));
         let t1 = t0 + ProcNames::SWEEP;
-        assert_eq!(n.name(7, 200, true, t1, || read("x")).as_deref(), Some("new"));
+        assert_eq!(
+            n.name(7, 200, true, t1, || read("x")).as_deref(),
+            Some("new")
+        );
         assert_eq!(n.len(), 3, "entries asked for in the last period stay");
         let t2 = t1 + ProcNames::SWEEP;
-        assert_eq!(n.name(7, 200, true, t2, || read("x")).as_deref(), Some("new"));
-        assert_eq!(n.len(), 1, "pid 8 and the comm entry were not asked for since {t1:?}");
+        assert_eq!(
+            n.name(7, 200, true, t2, || read("x")).as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            n.len(),
+            1,
+            "pid 8 and the comm entry were not asked for since {t1:?}"
+        );
         assert_eq!(reads.get(), 4);
         // Through the decoder: the name of this process, as the uncached decoder gives it.
         let me = std::process::id() as u64;
@@ -650,7 +675,10 @@ mod tests {
             Decoder::PidCmd.decode_process(&me.to_ne_bytes(), 1),
             Decoder::PidCmd.decode(&me.to_ne_bytes())
         );
-        assert_eq!(Decoder::Pid.decode_process(&me.to_ne_bytes(), 1), format!("{me:06}"));
+        assert_eq!(
+            Decoder::Pid.decode_process(&me.to_ne_bytes(), 1),
+            format!("{me:06}")
+        );
     }
 
     /// Names from the running kernel's BTF; a value it lacks, the number.

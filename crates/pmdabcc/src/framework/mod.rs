@@ -78,6 +78,8 @@ pub struct KeyPlan {
     pub label: String,
     /// Joins this part to the previous one in the instance name.
     pub join: String,
+    /// The process start time field of a process key (`start = "<field>"`).
+    pub start: Option<Loc>,
 }
 
 /// How one map is served, resolved against the object's layouts.
@@ -271,6 +273,19 @@ fn key_plans(
                 &format!("the key of map {map}"),
             )?;
             check_need(spec, &k.at, f, &k.decoder)?;
+            let start = match &k.start {
+                None => None,
+                Some((name, at)) => {
+                    if !matches!(k.decoder, Decoder::PidCmd | Decoder::PidComm) {
+                        return Err(err_at(spec, at, "start = … goes with decoder = \"pid_cmd\" or \"pid_comm\" only"));
+                    }
+                    let s = field_of(spec, at, l, Some(name), &format!("the key of map {map}"))?;
+                    if !matches!(s.kind, FieldKind::Int { .. }) || s.size > 8 {
+                        return Err(err_at(spec, at, format!("start {name:?} must be an integer key field (the process's start time)")));
+                    }
+                    Some(Loc::of(s))
+                }
+            };
             Ok(KeyPlan {
                 loc: Loc::of(f),
                 decoder: k.decoder.clone(),
@@ -279,6 +294,7 @@ fn key_plans(
                     .clone()
                     .unwrap_or_else(|| k.field.clone().unwrap_or_else(|| "key".into())),
                 join: k.join.clone().unwrap_or_else(|| "::".into()),
+                start,
             })
         })
         .collect()

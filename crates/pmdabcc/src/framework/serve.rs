@@ -117,15 +117,25 @@ fn key_name(key: &[KeyPlan], k: &[u8]) -> String {
         if i > 0 {
             name.push_str(&p.join);
         }
-        name.push_str(&p.decoder.decode(p.loc.bytes(k)));
+        name.push_str(&key_part(p, k));
     }
     name
+}
+
+/// One part of a key, decoded; a process key with a start time through the name cache.
+fn key_part(p: &KeyPlan, k: &[u8]) -> String {
+    match &p.start {
+        Some(s) => p
+            .decoder
+            .decode_process(p.loc.bytes(k), decode::uint(s.bytes(k))),
+        None => p.decoder.decode(p.loc.bytes(k)),
+    }
 }
 
 fn key_labels(key: &[KeyPlan], k: &[u8]) -> String {
     key.iter()
         .map(|p| {
-            let v = p.decoder.decode(p.loc.bytes(k)).replace(['"', '\\'], "_");
+            let v = key_part(p, k).replace(['"', '\\'], "_");
             format!("\"{}\":\"{v}\"", p.label)
         })
         .collect::<Vec<_>>()
@@ -659,6 +669,7 @@ mod tests {
             decoder,
             label: String::new(),
             join: join.into(),
+            start: None,
         };
         let addr = |offset| KeyPlan {
             loc: Loc {
