@@ -9,8 +9,8 @@
 - scale: fetch cost per process with 1,000 and 10,000 live processes that each sent TCP and
   UDP bytes (bench/procs.c), so netproc has that many instances: pmFetch of all eight
   bcc.proc.net.* metrics (every instance) through pmcd, timed; per instance = median fetch
-  time / instances. The first fetch after the processes appeared (the agent names each new
-  process then) is given apart.
+  time / instances; also one metric alone (bcc.proc.net.tcp.send.bytes). The first fetch
+  after the processes appeared (the agent names each new process then) is given apart.
 
 Uses bench.py's agent handling, lock and floor. Holds the shared pmcd lock
 (/tmp/pcp-bcc-e2e.lock) for each part and leaves the agent with its default configuration.
@@ -144,10 +144,13 @@ def scale_point(label, fetches):
     times = bench.timed_fetches(ctx, pmids, fetches)
     c1 = bench.cpu_ns(agent)
     m = statistics.median(times) / 1000
+    one = ctx.pmLookupName(METRICS[1:2])
+    m1 = statistics.median(bench.timed_fetches(ctx, one, fetches)) / 1000
     rss, hwm = bench.mem_kb(agent)
     row = {"label": label, "instances": inst, "values": values, "cold_us": cold, "fetch_us": m,
            "p99_us": bench.pctl(times, 99) / 1000, "per_inst_us": m / inst if inst else None,
-           "agent_cpu_us": (c1[0] - c0[0]) / fetches / 1000, "rss_kb": rss}
+           "agent_cpu_us": (c1[0] - c0[0]) / fetches / 1000, "rss_kb": rss,
+           "one_us": m1, "one_per_inst_us": m1 / inst if inst else None}
     log("netproc scale %s: %s" % (label, row))
     return row
 
@@ -196,13 +199,14 @@ def report(k, rows, args, elapsed):
             w("| sock_%s_length | %s | %s | %s | %s (%s) |" % (hook, cell(v["netproc"]), cell(v["floor"]), cell(ratio, 2), fmt(med(v["runs"])), fmt(med(v["calls"]))))
         w("")
     if rows:
-        w("| live processes | netproc instances | values per fetch | first fetch, ms | fetch median / p99, ms | per instance, µs | marginal per instance, µs | agent CPU per fetch, ms | agent RSS, MiB |")
-        w("|---|---|---|---|---|---|---|---|---|")
+        w("| live processes | netproc instances | values per fetch | first fetch, ms | fetch median / p99, ms | per instance, µs | marginal per instance, µs | agent CPU per fetch, ms | one metric (%s): fetch ms; per instance µs | agent RSS, MiB |" % METRICS[1])
+        w("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             mg = (r["fetch_us"] - rows[0]["fetch_us"]) / (r["instances"] - rows[0]["instances"]) if r is not rows[0] and r["instances"] > rows[0]["instances"] else None
-            w("| %s | %s | %s | %.2f | %.2f / %.2f | %s | %s | %.2f | %.1f |" % (
+            w("| %s | %s | %s | %.2f | %.2f / %.2f | %s | %s | %.2f | %.2f; %s | %.1f |" % (
                 fmt(r["label"]), fmt(r["instances"]), fmt(r["values"]), r["cold_us"] / 1000, r["fetch_us"] / 1000, r["p99_us"] / 1000,
-                fmt(r["per_inst_us"], 3) if r["per_inst_us"] else "n/a", fmt(mg, 3) if mg else "—", r["agent_cpu_us"] / 1000, r["rss_kb"] / 1024))
+                fmt(r["per_inst_us"], 3) if r["per_inst_us"] else "n/a", fmt(mg, 3) if mg else "—", r["agent_cpu_us"] / 1000,
+                r["one_us"] / 1000, fmt(r["one_per_inst_us"], 3) if r["one_per_inst_us"] else "n/a", r["rss_kb"] / 1024))
     return "\n".join(L)
 
 

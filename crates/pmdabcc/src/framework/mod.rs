@@ -82,6 +82,18 @@ pub struct KeyPlan {
     pub start: Option<Loc>,
 }
 
+impl KeyPlan {
+    /// Whether this part of a key always decodes to the same name: not a process's name
+    /// read from /proc without its start time, nor a disk or cgroup name looked up anew.
+    pub fn fixed_name(&self) -> bool {
+        self.start.is_some()
+            || !matches!(
+                self.decoder,
+                Decoder::PidCmd | Decoder::PidComm | Decoder::Disk | Decoder::Cgroup
+            )
+    }
+}
+
 /// How one map is served, resolved against the object's layouts.
 #[derive(Clone, Debug)]
 pub enum Plan {

@@ -126,7 +126,7 @@ fn instance_ids_from_a_key_field() {
         .map(|k| (k.to_ne_bytes().to_vec(), vec![]))
         .collect();
     assert_eq!(
-        serve::fixed_members(key, id, &rows),
+        serve::fixed_members(key, id, rows.iter().map(|(k, _)| k.as_slice())),
         vec![
             (0, "000000".to_string()),
             (7, "000007".into()),
@@ -181,7 +181,7 @@ fn process_keys_with_a_start_time() {
     k.extend([0; 4]);
     k.extend(12345u64.to_ne_bytes());
     assert_eq!(
-        serve::fixed_members(key, id, &[(k, vec![])]),
+        serve::fixed_members(key, id, [k.as_slice()].into_iter()),
         vec![(me, decode::Decoder::PidCmd.decode(&me.to_ne_bytes()))]
     );
     let line = NETPROC_SPEC
