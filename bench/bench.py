@@ -380,6 +380,25 @@ def bpf_prog_stats(ids):
     return {p["id"]: (p.get("name", "?"), p.get("run_cnt", 0), p.get("run_time_ns", 0)) for p in progs if p["id"] in ids}
 
 
+def bpf_stats_window(ids, workload):
+    """Runs workload() with the kernel's BPF statistics on (kernel.bpf_stats_enabled = 1,
+    put back to its previous value after); returns {id: (name, Δrun_cnt, Δrun_time_ns)}
+    of the programs `ids` over it."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(path) as f:
+        prev = f.read().strip()
+    with open(path, "w") as f:
+        f.write("1")
+    try:
+        s0 = bpf_prog_stats(ids)
+        workload()
+        s1 = bpf_prog_stats(ids)
+    finally:
+        with open(path, "w") as f:
+            f.write(prev)
+    return {i: (s1[i][0], s1[i][1] - s0[i][1], s1[i][2] - s0[i][2]) for i in s1 if i in s0}
+
+
 def map_detail(maps):
     """[(name, type, max_entries, memlock bytes)] of the given map ids, largest first."""
     out = []
@@ -447,7 +466,6 @@ class Bench:
         n = 200 if self.smoke else 2000
         with Lock():
             self.setup.ensure_installed()
-            prev_stats = None
             try:
                 self.setup.configure(both, both)
                 for r in range(self.rounds):
@@ -490,27 +508,14 @@ class Bench:
                         ids = {"floor": bpfutil.bpf_objects(fl.pid)[0]}
                         for a in AGENTS:
                             ids[a] = bpfutil.bpf_objects(pid_of(a))[0]
-                        allids = set().union(*ids.values())
-                        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
-                            prev_stats = f.read().strip()
-                        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-                            f.write("1")
-                        try:
-                            s0 = bpf_prog_stats(allids)
-                            fixed_workload(self.smoke)
-                            s1 = bpf_prog_stats(allids)
-                        finally:
-                            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-                                f.write(prev_stats)
-                            prev_stats = None
+                        deltas = bpf_stats_window(set().union(*ids.values()), lambda: fixed_workload(self.smoke))
                         for who, pids in ids.items():
                             tot = kern.setdefault((who, "*total"), {"per_event": [], "cnt": [], "ns": []})
                             tot_ns = tot_cnt = 0
                             for i in pids:
-                                if i not in s0 or i not in s1:
+                                if i not in deltas:
                                     continue
-                                name = s1[i][0]
-                                dc, dt = s1[i][1] - s0[i][1], s1[i][2] - s0[i][2]
+                                name, dc, dt = deltas[i]
                                 e = kern.setdefault((who, name), {"per_event": [], "cnt": [], "ns": []})
                                 e["cnt"].append(dc)
                                 e["ns"].append(dt)
@@ -522,9 +527,6 @@ class Bench:
                             tot["cnt"].append(tot_cnt)
                             tot["per_event"].append(None)
             finally:
-                if prev_stats is not None:
-                    with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-                        f.write(prev_stats)
                 self.setup.restore()
         self.res["startup_all"] = st
         self.res["fetch"] = fetch

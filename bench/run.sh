@@ -18,10 +18,7 @@ ensure_deps
 for t in perf bpftool losetup; do command -v $t >/dev/null || die "$t is needed (linux-perf, bpftool, mount)"; done
 ensure_pmcd
 build_release
-case $(uname -m) in x86_64) arch=x86 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
-mkdir -p "${CARGO_TARGET_DIR:-target}/bench"
-say "building the floor BPF programs (bench/floor/floor.bpf.c)"
-clang -O2 -g -target bpf -D__TARGET_ARCH_$arch -Icrates/pmdabcc/src/bpf \
-    -c bench/floor/floor.bpf.c -o "${CARGO_TARGET_DIR:-target}/bench/floor.bpf.o"
+. bench/tools.sh
+build_bench_tools
 say "running the benchmarks"
 exec /usr/bin/python3 bench/bench.py --cmdline "bench/run.sh${*:+ $*}" "$@"

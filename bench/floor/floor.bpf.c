@@ -1,8 +1,9 @@
 /*
- * The floor of figure 4: do-nothing programs on the hooks the runqlat and biolatency
- * modules use (tp_btf, the kind both agents choose on this kernel). Each returns 0 at once,
- * so its run_time_ns / run_cnt is what the kernel's BPF trampoline and the statistics
- * themselves cost per event: no module can go below it.
+ * The floor of the in-kernel cost figures: do-nothing programs on the hooks the measured
+ * modules use (tp_btf, the kind the agents choose on this kernel): runqlat and biolatency
+ * (figure 4 of bench/bench.py), netproc (bench/netproc.py). Each returns 0 at once, so its
+ * run_time_ns / run_cnt is what the kernel's BPF trampoline and the statistics themselves
+ * cost per event: no module can go below it.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -25,5 +26,11 @@ int BPF_PROG(floor_block_rq_issue) { return 0; }
 
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(floor_block_rq_complete) { return 0; }
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(floor_sock_send_length) { return 0; }
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(floor_sock_recv_length) { return 0; }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -353,12 +353,23 @@ pub struct Peer {
 impl Peer {
     /// Starts `script` with `args`; panics if python3 cannot be run.
     pub fn spawn(script: &str, args: &[&str]) -> Peer {
+        Peer::spawn_as(None, script, args)
+    }
+
+    /// [`Peer::spawn`] with `argv0` as the peer's argv[0], the command name /proc shows.
+    pub fn spawn_named(argv0: &str, script: &str, args: &[&str]) -> Peer {
+        Peer::spawn_as(Some(argv0), script, args)
+    }
+
+    fn spawn_as(argv0: Option<&str>, script: &str, args: &[&str]) -> Peer {
+        use std::os::unix::process::CommandExt;
         let py = if Path::new("/usr/bin/python3").exists() {
             "/usr/bin/python3"
         } else {
             "python3"
         };
         let mut child = Command::new(py)
+            .arg0(argv0.unwrap_or(py))
             .arg("-c")
             .arg(script)
             .args(args)

@@ -221,6 +221,80 @@ fn calls_and_bytes_per_process_equal_the_workloads_own_counts() {
     );
 }
 
+/// `PORT BYTES`: waits for "go" on stdin (exits without it), sends one datagram of BYTES to
+/// 127.0.0.1:PORT, prints "sent", then waits for stdin to close.
+const SENDER: &str = r#"
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+if sys.stdin.readline().strip() != "go":
+    sys.exit(0)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+assert s.sendto(b"x" * n, ("127.0.0.1", port)) == n
+print("sent", flush=True)
+sys.stdin.read()
+"#;
+
+/// A process that gets the PID of one that sent before is another instance: its own name
+/// (the agent reads a name once per process and keeps it) and counts from zero. The PID is
+/// reused on purpose: the kernel's next PID is set (kernel.ns_last_pid) just before the new
+/// process starts.
+#[test]
+fn a_reused_pid_is_a_new_process_with_its_own_name_and_counts() {
+    let s = Session::start();
+    s.assert_module_running("netproc");
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP sink");
+    let port = sink.local_addr().unwrap().port().to_string();
+    let (first, second) = (1111u64, 222u64);
+    let mut a = Peer::spawn_named("netproc-first", SENDER, &[&port, &first.to_string()]);
+    a.say("go");
+    assert_eq!(a.line(), "sent");
+    let pid = a.pid();
+    let shown = |who: &str, bytes: u64| {
+        wait_for(Duration::from_secs(5), || {
+            let (c, name) = agent_counts(pid);
+            (c.get("udp.send.bytes") == Some(&bytes))
+                .then_some(name)
+                .flatten()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{who} (PID {pid}) never showed udp.send.bytes {bytes}: {:?}",
+                agent_counts(pid)
+            )
+        })
+    };
+    // The agent has named the first process (and keeps the name) before it exits.
+    assert_eq!(
+        shown("the first process", first),
+        format!("{pid:06} netproc-first")
+    );
+    a.finish();
+    let mut b = (0..50)
+        .find_map(|_| {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+                .expect("write kernel.ns_last_pid");
+            let p = Peer::spawn_named("netproc-second", SENDER, &[&port, &second.to_string()]);
+            (p.pid() == pid).then_some(p) // another one's stdin closes: it exits unsent
+        })
+        .unwrap_or_else(|| panic!("could not start a process with PID {pid} again"));
+    b.say("go");
+    assert_eq!(b.line(), "sent");
+    let name = shown("the process that reused the PID", second);
+    assert_eq!(
+        name,
+        format!("{pid:06} netproc-second"),
+        "the reused PID kept the old name"
+    );
+    assert_eq!(
+        instance_id("bcc.proc.net.udp.send.bytes", &name),
+        Some(pid),
+        "instance id is not the PID"
+    );
+    let (got, _) = agent_counts(pid);
+    assert_eq!(got.get("udp.send.calls"), Some(&1), "{got:?}");
+    b.finish();
+}
+
 /// The shipped consumers: /etc/pcp/derived/proc.conf's proc.hog.net and pmrep's
 /// :proc-net view (/etc/pcp/pmrep/proc.conf) show a process that streams over TCP.
 #[test]

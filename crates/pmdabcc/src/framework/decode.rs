@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 mod names {
     include!(concat!(env!("OUT_DIR"), "/names.rs"));
@@ -186,6 +187,91 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
                 }
             }
         }
+    }
+}
+
+impl Decoder {
+    /// Decodes the PID `b` of a process that started at `start` (a key part with `start =
+    /// "<field>"`: any value that differs between two processes given the same PID, e.g. the
+    /// group leader's `start_boottime`). `pid_cmd` and `pid_comm` read the name from /proc
+    /// once per (PID, start) and keep it while the process is asked for ([`ProcNames`]); other
+    /// decoders ignore `start`.
+    pub fn decode_process(&self, b: &[u8], start: u64) -> String {
+        let (read, cmd): (fn(u64) -> Option<String>, bool) = match self {
+            Decoder::PidCmd => (cmd_of, true),
+            Decoder::PidComm => (comm_of, false),
+            _ => return self.decode(b),
+        };
+        let pid = uint(b);
+        static NAMES: OnceLock<Mutex<ProcNames>> = OnceLock::new();
+        let cached = NAMES
+            .get_or_init(Default::default)
+            .lock()
+            .ok()
+            .and_then(|mut n| n.name(pid, start, cmd, Instant::now(), || read(pid)));
+        format!("{pid:06} {}", cached.unwrap_or_else(|| "?".into()))
+    }
+}
+
+/// Process names by (PID, start time), read once per process lifetime. A PID seen with
+/// another start time is another process: its name is read again and replaces the old one.
+/// An entry not asked for during a whole [`ProcNames::SWEEP`] period (its process left the
+/// map: it exited) is dropped at the next sweep, so the cache holds about the processes
+/// asked for in the last two periods. A name that could not be read is not kept.
+#[derive(Debug)]
+struct ProcNames {
+    /// (pid, argv0 or comm) -> (start, name, sweep generation of the last ask)
+    names: HashMap<(u64, bool), (u64, String, u64)>,
+    generation: u64,
+    swept: Instant,
+}
+
+impl Default for ProcNames {
+    fn default() -> Self {
+        ProcNames {
+            names: HashMap::new(),
+            generation: 0,
+            swept: Instant::now(),
+        }
+    }
+}
+
+impl ProcNames {
+    const SWEEP: Duration = Duration::from_secs(60);
+
+    /// The name of process (`pid`, `start`) (`cmd`: the argv0 kind of name, else the comm),
+    /// from the cache or else from `read`.
+    fn name(
+        &mut self,
+        pid: u64,
+        start: u64,
+        cmd: bool,
+        now: Instant,
+        read: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        if now.duration_since(self.swept) >= Self::SWEEP {
+            let g = self.generation;
+            self.names.retain(|_, e| e.2 == g);
+            self.generation += 1;
+            self.swept = now;
+        }
+        let g = self.generation;
+        match self.names.get_mut(&(pid, cmd)) {
+            Some(e) if e.0 == start => {
+                e.2 = g;
+                Some(e.1.clone())
+            }
+            _ => {
+                let n = read()?;
+                self.names.insert((pid, cmd), (start, n.clone(), g));
+                Some(n)
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.names.len()
     }
 }
 
@@ -525,6 +611,74 @@ mod tests {
             assert_eq!(Decoder::Cgroup.decode(&m.ino().to_ne_bytes()), "/");
         }
         assert!(!Decoder::Ksym.decode(&0u64.to_ne_bytes()).is_empty());
+    }
+
+    /// A process's name is read once per (PID, start time); a reused PID (another start
+    /// time) gets its own; entries not asked for during a sweep period go.
+    #[test]
+    fn process_names_cached_per_process_lifetime() {
+        let mut n = ProcNames::default();
+        let t0 = n.swept;
+        let reads = std::cell::Cell::new(0);
+        let read = |name: &str| {
+            reads.set(reads.get() + 1);
+            Some(name.to_string())
+        };
+        assert_eq!(
+            n.name(7, 100, true, t0, || read("old")).as_deref(),
+            Some("old")
+        );
+        assert_eq!(
+            n.name(7, 100, true, t0, || read("new")).as_deref(),
+            Some("old")
+        );
+        assert_eq!(reads.get(), 1, "one read per process lifetime");
+        // The same PID, started later: another process.
+        assert_eq!(
+            n.name(7, 200, true, t0, || read("new")).as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            n.name(7, 200, true, t0, || read("x")).as_deref(),
+            Some("new")
+        );
+        assert_eq!(reads.get(), 2);
+        // The comm kind of name is kept apart; a failed read is not kept.
+        assert_eq!(n.name(7, 200, false, t0, || None), None);
+        assert_eq!(
+            n.name(7, 200, false, t0, || read("comm")).as_deref(),
+            Some("comm")
+        );
+        assert_eq!(n.len(), 2);
+        // Asked for in every period: kept; not asked for in a whole period: dropped.
+        n.name(8, 1, true, t0, || read("gone"));
+        let t1 = t0 + ProcNames::SWEEP;
+        assert_eq!(
+            n.name(7, 200, true, t1, || read("x")).as_deref(),
+            Some("new")
+        );
+        assert_eq!(n.len(), 3, "entries asked for in the last period stay");
+        let t2 = t1 + ProcNames::SWEEP;
+        assert_eq!(
+            n.name(7, 200, true, t2, || read("x")).as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            n.len(),
+            1,
+            "pid 8 and the comm entry were not asked for since {t1:?}"
+        );
+        assert_eq!(reads.get(), 4);
+        // Through the decoder: the name of this process, as the uncached decoder gives it.
+        let me = std::process::id() as u64;
+        assert_eq!(
+            Decoder::PidCmd.decode_process(&me.to_ne_bytes(), 1),
+            Decoder::PidCmd.decode(&me.to_ne_bytes())
+        );
+        assert_eq!(
+            Decoder::Pid.decode_process(&me.to_ne_bytes(), 1),
+            format!("{me:06}")
+        );
     }
 
     /// Names from the running kernel's BTF; a value it lacks, the number.

@@ -76,6 +76,20 @@ pub struct KeyPlan {
     pub label: String,
     /// Joins this part to the previous one in the instance name.
     pub join: String,
+    /// The process start time field of a process key (`start = "<field>"`).
+    pub start: Option<Loc>,
+}
+
+impl KeyPlan {
+    /// Whether this part of a key always decodes to the same name: not a process's name
+    /// read from /proc without its start time, nor a disk or cgroup name looked up anew.
+    pub fn fixed_name(&self) -> bool {
+        self.start.is_some()
+            || !matches!(
+                self.decoder,
+                Decoder::PidCmd | Decoder::PidComm | Decoder::Disk | Decoder::Cgroup
+            )
+    }
 }
 
 /// How one map is served, resolved against the object's layouts.
@@ -275,6 +289,19 @@ fn key_plans(
                 &format!("the key of map {map}"),
             )?;
             check_need(spec, &k.at, f, &k.decoder)?;
+            let start = match &k.start {
+                None => None,
+                Some((name, at)) => {
+                    if !matches!(k.decoder, Decoder::PidCmd | Decoder::PidComm) {
+                        return Err(err_at(spec, at, "start = … goes with decoder = \"pid_cmd\" or \"pid_comm\" only"));
+                    }
+                    let s = field_of(spec, at, l, Some(name), &format!("the key of map {map}"))?;
+                    if !matches!(s.kind, FieldKind::Int { .. }) || s.size > 8 {
+                        return Err(err_at(spec, at, format!("start {name:?} must be an integer key field (the process's start time)")));
+                    }
+                    Some(Loc::of(s))
+                }
+            };
             Ok(KeyPlan {
                 loc: Loc::of(f),
                 decoder: k.decoder.clone(),
@@ -283,6 +310,7 @@ fn key_plans(
                     .clone()
                     .unwrap_or_else(|| k.field.clone().unwrap_or_else(|| "key".into())),
                 join: k.join.clone().unwrap_or_else(|| "::".into()),
+                start,
             })
         })
         .collect()

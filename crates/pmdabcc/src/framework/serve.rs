@@ -70,10 +70,41 @@ struct MapState {
     filters: Vec<(MetricPlan, regex_lite::Regex)>,
     stream: Option<Stream>,
     slots: usize,
+    /// A keyed map's entries of the last refresh.
+    rows: Rows,
+}
+
+/// A keyed map's entries as read (each value with every CPU's copy): a fetch reads the
+/// metric it asks for from its instance's entry, so a refresh costs one index entry per key,
+/// not one table entry per metric and key.
+#[derive(Default)]
+struct Rows {
+    keys: Vec<u8>,
+    /// The keys of the refresh before, whose instances the indom has.
+    prev_keys: Vec<u8>,
+    vals: Vec<u8>,
+    key_size: usize,
+    value_size: usize,
+    /// instance id → entry number
+    index: HashMap<u32, usize, std::hash::BuildHasherDefault<PairHasher>>,
+}
+
+impl Rows {
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.chunks(self.key_size.max(1))
+    }
+
+    fn value(&self, id: u32) -> Option<&[u8]> {
+        let i = *self.index.get(&id)?;
+        self.vals
+            .get(i * self.value_size..(i + 1) * self.value_size)
+    }
 }
 
 pub struct Served {
     maps: Vec<MapState>,
+    /// Items of keyed maps' metrics → (map, metric): read from the map's rows at fetch.
+    keyed_items: HashMap<u32, (usize, usize), std::hash::BuildHasherDefault<PairHasher>>,
     /// (item, instance) → value, rebuilt each refresh in the same allocation.
     values: Table<Raw>,
     /// Instance labels by (local indom, instance id).
@@ -98,16 +129,16 @@ fn int_of(loc: &Loc, b: &[u8]) -> i128 {
     }
 }
 
-fn read_metric(m: &MetricPlan, copies: &[&[u8]]) -> Raw {
+/// A metric's value from a value's copies (one per CPU): integers summed, text of the first.
+fn read_metric<'a>(m: &MetricPlan, copies: impl IntoIterator<Item = &'a [u8]>) -> Raw {
+    let mut copies = copies.into_iter();
     match (&m.decoder, &m.loc.kind) {
         (
             None | Some(decode::Decoder::Uint) | Some(decode::Decoder::Int),
             FieldKind::Int { .. },
-        ) => Raw::Int(copies.iter().map(|c| int_of(&m.loc, c)).sum()),
-        (Some(d), _) => Raw::Text(d.decode(m.loc.bytes(copies.first().copied().unwrap_or(&[])))),
-        (None, _) => Raw::Text(decode::text(
-            m.loc.bytes(copies.first().copied().unwrap_or(&[])),
-        )),
+        ) => Raw::Int(copies.map(|c| int_of(&m.loc, c)).sum()),
+        (Some(d), _) => Raw::Text(d.decode(m.loc.bytes(copies.next().unwrap_or(&[])))),
+        (None, _) => Raw::Text(decode::text(m.loc.bytes(copies.next().unwrap_or(&[])))),
     }
 }
 
@@ -117,15 +148,25 @@ fn key_name(key: &[KeyPlan], k: &[u8]) -> String {
         if i > 0 {
             name.push_str(&p.join);
         }
-        name.push_str(&p.decoder.decode(p.loc.bytes(k)));
+        name.push_str(&key_part(p, k));
     }
     name
+}
+
+/// One part of a key, decoded; a process key with a start time through the name cache.
+fn key_part(p: &KeyPlan, k: &[u8]) -> String {
+    match &p.start {
+        Some(s) => p
+            .decoder
+            .decode_process(p.loc.bytes(k), decode::uint(s.bytes(k))),
+        None => p.decoder.decode(p.loc.bytes(k)),
+    }
 }
 
 fn key_labels(key: &[KeyPlan], k: &[u8]) -> String {
     key.iter()
         .map(|p| {
-            let v = p.decoder.decode(p.loc.bytes(k)).replace(['"', '\\'], "_");
+            let v = key_part(p, k).replace(['"', '\\'], "_");
             format!("\"{}\":\"{v}\"", p.label)
         })
         .collect::<Vec<_>>()
@@ -141,15 +182,14 @@ fn id_of(loc: &Loc, k: &[u8]) -> Option<u32> {
 
 /// Members of a keyed map's fixed indom: (the key's id field, the decoded key), one per id
 /// (the first key wins: the field is meant to identify the entry alone).
-pub(super) fn fixed_members(
+pub(super) fn fixed_members<'a>(
     key: &[KeyPlan],
     id: &Loc,
-    rows: &[(Vec<u8>, Vec<u8>)],
+    keys: impl Iterator<Item = &'a [u8]>,
 ) -> Vec<(u32, String)> {
     let mut seen = BTreeSet::new();
-    let mut out: Vec<(u32, String)> = rows
-        .iter()
-        .filter_map(|(k, _)| {
+    let mut out: Vec<(u32, String)> = keys
+        .filter_map(|k| {
             id_of(id, k)
                 .filter(|i| seen.insert(*i))
                 .map(|i| (i, key_name(key, k)))
@@ -198,6 +238,19 @@ impl Served {
                     Plan::Events { slots, .. } => opts.slots_override.unwrap_or(slots),
                     _ => 0,
                 },
+                rows: Rows::default(),
+            })
+            .collect::<Vec<_>>();
+        let keyed_items = maps
+            .iter()
+            .enumerate()
+            .flat_map(|(mi, m)| match &m.plan.plan {
+                Plan::Keyed { metrics, .. } => metrics
+                    .iter()
+                    .enumerate()
+                    .map(|(pi, mp)| (mp.item, (mi, pi)))
+                    .collect(),
+                _ => Vec::new(),
             })
             .collect();
         let hist_indoms = p
@@ -210,6 +263,7 @@ impl Served {
             .collect();
         Served {
             maps,
+            keyed_items,
             values: Table::default(),
             labels: Table::default(),
             hist_indoms,
@@ -245,7 +299,7 @@ impl Served {
                 let qsink = queue.clone();
                 let filters = m.filters.clone();
                 m.stream = Some(Stream::start(&map, &m.plan.name, move |r| {
-                    let shown = |mp: &MetricPlan| match read_metric(mp, &[r]) {
+                    let shown = |mp: &MetricPlan| match read_metric(mp, [r]) {
                         Raw::Int(n) => n.to_string(),
                         Raw::Text(s) => s,
                     };
@@ -274,11 +328,16 @@ impl Served {
 
     /// Every CPU's copy of a value (one for maps that are not per-CPU).
     fn copies<'b>(&self, plan: &MapPlan, v: &'b [u8]) -> Vec<&'b [u8]> {
-        if !plan.percpu {
-            return vec![v];
-        }
-        let stride = plan.value_size.div_ceil(8) * 8;
-        v.chunks(stride).take(self.ncpu).collect()
+        self.each_copy(plan, v).collect()
+    }
+
+    fn each_copy<'b>(&self, plan: &MapPlan, v: &'b [u8]) -> impl Iterator<Item = &'b [u8]> {
+        let (stride, n) = if plan.percpu {
+            (plan.value_size.div_ceil(8) * 8, self.ncpu)
+        } else {
+            (v.len().max(1), 1)
+        };
+        v.chunks(stride).take(n)
     }
 
     pub fn refresh(&mut self, l: &Loaded, inst: &mut ModuleInstances) -> Result<(), ModuleError> {
@@ -338,42 +397,54 @@ impl Served {
                 let v = self.read_slot0(l, plan)?;
                 let copies = self.copies(plan, &v);
                 for mp in metrics {
-                    values.insert((mp.item, SINGULAR), read_metric(mp, &copies));
+                    values.insert((mp.item, SINGULAR), read_metric(mp, copies.iter().copied()));
                 }
             }
             Plan::Keyed {
                 indom,
                 key,
                 instance_id,
-                metrics,
+                ..
             } => {
                 let map = l
                     .map(&plan.name)
                     .ok_or_else(|| ModuleError::Other("map not loaded".into()))?;
-                let mut rows = Vec::new();
-                crate::bpf::for_each_entry(&map, |k, v| rows.push((k.to_vec(), v.to_vec())))
-                    .map_err(|e| ModuleError::Other(format!("read {}: {e}", plan.name)))?;
-                let ids: Vec<Option<u32>> = match instance_id {
+                // In the same allocations every refresh; values are read at fetch.
+                let rows = &mut m.rows;
+                std::mem::swap(&mut rows.keys, &mut rows.prev_keys);
+                rows.keys.clear();
+                rows.vals.clear();
+                rows.index.clear();
+                crate::bpf::for_each_entry(&map, |k, v| {
+                    (rows.key_size, rows.value_size) = (k.len(), v.len());
+                    rows.keys.extend_from_slice(k);
+                    rows.vals.extend_from_slice(v);
+                })
+                .map_err(|e| ModuleError::Other(format!("read {}: {e}", plan.name)))?;
+                match instance_id {
                     Some(loc) => {
-                        let members = fixed_members(key, loc, &rows);
-                        inst.set_fixed(*indom, &members);
-                        let mut seen = BTreeSet::new();
-                        rows.iter()
-                            .map(|(k, _)| id_of(loc, k).filter(|id| seen.insert(*id)))
-                            .collect()
+                        // The same keys as before name the same instances, unless a name
+                        // can change under a key.
+                        if rows.keys != rows.prev_keys || !key.iter().all(KeyPlan::fixed_name) {
+                            inst.set_fixed(*indom, &fixed_members(key, loc, rows.keys()));
+                        }
+                        let mut index = std::mem::take(&mut rows.index);
+                        for (i, k) in rows.keys().enumerate() {
+                            if let Some(id) = id_of(loc, k) {
+                                index.entry(id).or_insert(i);
+                            }
+                        }
+                        rows.index = index;
                     }
                     None => {
                         inst.hide_all(*indom);
-                        rows.iter()
-                            .map(|(k, _)| inst.add(*indom, &key_name(key, k)).ok())
-                            .collect()
-                    }
-                };
-                for ((_, v), id) in rows.iter().zip(ids) {
-                    let Some(id) = id else { continue };
-                    let copies = self.copies(plan, v);
-                    for mp in metrics {
-                        values.insert((mp.item, id), read_metric(mp, &copies));
+                        let mut index = std::mem::take(&mut rows.index);
+                        for (i, k) in rows.keys().enumerate() {
+                            if let Ok(id) = inst.add(*indom, &key_name(key, k)) {
+                                index.insert(id, i);
+                            }
+                        }
+                        rows.index = index;
                     }
                 }
             }
@@ -516,7 +587,7 @@ impl Served {
                 inst.set_fixed(*indom, &members);
                 for (i, r) in snapshot.iter().enumerate() {
                     for mp in metrics {
-                        values.insert((mp.item, i as u32), read_metric(mp, &[r.as_slice()]));
+                        values.insert((mp.item, i as u32), read_metric(mp, [r.as_slice()]));
                     }
                 }
                 if let Some((map, loc, item)) = lost {
@@ -541,6 +612,16 @@ impl Served {
         ty: Type,
         inst: Option<u32>,
     ) -> Result<Option<Value>, PmdaError> {
+        if let Some(&(mi, pi)) = self.keyed_items.get(&item) {
+            let m = &self.maps[mi];
+            let (Plan::Keyed { metrics, .. }, Some(inst)) = (&m.plan.plan, inst) else {
+                return Ok(None);
+            };
+            let v = m.rows.value(inst).ok_or(PmdaError::UnknownInstance)?;
+            return Ok(Some(
+                read_metric(&metrics[pi], self.each_copy(m.plan, v)).value(ty),
+            ));
+        }
         match self.values.get(&(item, inst.unwrap_or(SINGULAR))) {
             Some(r) => Ok(Some(r.value(ty))),
             None if inst.is_some() => Err(PmdaError::UnknownInstance),
@@ -581,7 +662,7 @@ impl Served {
                     .map(|mp| {
                         (
                             Pmid::new(who.cluster, mp.item),
-                            read_metric(mp, &[r]).value(mp.ty),
+                            read_metric(mp, [&r[..]]).value(mp.ty),
                         )
                     })
                     .collect(),
@@ -659,6 +740,7 @@ mod tests {
             decoder,
             label: String::new(),
             join: join.into(),
+            start: None,
         };
         let addr = |offset| KeyPlan {
             loc: Loc {

@@ -147,6 +147,9 @@ pub struct KeyField {
     pub label: Option<String>,
     /// What joins this part to the previous one in the instance name (default `::`).
     pub join: Option<String>,
+    /// A key field that tells processes with the same PID apart (their start time), under
+    /// which a `pid_cmd`/`pid_comm` part's name is cached.
+    pub start: Option<(String, Pos)>,
     pub at: Pos,
 }
 
@@ -967,6 +970,7 @@ fn key_fields(t: &Tbl) -> Result<Vec<KeyField>, SpecError> {
                 decoder: decoder(k)?.unwrap_or(Decoder::Uint),
                 label: k.str("label")?,
                 join: k.str("join")?,
+                start: k.str("start")?.map(|f| (f, k.pos("start"))),
                 at: k.pos(if k.t.contains_key("field") {
                     "field"
                 } else {

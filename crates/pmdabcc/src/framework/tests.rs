@@ -9,6 +9,8 @@ const SYSFORK_SPEC: &str = include_str!("../modules/sysfork/sysfork.toml");
 const BIOLAT_SPEC: &str = include_str!("../modules/biolatency/biolatency.toml");
 const SYSFORK_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sysfork.bpf.o"));
 const BIOLAT_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/biolatency.bpf.o"));
+const NETPROC_SPEC: &str = include_str!("../modules/netproc/netproc.toml");
+const NETPROC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/netproc.bpf.o"));
 
 fn program(spec: &str, obj: &[u8]) -> Result<Program, SpecError> {
     let s = Spec::parse(Path::new("m.toml"), spec)?;
@@ -124,7 +126,7 @@ fn instance_ids_from_a_key_field() {
         .map(|k| (k.to_ne_bytes().to_vec(), vec![]))
         .collect();
     assert_eq!(
-        serve::fixed_members(key, id, &rows),
+        serve::fixed_members(key, id, rows.iter().map(|(k, _)| k.as_slice())),
         vec![
             (0, "000000".to_string()),
             (7, "000007".into()),
@@ -153,6 +155,47 @@ fn instance_ids_from_a_key_field() {
     )
     .unwrap_err();
     assert!(e.msg.contains("does not fit its kind"), "{e}");
+}
+
+/// A process key with `start`: the start time field is found and goes with the PID to the
+/// name cache; `start` with another decoder, or naming no integer key field, is an error
+/// at its line.
+#[test]
+fn process_keys_with_a_start_time() {
+    let p = program(NETPROC_SPEC, NETPROC_OBJ).unwrap();
+    let Plan::Keyed {
+        key,
+        instance_id: Some(id),
+        ..
+    } = &p.maps[0].plan
+    else {
+        panic!("{:?}", p.maps[0].plan)
+    };
+    let start = key[0]
+        .start
+        .as_ref()
+        .expect("netproc's key has a start field");
+    assert_eq!((start.offset, start.size), (8, 8));
+    let me = std::process::id();
+    let mut k = me.to_ne_bytes().to_vec();
+    k.extend([0; 4]);
+    k.extend(12345u64.to_ne_bytes());
+    assert_eq!(
+        serve::fixed_members(key, id, [k.as_slice()].into_iter()),
+        vec![(me, decode::Decoder::PidCmd.decode(&me.to_ne_bytes()))]
+    );
+    let line = NETPROC_SPEC
+        .lines()
+        .position(|l| l.contains("start = \"start\""))
+        .unwrap()
+        + 1;
+    for bad in [
+        NETPROC_SPEC.replace("decoder = \"pid_cmd\", start", "decoder = \"pid\", start"),
+        NETPROC_SPEC.replace("start = \"start\"", "start = \"begin\""),
+    ] {
+        let e = program(&bad, NETPROC_OBJ).unwrap_err();
+        assert_eq!(e.line, line, "{e}");
+    }
 }
 
 /// A valid spec with one line dropped, duplicated, or its value replaced.

@@ -21,30 +21,31 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u32); /* tgid */
+	__type(key, struct netproc_key);
 	__type(value, struct netproc_stats);
 } stats SEC(".maps");
 
-static __always_inline void account(__u16 family, __u16 protocol, int ret, bool send)
+/* Only calls that moved data over TCP or UDP, IPv4 or IPv6: errors, EOF and other families
+ * (unix, netlink) not. */
+static __always_inline bool counted(__u16 family, __u16 protocol, int ret)
+{
+	return ret > 0 && (family == AF_INET || family == AF_INET6) &&
+	       (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP);
+}
+
+static __always_inline void account(struct netproc_key *k, bool tcp, int ret, bool send)
 {
 	struct netproc_stats zero = {}, *s;
-	__u32 tgid;
 
-	/* Only calls that moved data; errors, EOF and other families (unix, netlink) not. */
-	if (ret <= 0 || (family != AF_INET && family != AF_INET6))
-		return;
-	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
-		return;
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	s = bpf_map_lookup_elem(&stats, &tgid);
+	s = bpf_map_lookup_elem(&stats, k);
 	if (!s) {
-		bpf_map_update_elem(&stats, &tgid, &zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&stats, &tgid);
+		bpf_map_update_elem(&stats, k, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&stats, k);
 		if (!s)
 			return; /* map full */
 	}
 	/* Per-CPU value: this CPU alone writes it. */
-	if (protocol == IPPROTO_TCP) {
+	if (tcp) {
 		if (send) {
 			s->tcp_send_calls++;
 			s->tcp_send_bytes += ret;
@@ -63,27 +64,53 @@ static __always_inline void account(__u16 family, __u16 protocol, int ret, bool 
 	}
 }
 
-static __always_inline void account_sk(struct sock *sk, int ret, bool send)
+/* tp_btf: the socket and the task are BTF pointers, read with plain loads (no probe-read
+ * helper calls); the task is only looked at for calls that count. */
+static __always_inline void account_btf(struct sock *sk, int ret, bool send)
 {
-	account(BPF_CORE_READ(sk, __sk_common.skc_family), BPF_CORE_READ(sk, sk_protocol), ret, send);
+	__u16 protocol = sk->sk_protocol;
+	struct netproc_key k = {};
+	struct task_struct *t;
+
+	if (!counted(sk->__sk_common.skc_family, protocol, ret))
+		return;
+	t = bpf_get_current_task_btf();
+	k.tgid = t->tgid;
+	k.start = t->group_leader->start_boottime;
+	account(&k, protocol == IPPROTO_TCP, ret, send);
+}
+
+/* Classic tracepoints: the record has family and protocol; the task is read with CO-RE. */
+static __always_inline void account_tp(__u16 family, __u16 protocol, int ret, bool send)
+{
+	struct netproc_key k = {};
+	struct task_struct *t;
+
+	if (!counted(family, protocol, ret))
+		return;
+	t = (struct task_struct *)bpf_get_current_task();
+	k.tgid = BPF_CORE_READ(t, tgid);
+	k.start = BPF_CORE_READ(t, group_leader, start_boottime);
+	account(&k, protocol == IPPROTO_TCP, ret, send);
 }
 
 /* A process is gone when its last thread exits (signal->live reaches 0 before this
- * tracepoint): its entry goes, so a reused PID starts from zero. */
+ * tracepoint): its entry goes, so the map holds live processes only. */
 static __always_inline void retire(struct task_struct *p)
 {
-	__u32 tgid;
+	struct netproc_key k = {};
 
 	if (BPF_CORE_READ(p, signal, live.counter) > 0)
 		return;
-	tgid = BPF_CORE_READ(p, tgid);
-	bpf_map_delete_elem(&stats, &tgid);
+	k.tgid = BPF_CORE_READ(p, tgid);
+	k.start = BPF_CORE_READ(p, group_leader, start_boottime);
+	bpf_map_delete_elem(&stats, &k);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(np_send_btf, struct sock *sk, int ret, int flags)
 {
-	account_sk(sk, ret, true);
+	account_btf(sk, ret, true);
 	return 0;
 }
 
@@ -92,7 +119,7 @@ int BPF_PROG(np_recv_btf, struct sock *sk, int ret, int flags)
 {
 	/* A peek leaves the data queued: the read that takes it counts. */
 	if (!(flags & MSG_PEEK))
-		account_sk(sk, ret, false);
+		account_btf(sk, ret, false);
 	return 0;
 }
 
@@ -106,7 +133,7 @@ int BPF_PROG(np_exit_btf, struct task_struct *p)
 SEC("tracepoint/sock/sock_send_length")
 int np_send_tp(struct trace_event_raw_sock_msg_length *ctx)
 {
-	account(ctx->family, ctx->protocol, ctx->ret, true);
+	account_tp(ctx->family, ctx->protocol, ctx->ret, true);
 	return 0;
 }
 
@@ -114,7 +141,7 @@ SEC("tracepoint/sock/sock_recv_length")
 int np_recv_tp(struct trace_event_raw_sock_msg_length *ctx)
 {
 	if (!(ctx->flags & MSG_PEEK))
-		account(ctx->family, ctx->protocol, ctx->ret, false);
+		account_tp(ctx->family, ctx->protocol, ctx->ret, false);
 	return 0;
 }
 
