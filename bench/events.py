@@ -283,7 +283,7 @@ class RecordReader:
                 cur[field] = value
 
     def stop(self):
-        self.p.send_signal(signal.SIGINT)
+        self.p.terminate()  # pmval ignores SIGINT when started in the background
         self.p.wait()
         self.t.join()
         return self.records
