@@ -154,13 +154,13 @@ def burst_bash(tag, n, scratch):
     subprocess.run([PY, "-c", BASH_CHILD, tag, str(n)], check=True, timeout=300)
 
 
-def index_after(s, tag):
-    """The <i> of "<tag>-<i>" in s, or None."""
-    i = s.find(tag + "-")
+def index_after(s, prefix):
+    """The <i> of "<prefix><i>" in s, or None."""
+    i = s.find(prefix)
     if i < 0:
         return None
     digits = ""
-    for ch in s[i + len(tag) + 1:]:
+    for ch in s[i + len(prefix):]:
         if not ch.isdigit():
             break
         digits += ch
@@ -172,7 +172,7 @@ def index_after(s, tag):
 # one of the burst's, else None (fields: {name: value} of one record or one table row).
 MODULES = {
     "execsnoop": dict(per_unit=1, units=20000, burst=burst_exec, bpf_fields=["args"],
-                      key=lambda f, tag, d: index_after(f.get("args", ""), "/bin/true " + tag)),
+                      key=lambda f, tag, d: index_after(f.get("args", ""), "/bin/true %s-" % tag)),
     "exitsnoop": dict(per_unit=1, units=20000, burst=burst_exit, bpf_fields=["comm", "pid"],
                       key=lambda f, tag, d: f.get("pid") if f.get("comm") == tag else None),
     "opensnoop": dict(per_unit=1, units=20000, burst=burst_open, bpf_fields=["fname"],
@@ -182,7 +182,7 @@ MODULES = {
     "mountsnoop": dict(per_unit=2, units=2000, burst=burst_mount, bpf_fields=["op", "target"],
                        key=lambda f, tag, d: (lambda i: None if i is None else (str(f.get("op")), i))(index_after(f.get("target", ""), d + "/m"))),
     "bashreadline": dict(per_unit=1, units=2000, burst=burst_bash, bpf_fields=["comm"], bcc_field="line",
-                         key=lambda f, tag, d: index_after(f.get("line", f.get("comm", "")), ": " + tag)),
+                         key=lambda f, tag, d: index_after(f.get("line", f.get("comm", "")), ": %s-" % tag)),
 }
 
 
