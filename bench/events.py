@@ -483,6 +483,8 @@ def main():
         return
     if not a.module:
         ap.error("--module or --report")
+    # A TERM (a timeout) still puts pmdabpf's bpf.conf and the BPF statistics back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("events: terminated"))
     with open(LOCK, "a") as lock:
         if not os.environ.get("PCP_BCC_E2E_LOCKED"):
             fcntl.flock(lock, fcntl.LOCK_EX)
