@@ -308,6 +308,80 @@ fn execsnoop_serves_each_exec_field_by_field_in_both_views() {
     panic!("5 attempts: the host's execs pushed the test's out of the table every time");
 }
 
+/// `count` arguments that, after `/bin/true <first>`, make the record's arguments (each with
+/// its NUL) exactly `size` bytes: 100-character ones, then one shorter.
+fn filler(first: &str, size: usize) -> Vec<String> {
+    let mut left = size - "/bin/true ".len() - (first.len() + 1);
+    let mut out = Vec::new();
+    while left > 0 {
+        let n = left.min(101);
+        out.push("c".repeat(n - 1));
+        left -= n;
+    }
+    out
+}
+
+#[test]
+fn execsnoop_keeps_long_arguments_exact() {
+    // The program keeps an exec's arguments in a short entry up to 512 bytes and in a
+    // full-size one beyond: both sides of the limit, an argument cut at 127 bytes, and more
+    // arguments than max_args (20, the path counting) ending in "...".
+    let s = Session::start();
+    s.assert_module_running("execsnoop");
+    let tag = tag();
+    let a100 = "a".repeat(100);
+    let mut cases: Vec<(Vec<String>, String)> = Vec::new();
+    for size in [512, 513] {
+        let first = format!("{tag}-size{size}");
+        let mut argv = vec![first.clone()];
+        argv.extend(filler(&first, size));
+        let want = format!("/bin/true {}", argv.join(" "));
+        assert_eq!(want.len() + 1, size);
+        cases.push((argv, want));
+    }
+    let long = vec![format!("{tag}-long")]
+        .into_iter()
+        .chain(std::iter::repeat_n(a100.clone(), 6))
+        .collect::<Vec<_>>();
+    cases.push((long.clone(), format!("/bin/true {}", long.join(" "))));
+    cases.push((
+        vec![format!("{tag}-cut"), "b".repeat(200)],
+        format!("/bin/true {tag}-cut {}", "b".repeat(127)),
+    ));
+    let many: Vec<String> = std::iter::once(format!("{tag}-many"))
+        .chain((1..=25).map(|i| i.to_string()))
+        .collect();
+    cases.push((
+        many.clone(),
+        format!("/bin/true {} ...", many[..19].join(" ")),
+    ));
+    let wide: Vec<String> = std::iter::once(format!("{tag}-wide"))
+        .chain(std::iter::repeat_n(a100, 24))
+        .collect();
+    cases.push((
+        wide.clone(),
+        format!("/bin/true {} ...", wide[..19].join(" ")),
+    ));
+    let reader = Reader::start("bcc.execsnoop.records", 2, 3, None);
+    for (argv, _) in &cases {
+        let st = Command::new("/bin/true")
+            .args(argv)
+            .status()
+            .expect("spawn /bin/true");
+        assert!(st.success());
+    }
+    let (records, missed, text) = reader.finish();
+    assert_eq!(missed, 0, "{}", tail(&text));
+    let prefix = format!("/bin/true {tag}-");
+    let got: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.get("args").map(String::as_str))
+        .filter(|a| a.starts_with(&prefix))
+        .collect();
+    let want: Vec<&str> = cases.iter().map(|(_, w)| w.as_str()).collect();
+    assert_eq!(got, want, "the execs' arguments, in order");
+}
+
 #[test]
 fn a_burst_of_20000_execs_reaches_two_clients_whole() {
     const N: usize = 20_000;

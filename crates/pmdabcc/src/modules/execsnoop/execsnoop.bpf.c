@@ -3,6 +3,11 @@
  * execsnoop: one record per exec (execve and execveat), with the path and arguments read at
  * syscall entry and the result and new command name at its exit. Records go to a ring
  * buffer, cut after the arguments used.
+ *
+ * Entry builds the record in a per-CPU scratch slot, then keeps it until the exit in a hash
+ * map by thread id: the short map when the arguments fit in EXECSNOOP_SHORT_ARGS bytes (most
+ * execs), else the full-size one. A hash map insert copies the whole value: 7.7 KB for the
+ * full-size one, most of what the entry program cost before the short map.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -21,15 +26,34 @@ const volatile __u32 max_args = 20;
 /* Keeps the record type in BTF for the agent. */
 const struct execsnoop_event *unused_event __attribute__((unused));
 
-static const struct execsnoop_event empty_event = {};
+/* An exec's record while it is in flight, when its arguments are short: execsnoop_event
+ * with less arguments room. */
+struct execsnoop_short {
+	__u32 pid, ppid, uid;
+	__s32 ret;
+	__u32 args_count, args_size;
+	char comm[16];
+	char args[EXECSNOOP_SHORT_ARGS];
+};
+_Static_assert(__builtin_offsetof(struct execsnoop_short, args) == HEADER_SIZE, "execsnoop_short's header is execsnoop_event's");
 
-/* Execs in flight, by thread id: filled at entry, sent at exit. */
+/* Execs in flight, by thread id: filled at entry, sent at exit; short ones in short_execs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32);
+	__type(value, struct execsnoop_short);
+} short_execs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
 	__type(key, __u32);
 	__type(value, struct execsnoop_event);
 } execs SEC(".maps");
+
+/* Where entry builds the record. */
+PERCPU_SLOT_MAP(scratch, struct execsnoop_event);
 
 #define EVENTS_SIZE (4 << 20)
 
@@ -53,9 +77,7 @@ static __always_inline int exec_enter(const char *path, const char *const *argv)
 
 	if (targ_uid != INVALID_UID && uid != targ_uid)
 		return 0;
-	if (bpf_map_update_elem(&execs, &tid, &empty_event, BPF_ANY))
-		return 0;
-	e = bpf_map_lookup_elem(&execs, &tid);
+	e = percpu_counters(&scratch);
 	if (!e)
 		return 0;
 	task = (struct task_struct *)bpf_get_current_task();
@@ -64,58 +86,79 @@ static __always_inline int exec_enter(const char *path, const char *const *argv)
 	e->uid = uid;
 
 	n = bpf_probe_read_user_str(e->args, EXECSNOOP_ARGSIZE, path);
-	e->args_size = n > 0 ? n : 1;
+	if (n <= 0) {
+		e->args[0] = 0;
+		n = 1;
+	}
+	e->args_size = n;
 	e->args_count = 1;
 	for (i = 1; i < EXECSNOOP_MAX_ARGS && i < max_args; i++) {
 		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
-			return 0;
+			goto keep;
 		off = e->args_size;
 		if (off > LAST_ARG)
-			return 0;
+			goto keep;
 		n = bpf_probe_read_user_str(&e->args[off], EXECSNOOP_ARGSIZE, arg);
 		if (n <= 0)
-			return 0;
+			goto keep;
 		e->args_size = off + n;
 		e->args_count++;
 	}
 	/* More arguments than kept: say so with a last "...". */
 	if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
-		return 0;
+		goto keep;
 	off = e->args_size;
 	if (off > EXECSNOOP_ARGS_BUF - 4)
-		return 0;
+		goto keep;
 	e->args[off] = '.';
 	e->args[off + 1] = '.';
 	e->args[off + 2] = '.';
 	e->args[off + 3] = 0;
 	e->args_size = off + 4;
+keep:
+	if (e->args_size <= EXECSNOOP_SHORT_ARGS)
+		bpf_map_update_elem(&short_execs, &tid, e, BPF_ANY);
+	else
+		bpf_map_update_elem(&execs, &tid, e, BPF_ANY);
 	return 0;
 }
 
-static __always_inline int exec_exit(long ret)
+/* Completes an exec's record `e` (`cap` bytes of arguments room) and sends it. */
+static __always_inline void exec_send(struct execsnoop_event *e, __u32 cap, long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct execsnoop_stats *st;
-	struct execsnoop_event *e;
 	__u32 size;
 
-	e = bpf_map_lookup_elem(&execs, &tid);
-	if (!e)
-		return 0;
 	if (ret < 0 && !include_failed)
-		goto done;
+		return;
 	e->ret = ret;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	size = e->args_size;
-	if (size > EXECSNOOP_ARGS_BUF)
-		size = EXECSNOOP_ARGS_BUF;
+	if (size > cap)
+		size = cap;
 	if (bpf_ringbuf_output(&events, e, HEADER_SIZE + size, ringbuf_wakeup_flags(&events, EVENTS_SIZE))) {
 		st = percpu_counters(&stats);
 		if (st)
 			st->lost++;
 	}
-done:
-	bpf_map_delete_elem(&execs, &tid);
+}
+
+static __always_inline int exec_exit(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct execsnoop_event *e;
+
+	e = (struct execsnoop_event *)bpf_map_lookup_elem(&short_execs, &tid);
+	if (e) {
+		exec_send(e, EXECSNOOP_SHORT_ARGS, ret);
+		bpf_map_delete_elem(&short_execs, &tid);
+		return 0;
+	}
+	e = bpf_map_lookup_elem(&execs, &tid);
+	if (e) {
+		exec_send(e, EXECSNOOP_ARGS_BUF, ret);
+		bpf_map_delete_elem(&execs, &tid);
+	}
 	return 0;
 }
 

@@ -5,6 +5,7 @@
 #define EXECSNOOP_ARGSIZE 128	/* longest argument kept, with its NUL */
 #define EXECSNOOP_MAX_ARGS 60	/* most arguments kept (the max_args option's ceiling) */
 #define EXECSNOOP_ARGS_BUF (EXECSNOOP_MAX_ARGS * EXECSNOOP_ARGSIZE)
+#define EXECSNOOP_SHORT_ARGS 512	/* arguments room of an exec kept in the short map */
 
 /* One exec. The record sent ends after the used part of `args` (args_size bytes). */
 struct execsnoop_event {
