@@ -37,17 +37,20 @@ struct execsnoop_short {
 };
 _Static_assert(__builtin_offsetof(struct execsnoop_short, args) == HEADER_SIZE, "execsnoop_short's header is execsnoop_event's");
 
-/* Execs in flight, by thread id: filled at entry, sent at exit; short ones in short_execs. */
+/* Execs in flight, by thread id: filled at entry, sent at exit; short ones in short_execs.
+ * LRU: an exec by a non-leader thread exits under the leader's id and leaves its entry
+ * behind, which a plain hash would keep for good. Few execs are in flight at once, fewer
+ * with long arguments: the full-size map (7.7 KB entries, preallocated) is kept small. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 10240);
 	__type(key, __u32);
 	__type(value, struct execsnoop_short);
 } short_execs SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, struct execsnoop_event);
 } execs SEC(".maps");
