@@ -437,15 +437,19 @@ def measure(module, rounds, units):
     return med
 
 
+def measured():
+    """(module, its last results) for every module measured, in MODULES' order."""
+    for module in MODULES:
+        path = os.path.join(TARGET, "bench", "events-%s.json" % module)
+        if os.path.exists(path):
+            with open(path) as f:
+                yield module, json.load(f)
+
+
 def report():
     print("| module, burst (median of rounds) | delivered: this agent | pmdabpf | in-kernel ns per event: this agent | pmdabpf | ratio |")
     print("|---|---|---|---|---|---|")
-    for module in MODULES:
-        path = os.path.join(TARGET, "bench", "events-%s.json" % module)
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            d = json.load(f)
+    for module, d in measured():
         n, b, p = d["events"], d["median"]["bcc"], d["median"]["bpf"]
         print("| %s, %s events (%d rounds) | %s (%.1f %%) | %s (%.2f %%) | %s | %s | %.2f |" % (
             module, "{:,}".format(n), len(d["rounds"]), "{:,}".format(int(b["delivered"])), 100 * b["delivered"] / n,
@@ -455,12 +459,7 @@ def report():
     print()
     print("Per program, ns per run (range over the rounds; runs include the host's other events):")
     print()
-    for module in MODULES:
-        path = os.path.join(TARGET, "bench", "events-%s.json" % module)
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            d = json.load(f)
+    for module, d in measured():
         for ag in ("bcc", "bpf"):
             parts = []
             for name in d["rounds"][0][ag]["progs"]:

@@ -315,6 +315,23 @@ impl LossyLink {
             .sum()
     }
 
+    /// `bulk_exchange(k, n)`, then waits (15 s at most) until every connection has ended:
+    /// closing connections retransmit their FINs until acknowledged, which the counts must
+    /// include. Returns the connections, checked to be all `2 × 2 × k` of them.
+    pub fn exchange_and_settle(&self, k: usize, n: usize) -> BTreeSet<String> {
+        let conns = self.bulk_exchange(k, n);
+        assert_eq!(
+            conns.len(),
+            2 * 2 * k,
+            "the clients did not report every connection"
+        );
+        let settled = crate::wait_for(std::time::Duration::from_secs(15), || {
+            (self.live_sockets() == 0).then_some(())
+        });
+        assert!(settled.is_some(), "the link's connections did not close");
+        conns
+    }
+
     /// TCP sockets of the link still able to send (neither listening nor in TIME-WAIT).
     pub fn live_sockets(&self) -> usize {
         [&self.a, &self.b]

@@ -1029,16 +1029,7 @@ fn upstream_scenarios_of_execsnoop_tcpretrans_and_tcpperpid() {
     };
     let kernel_before = link.retrans_segs();
     let k = 2;
-    let conns = link.bulk_exchange(k, 200_000);
-    assert_eq!(
-        conns.len(),
-        2 * 2 * k,
-        "the clients did not report every connection"
-    );
-    let settled = wait_for(Duration::from_secs(15), || {
-        (link.live_sockets() == 0).then_some(())
-    });
-    assert!(settled.is_some(), "the link's connections did not close");
+    let conns = link.exchange_and_settle(k, 200_000);
     // The server sends no data: the drops are the clients' packets, one per connection.
     let lost = (
         LossyLink::tc_dropped(&link.a),

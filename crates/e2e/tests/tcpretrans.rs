@@ -42,17 +42,7 @@ fn retransmitted_segments_agree_with_the_namespaces_tcp_retrans_segs() {
 
     // Client in a, server in b, over IPv4 then IPv6: 4 connections of 200 kB each.
     let (k, n) = (4, 200_000);
-    let conns = link.bulk_exchange(k, n);
-    assert_eq!(
-        conns.len(),
-        2 * 2 * k,
-        "the clients did not report every connection"
-    );
-    // Closing connections retransmit their FINs until acknowledged: wait for them to end.
-    let settled = wait_for(Duration::from_secs(15), || {
-        (link.live_sockets() == 0).then_some(())
-    });
-    assert!(settled.is_some(), "the link's connections did not close");
+    let conns = link.exchange_and_settle(k, n);
     let kernel = link.retrans_segs() - kernel_before;
     assert!(kernel > 0, "the drop filter forced no retransmission");
 
