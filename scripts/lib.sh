@@ -93,7 +93,7 @@ deploy_install() {
     install -m 0644 crates/pmdabcc/src/bpf/vmlinux.h crates/pmdabcc/src/bpf/bits.bpf.h \
         crates/pmdabcc/src/bpf/hist.bpf.h crates/pmdabcc/src/bpf/maps.bpf.h \
         crates/pmdabcc/src/bpf/block.bpf.h crates/pmdabcc/src/bpf/inet.bpf.h \
-        crates/pmdabcc/src/bpf/hooks.bpf.h "$BCC_DIR/include/"
+        crates/pmdabcc/src/bpf/hooks.bpf.h crates/pmdabcc/src/bpf/task.bpf.h "$BCC_DIR/include/"
     # pmlogrewrite rules for archives of PCP's Python pmdabcc (pmlogger_daily applies them).
     install -d -m 0755 /etc/pcp/pmlogrewrite
     install -m 0644 pmda/bcc_upstream.conf /etc/pcp/pmlogrewrite/bcc_upstream.conf

@@ -151,14 +151,8 @@ syscall, errno, ipv4, ipv6, inet, port, cgroup, static, bits, enum)"
             Decoder::Int => int(b).to_string(),
             Decoder::Hex => format!("{:#x}", uint(b)),
             Decoder::Pid => format!("{:06}", uint(b)),
-            Decoder::PidComm => {
-                let pid = uint(b);
-                format!("{pid:06} {}", comm_of(pid).unwrap_or_else(|| "?".into()))
-            }
-            Decoder::PidCmd => {
-                let pid = uint(b);
-                format!("{pid:06} {}", cmd_of(pid).unwrap_or_else(|| "?".into()))
-            }
+            Decoder::PidComm => pid_named(uint(b), comm_of),
+            Decoder::PidCmd => pid_named(uint(b), cmd_of),
             Decoder::Disk => disk_name(uint(b) as u32),
             Decoder::Ksym => ksym(uint(b)),
             Decoder::Syscall => {
@@ -204,13 +198,16 @@ impl Decoder {
         };
         let pid = uint(b);
         static NAMES: OnceLock<Mutex<ProcNames>> = OnceLock::new();
-        let cached = NAMES
-            .get_or_init(Default::default)
-            .lock()
-            .ok()
-            .and_then(|mut n| n.name(pid, start, cmd, Instant::now(), || read(pid)));
-        format!("{pid:06} {}", cached.unwrap_or_else(|| "?".into()))
+        pid_named(pid, |pid| {
+            let mut n = NAMES.get_or_init(Default::default).lock().ok()?;
+            n.name(pid, start, cmd, Instant::now(), || read(pid))
+        })
     }
+}
+
+/// A process as PCP's proc PMDA names it, `"%06d <name>"`, from `name_of` (`?` if unknown).
+fn pid_named(pid: u64, name_of: impl FnOnce(u64) -> Option<String>) -> String {
+    format!("{pid:06} {}", name_of(pid).unwrap_or_else(|| "?".into()))
 }
 
 /// Process names by (PID, start time), read once per process lifetime. A PID seen with
@@ -620,47 +617,52 @@ mod tests {
         let mut n = ProcNames::default();
         let t0 = n.swept;
         let reads = std::cell::Cell::new(0);
-        let read = |name: &str| {
-            reads.set(reads.get() + 1);
-            Some(name.to_string())
+        // The name of (pid, start) at `t`, where a read of /proc would give `fresh` (None: the
+        // read fails); `reads` counts the reads that gave a name.
+        let ask = |n: &mut ProcNames, pid, start, cmd, t, fresh: Option<&str>| {
+            n.name(pid, start, cmd, t, || {
+                let f = fresh.map(str::to_string);
+                reads.set(reads.get() + f.is_some() as u32);
+                f
+            })
         };
         assert_eq!(
-            n.name(7, 100, true, t0, || read("old")).as_deref(),
+            ask(&mut n, 7, 100, true, t0, Some("old")).as_deref(),
             Some("old")
         );
         assert_eq!(
-            n.name(7, 100, true, t0, || read("new")).as_deref(),
+            ask(&mut n, 7, 100, true, t0, Some("new")).as_deref(),
             Some("old")
         );
         assert_eq!(reads.get(), 1, "one read per process lifetime");
         // The same PID, started later: another process.
         assert_eq!(
-            n.name(7, 200, true, t0, || read("new")).as_deref(),
+            ask(&mut n, 7, 200, true, t0, Some("new")).as_deref(),
             Some("new")
         );
         assert_eq!(
-            n.name(7, 200, true, t0, || read("x")).as_deref(),
+            ask(&mut n, 7, 200, true, t0, Some("x")).as_deref(),
             Some("new")
         );
         assert_eq!(reads.get(), 2);
         // The comm kind of name is kept apart; a failed read is not kept.
-        assert_eq!(n.name(7, 200, false, t0, || None), None);
+        assert_eq!(ask(&mut n, 7, 200, false, t0, None), None);
         assert_eq!(
-            n.name(7, 200, false, t0, || read("comm")).as_deref(),
+            ask(&mut n, 7, 200, false, t0, Some("comm")).as_deref(),
             Some("comm")
         );
         assert_eq!(n.len(), 2);
         // Asked for in every period: kept; not asked for in a whole period: dropped.
-        n.name(8, 1, true, t0, || read("gone"));
+        ask(&mut n, 8, 1, true, t0, Some("gone"));
         let t1 = t0 + ProcNames::SWEEP;
         assert_eq!(
-            n.name(7, 200, true, t1, || read("x")).as_deref(),
+            ask(&mut n, 7, 200, true, t1, Some("x")).as_deref(),
             Some("new")
         );
         assert_eq!(n.len(), 3, "entries asked for in the last period stay");
         let t2 = t1 + ProcNames::SWEEP;
         assert_eq!(
-            n.name(7, 200, true, t2, || read("x")).as_deref(),
+            ask(&mut n, 7, 200, true, t2, Some("x")).as_deref(),
             Some("new")
         );
         assert_eq!(

@@ -107,19 +107,24 @@ oneline = "o"
 help = "h"
 "#;
 
+/// The key parts and instance id field of a program's first map, a keyed map with ids.
+fn keyed_by_id(p: &Program) -> (&[KeyPlan], &Loc) {
+    match &p.maps[0].plan {
+        Plan::Keyed {
+            key,
+            instance_id: Some(id),
+            ..
+        } => (key, id),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn instance_ids_from_a_key_field() {
     let p = program(BY_ID_SPEC, BIOLAT_OBJ).unwrap();
     assert_eq!(p.indoms.len(), 1);
     assert_eq!(p.indoms[0].kind, pcp_pmda::IndomKind::Fixed);
-    let Plan::Keyed {
-        key,
-        instance_id: Some(id),
-        ..
-    } = &p.maps[0].plan
-    else {
-        panic!("{:?}", p.maps[0].plan)
-    };
+    let (key, id) = keyed_by_id(&p);
     // Ids are the keys (one per id, above i32::MAX refused), names the decoded keys.
     let rows: Vec<(Vec<u8>, Vec<u8>)> = [42u32, 7, 42, u32::MAX, 0]
         .iter()
@@ -163,14 +168,7 @@ fn instance_ids_from_a_key_field() {
 #[test]
 fn process_keys_with_a_start_time() {
     let p = program(NETPROC_SPEC, NETPROC_OBJ).unwrap();
-    let Plan::Keyed {
-        key,
-        instance_id: Some(id),
-        ..
-    } = &p.maps[0].plan
-    else {
-        panic!("{:?}", p.maps[0].plan)
-    };
+    let (key, id) = keyed_by_id(&p);
     let start = key[0]
         .start
         .as_ref()

@@ -32,6 +32,7 @@
 #include "maps.bpf.h"
 #include "block.bpf.h"
 #include "hooks.bpf.h"
+#include "task.bpf.h"
 
 /* Set by user space before load. */
 const volatile bool filter_enabled = false;  /* only PIDs in `pids` are attributed */
@@ -82,21 +83,6 @@ static __always_inline struct biotop_counters *cnt(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&counters, &zero);
-}
-
-/* Linux 5.5 renamed task_struct.real_start_time to start_boottime ("time: Rename
- * tsk->real_start_time to ->start_boottime"). */
-struct task_struct___pre_5_5 {
-	__u64 real_start_time;
-} __attribute__((preserve_access_index));
-
-/* When the process (its group leader) started, ns since boot: what /proc/<pid>/stat shows
- * (in clock ticks). */
-static __always_inline __u64 process_start(struct task_struct *leader)
-{
-	if (bpf_core_field_exists(leader->start_boottime))
-		return BPF_CORE_READ(leader, start_boottime);
-	return BPF_CORE_READ((struct task_struct___pre_5_5 *)leader, real_start_time);
 }
 
 /* Fills `o` with the current process; false if the process filter excludes it. */

@@ -11,6 +11,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "netproc.h"
+#include "task.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -90,7 +91,7 @@ static __always_inline void account_tp(__u16 family, __u16 protocol, int ret, bo
 		return;
 	t = (struct task_struct *)bpf_get_current_task();
 	k.tgid = BPF_CORE_READ(t, tgid);
-	k.start = BPF_CORE_READ(t, group_leader, start_boottime);
+	k.start = process_start(BPF_CORE_READ(t, group_leader));
 	account(&k, protocol == IPPROTO_TCP, ret, send);
 }
 
@@ -103,7 +104,7 @@ static __always_inline void retire(struct task_struct *p)
 	if (BPF_CORE_READ(p, signal, live.counter) > 0)
 		return;
 	k.tgid = BPF_CORE_READ(p, tgid);
-	k.start = BPF_CORE_READ(p, group_leader, start_boottime);
+	k.start = process_start(BPF_CORE_READ(p, group_leader));
 	bpf_map_delete_elem(&stats, &k);
 }
 
